@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from nmc import __version__
+from nmc.cli.broker_cmd import broker
+from nmc.cli.ca_cmd import ca
+from nmc.cli.config_cmd import config
+from nmc.cli.dev_cmd import dev
+from nmc.cli.fleet_cmds import find, ping, rpc
+from nmc.cli.serve_cmd import serve
+
+EXIT_USAGE = 4
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="nmc")
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), envvar="NMC_CONFIG",
-              help="Client configuration file (default: search NMC_CONFIG, ~/.nmc/client.cfg, /etc/nmc/client.cfg, the running dev fleet).")
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+              help="Client configuration file (default: ~/.nmc/client.cfg, /etc/nmc/client.cfg, "
+                   "then the running dev fleet's).")
+@click.option("--debug", is_flag=True, envvar="NMC_DEBUG", help="Show tracebacks and debug logs.")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     """Query and control many machines at once over NATS.
 
     \b
     Example:
-      nmc ping
+      nmc dev up --nodes 5        # in one shell
+      nmc ping                    # in another
       nmc rpc rpcutil get_fact fact=country -F role=web
     """
     ctx.ensure_object(dict)
@@ -26,6 +38,30 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+@cli.group()
+def ops() -> None:
+    """Operator tools: certificate authority and the embedded broker."""
+
+
+ops.add_command(ca)
+ops.add_command(broker)
+for command in (ping, find, rpc, config, serve, dev):
+    cli.add_command(command)
+
+
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="nmc")
+    """Console-script entry point: usage errors exit 4 (MCollective's rpc exit codes keep 1 and 2)."""
+    try:
+        rv = cli.main(prog_name="nmc", standalone_mode=False)
+    except click.UsageError as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)

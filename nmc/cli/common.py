@@ -1,0 +1,149 @@
+"""Shared pieces of fleet commands: filter flags, config lookup, connecting, error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+
+import click
+import nats
+import nats.errors
+
+from nmc.client.fleet import FleetClient
+from nmc.client.request_many import NoRespondersError
+from nmc.ops.config import Config, ConfigError, find_client_config, load_config
+from nmc.ops.logs import configure_logging
+from nmc.ops.settings import (
+    SettingsError,
+    client_servers,
+    client_settings,
+    load_signer,
+    load_verifier,
+    tls_context,
+)
+from nmc.protocol.filter import FilterSyntaxError, combine
+
+__all__ = ["EXIT_FAILED", "EXIT_NO_RESPONSE", "EXIT_OK", "EXIT_USAGE", "client_session", "filter_options",
+           "load_client_config", "output_options", "run"]
+
+EXIT_OK, EXIT_FAILED, EXIT_NO_RESPONSE, EXIT_USAGE = 0, 1, 2, 4
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def filter_options(fn: F) -> F:
+    """MCollective's filter flags, on every fleet command."""
+    opts = [
+        click.option("-F", "--wf", "--with-fact", "facts", multiple=True, metavar="FACT=VALUE",
+                     help="Match nodes by fact: = == != < > <= >= =~ or fact=/regex/; dotted paths reach into structured facts."),
+        click.option("-C", "--wc", "--with-class", "classes", multiple=True, metavar="CLASS",
+                     help="Match nodes with this configuration class (or /regex/)."),
+        click.option("-I", "--wi", "--with-identity", "identities", multiple=True, metavar="IDENTITY",
+                     help="Match a node by identity (or /regex/); repeat for several."),
+        click.option("-A", "--wa", "--with-agent", "agents", multiple=True, metavar="AGENT",
+                     help="Match nodes that have this agent."),
+        click.option("-S", "--select", "compound", multiple=True, metavar="EXPR",
+                     help='Compound filter, e.g. "(role=web or role=db) and not country=us".'),
+        click.option("-W", "--with", "combined", multiple=True, metavar="'CLASS FACT=V ...'",
+                     help="Classes and facts together, all must match."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def output_options(fn: F) -> F:
+    """--json and the timeouts, shared by fleet commands."""
+    fn = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of text.")(fn)
+    fn = click.option("--discovery-timeout", "--dt", type=click.FloatRange(min=0, min_open=True), default=None,
+                      help="Seconds discovery waits at most (it ends earlier when replies stall).")(fn)
+    fn = click.option("--timeout", "-t", type=click.FloatRange(min=0, min_open=True), default=None,
+                      help="Seconds to wait for replies at most.")(fn)
+    return fn
+
+
+def build_filter(facts: tuple[str, ...], classes: tuple[str, ...], identities: tuple[str, ...],
+                 agents: tuple[str, ...], compound: tuple[str, ...], combined: tuple[str, ...]) -> str:
+    """One canonical filter expression from all the flags; usage error on bad syntax."""
+    try:
+        return combine(facts=facts, classes=classes, identities=identities, agents=agents,
+                       compound=compound + combined)
+    except FilterSyntaxError as exc:
+        raise click.UsageError(f"bad filter: {exc}") from exc
+
+
+def load_client_config(ctx: click.Context) -> Config:
+    """The client config: --config / NMC_CONFIG, else the usual places, else defaults."""
+    obj = ctx.find_root().obj or {}
+    explicit = obj.get("config_path")
+    path = Path(explicit) if explicit else find_client_config(os.environ, Path.home())
+    configure_logging(json=False, level="debug" if obj.get("debug") else "warning")
+    return load_config(path, kind="client")
+
+
+@contextlib.asynccontextmanager
+async def client_session(config: Config, *, timeout: float | None = None,
+                         discovery_timeout: float | None = None) -> AsyncIterator[FleetClient]:
+    """A connected FleetClient; the connection is drained on exit."""
+    settings = client_settings(config)
+    overrides = {}
+    if timeout is not None:
+        overrides["timeout"] = timeout
+    if discovery_timeout is not None:
+        overrides["discovery_timeout"] = discovery_timeout
+    if overrides:
+        from dataclasses import replace
+
+        settings = replace(settings, **overrides)
+    signer, verifier = load_signer(config), load_verifier(config)
+    servers = client_servers(config)
+    try:
+        nc = await nats.connect(servers=list(servers), name=f"nmc {signer.caller}", connect_timeout=2,
+                                max_reconnect_attempts=2, reconnect_time_wait=0.25, allow_reconnect=True,
+                                tls=tls_context(config), error_cb=_quiet, disconnected_cb=None)
+    except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+        raise SettingsError(f"cannot connect to NATS at {', '.join(servers)}: {exc or type(exc).__name__} "
+                            "(is the broker running? `nmc dev up` starts one)") from exc
+    try:
+        yield FleetClient(nc=nc, signer=signer, verifier=verifier, settings=settings)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.drain()
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py reports connection errors through a callback; the command reports them itself."""
+
+
+def run(ctx: click.Context, coro_fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a command's coroutine, turning expected failures into one-line errors."""
+    debug = bool((ctx.find_root().obj or {}).get("debug"))
+    try:
+        return asyncio.run(coro_fn())  # type: ignore[arg-type]
+    except (SettingsError, ConfigError) as exc:
+        if debug:
+            raise
+        raise click.ClickException(str(exc)) from exc
+    except NoRespondersError as exc:
+        if debug:
+            raise
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+def wrap_errors(fn: F) -> F:
+    """Decorator: turn known exceptions raised outside run() into one-line errors too."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (SettingsError, ConfigError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,185 @@
+"""`nmc ping`, `nmc find` and `nmc rpc`: the everyday fleet commands."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from typing import Any
+
+import click
+
+from nmc.cli.common import (
+    EXIT_FAILED,
+    EXIT_NO_RESPONSE,
+    EXIT_USAGE,
+    build_filter,
+    client_session,
+    filter_options,
+    load_client_config,
+    output_options,
+    run,
+)
+from nmc.cli.render import call_json, print_call
+from nmc.client.fleet import CallResult
+from nmc.protocol.ddl import InputError, coerce_cli_value, validate_inputs
+from nmc.services.agents import BUILTIN_AGENTS
+
+__all__ = ["find", "ping", "rpc"]
+
+_NO_NODES = "No request sent, we did not discover any nodes."
+
+
+def _flags_filter(kw: dict[str, Any]) -> str:
+    return build_filter(kw.pop("facts"), kw.pop("classes"), kw.pop("identities"), kw.pop("agents"),
+                        kw.pop("compound"), kw.pop("combined"))
+
+
+@click.command()
+@filter_options
+@output_options
+@click.pass_context
+def ping(ctx: click.Context, as_json: bool, timeout: float | None, discovery_timeout: float | None,
+         **flags: Any) -> None:
+    """Ping matching nodes and show each one's round-trip time.
+
+    Ends as soon as replies stop arriving (discovery stall), not after a fixed wait.
+
+    \b
+    Examples:
+      nmc ping
+      nmc ping -F country=us
+      nmc ping --json | jq '.replies[].sender'
+    """
+    expr = _flags_filter(flags)
+    config = load_client_config(ctx)
+
+    async def go() -> CallResult:
+        async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
+            return await fc.discover(expr, timeout=discovery_timeout or timeout)
+
+    result = run(ctx, go)
+    times = sorted(r.elapsed * 1000 for r in result.results)
+    if as_json:
+        click.echo(json.dumps({**call_json(result), "times_ms": {
+            "min": min(times, default=None), "max": max(times, default=None),
+            "avg": statistics.fmean(times) if times else None}}, indent=2))
+    else:
+        for r in sorted(result.results, key=lambda r: r.elapsed):
+            click.echo(f"{r.identity:<40} time={r.elapsed * 1000:.2f} ms")
+        click.echo("\n\n---- ping statistics ----")
+        if times:
+            click.echo(f"{len(times)} replies max: {times[-1]:.2f} min: {times[0]:.2f} "
+                       f"avg: {statistics.fmean(times):.2f}")
+        else:
+            click.echo("No responses received")
+    if not result.results:
+        ctx.exit(EXIT_NO_RESPONSE)
+
+
+@click.command()
+@filter_options
+@output_options
+@click.pass_context
+def find(ctx: click.Context, as_json: bool, timeout: float | None, discovery_timeout: float | None,
+         **flags: Any) -> None:
+    """List the identities of the nodes that match the filter.
+
+    \b
+    Examples:
+      nmc find -F role=web
+      nmc find -S "country=us and not role=db" --json
+    """
+    expr = _flags_filter(flags)
+    config = load_client_config(ctx)
+
+    async def go() -> CallResult:
+        async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
+            return await fc.discover(expr, timeout=discovery_timeout or timeout)
+
+    result = run(ctx, go)
+    names = sorted(r.identity for r in result.results)
+    click.echo(json.dumps(names) if as_json else "\n".join(names))
+    if not names:
+        ctx.exit(EXIT_NO_RESPONSE)
+
+
+def _parse_inputs(agent: str, action: str, pairs: tuple[str, ...]) -> dict[str, Any]:
+    """`key=value` words into typed inputs, checked against the DDL when the agent is known here."""
+    specs = {cls.name: cls.spec() for cls in BUILTIN_AGENTS}
+    action_spec = specs[agent].actions.get(action) if agent in specs else None
+    if agent in specs and action_spec is None:
+        known = ", ".join(sorted(specs[agent].actions))
+        raise click.UsageError(f"agent {agent!r} has no action {action!r} (actions: {known})")
+    inputs = {i.name: i for i in action_spec.inputs} if action_spec else {}
+    data: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"inputs are key=value, got {pair!r}")
+        try:
+            data[key] = coerce_cli_value(inputs.get(key), value)
+        except InputError as exc:
+            raise click.UsageError(exc.reason) from exc
+    if action_spec is not None:
+        try:
+            validate_inputs(action_spec, data)
+        except InputError as exc:
+            raise click.UsageError(f"{exc.reason} (nothing was sent)") from exc
+    return data
+
+
+@click.command()
+@click.argument("agent")
+@click.argument("action")
+@click.argument("inputs", nargs=-1, metavar="[KEY=VALUE]...")
+@filter_options
+@output_options
+@click.option("--no-discovery", is_flag=True,
+              help="Skip discovery: publish once and gather until replies stall (no 'no response' list).")
+@click.pass_context
+def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as_json: bool,
+        timeout: float | None, discovery_timeout: float | None, no_discovery: bool, **flags: Any) -> None:
+    """Run AGENT ACTION on every matching node and show each node's structured result.
+
+    Discovers the matching nodes first, publishes the request once and ends the moment every
+    discovered node has answered; nodes that did not answer are named. Exit status: 0 all ok,
+    1 some failed, 2 some did not answer, 4 usage error.
+
+    \b
+    Examples:
+      nmc rpc rpcutil ping
+      nmc rpc rpcutil get_fact fact=country -F role=web
+      nmc rpc rpcutil inventory -I web1.example.com --json
+    """
+    expr = _flags_filter(flags)
+    data = _parse_inputs(agent, action, inputs)
+    config = load_client_config(ctx)
+
+    async def go() -> CallResult | None:
+        async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
+            if no_discovery:
+                return await fc.call(agent, action, data, filter_expr=expr)
+            found = await fc.discover(expr)
+            if not found.results:
+                return None
+            return await fc.call(agent, action, data, filter_expr=expr,
+                                 expect=[r.identity for r in found.results])
+
+    result = run(ctx, go)
+    if result is None:
+        if as_json:
+            click.echo(json.dumps({"replies": [], "no_response": [], "summary": {"discovered": 0}}))
+        else:
+            click.echo(_NO_NODES, err=True)
+        ctx.exit(EXIT_NO_RESPONSE)
+    if as_json:
+        click.echo(json.dumps(call_json(result), indent=2))
+    else:
+        print_call(result)
+    if result.no_response or (not result.results):
+        ctx.exit(EXIT_NO_RESPONSE)
+    if result.failed:
+        ctx.exit(EXIT_FAILED)
+
+
+__all__ += ["EXIT_USAGE"]

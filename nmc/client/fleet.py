@@ -1,0 +1,179 @@
+"""The client library: discover nodes, send one signed request, gather verified replies.
+
+Discovery is a broadcast `rpcutil.ping` that ends when replies stall. An RPC
+to a discovered set is published ONCE (on the narrowest subject the routing
+invariant allows) and ends the moment every discovered node has answered;
+the nodes that did not are named in the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Collection, Mapping
+
+import structlog
+from nats.aio.client import Client as NATS
+
+from nmc.client.request_many import NoRespondersError, request_many
+from nmc.protocol.envelope import EnvelopeError, Reply, Request, new_request_id
+from nmc.protocol.filter import Route, parse, route
+from nmc.protocol.status import Status
+from nmc.protocol.subjects import all_subject, class_subject, fact_subject, node_subject
+from nmc.security import CERTIFICATE_HEADER, SIGNATURE_HEADER, SecurityError, Signer, Verifier
+
+__all__ = ["CallResult", "ClientSettings", "FleetClient", "NodeResult"]
+
+log = structlog.get_logger("nmc.client")
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How the client talks to the fleet."""
+
+    collective: str = "nmc"
+    timeout: float = 10.0
+    discovery_timeout: float = 2.0
+    discovery_stall: float = 0.3
+    ttl: float = 60.0
+    sender: str = "localhost"
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "discovery_timeout", "discovery_stall", "ttl"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be a positive number of seconds")
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    """One node's verified reply, with the time it took to arrive."""
+
+    identity: str
+    status: Status
+    message: str
+    data: Mapping[str, Any]
+    elapsed: float  # seconds from publish to arrival
+
+    @property
+    def ok(self) -> bool:
+        """True when the node ran the action successfully."""
+        return self.status == Status.OK
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """Everything one request produced: replies, who stayed silent, timings."""
+
+    request_id: str
+    agent: str
+    action: str
+    subject: str
+    results: tuple[NodeResult, ...]
+    discovered: tuple[str, ...] | None = None
+    no_response: tuple[str, ...] = ()
+    elapsed: float = 0.0
+    dropped: int = 0  # replies that failed verification
+    no_responders: bool = False
+
+    @property
+    def failed(self) -> tuple[NodeResult, ...]:
+        """Replies with a non-OK status."""
+        return tuple(r for r in self.results if not r.ok)
+
+
+@dataclass
+class FleetClient:
+    """Signs requests, picks subjects, gathers and verifies replies."""
+
+    nc: NATS
+    signer: Signer
+    verifier: Verifier
+    settings: ClientSettings = field(default_factory=ClientSettings)
+    on_reply: Callable[[NodeResult], None] | None = None
+
+    def subject_for(self, filter_expr: str, agent: str, action: str) -> str:
+        """The narrowest subject that cannot miss a matching node (PROTOCOL.md routing invariant)."""
+        r: Route = route(parse(filter_expr))
+        c = self.settings.collective
+        if r.kind == "node":
+            return node_subject(c, r.name, agent, action)
+        if r.kind == "fact":
+            return fact_subject(c, r.name, r.value, agent, action)
+        if r.kind == "class":
+            return class_subject(c, r.name, agent, action)
+        return all_subject(c, agent, action)
+
+    def build_request(self, agent: str, action: str, data: Mapping[str, Any], filter_expr: str) -> tuple[Request, bytes, dict[str, str]]:
+        """A signed request: the envelope, its exact body bytes and the signature headers."""
+        req = Request(id=new_request_id(), collective=self.settings.collective, agent=agent, action=action,
+                      caller=self.signer.caller, sender=self.settings.sender, time=time.time(),
+                      ttl=self.settings.ttl, data=dict(data), filter=filter_expr)
+        body = req.to_bytes()
+        return req, body, self.signer.headers(body)
+
+    def _verify(self, msg: Any, request_id: str, started: float) -> NodeResult | None:
+        """A verified NodeResult, or None (with a warning) for a forged or malformed reply."""
+        headers = msg.headers or {}
+        try:
+            reply = Reply.from_bytes(msg.data)
+            name = self.verifier.verify(msg.data, headers.get(SIGNATURE_HEADER), headers.get(CERTIFICATE_HEADER))
+            if name != reply.identity:
+                raise SecurityError(f"reply claims identity {reply.identity!r} but is signed by {name!r}")
+        except (EnvelopeError, SecurityError) as exc:
+            log.warning("reply_dropped", reason=getattr(exc, "reason", str(exc)), request_id=request_id)
+            return None
+        if reply.request_id != request_id:
+            log.warning("reply_dropped", reason="reply to another request", request_id=request_id)
+            return None
+        return NodeResult(identity=reply.identity, status=reply.status, message=reply.message,
+                          data=reply.data, elapsed=time.monotonic() - started)
+
+    async def call(self, agent: str, action: str, data: Mapping[str, Any] | None = None, *,
+                   filter_expr: str = "", expect: Collection[str] | None = None,
+                   timeout: float | None = None, stall: float | None = None) -> CallResult:
+        """Publish one request and gather replies.
+
+        With `expect` (the discovered identities) gathering ends the moment all
+        of them answered, or at `timeout`; without it, when replies stall.
+        """
+        req, body, headers = self.build_request(agent, action, data or {}, filter_expr)
+        subject = self.subject_for(filter_expr, agent, action)
+        expected = set(expect) if expect is not None else None
+        wait = timeout if timeout is not None else self.settings.timeout
+        use_stall = None if expected is not None else (stall or self.settings.discovery_stall)
+        results: dict[str, NodeResult] = {}
+        dropped = 0
+        no_responders = False
+        started = time.monotonic()
+        if expected is not None and not expected:
+            return CallResult(req.id, agent, action, subject, (), discovered=(), elapsed=0.0)
+        try:
+            async with contextlib.aclosing(request_many(self.nc, subject, body, headers=headers,
+                                                        timeout=wait, stall=use_stall)) as replies:
+                async for msg in replies:
+                    result = self._verify(msg, req.id, started)
+                    if result is None:
+                        dropped += 1
+                        continue
+                    if result.identity in results:
+                        continue
+                    results[result.identity] = result
+                    if self.on_reply is not None:
+                        self.on_reply(result)
+                    if expected is not None and expected.issubset(results):
+                        break
+        except NoRespondersError:
+            no_responders = True
+        elapsed = time.monotonic() - started
+        missing = tuple(sorted(expected - set(results))) if expected is not None else ()
+        return CallResult(req.id, agent, action, subject, tuple(results.values()),
+                          discovered=tuple(sorted(expected)) if expected is not None else None,
+                          no_response=missing, elapsed=elapsed, dropped=dropped, no_responders=no_responders)
+
+    async def discover(self, filter_expr: str = "", *, timeout: float | None = None,
+                       stall: float | None = None) -> CallResult:
+        """Broadcast discovery: ping every node the filter can match; ends when replies stall."""
+        return await self.call("rpcutil", "ping", {}, filter_expr=filter_expr,
+                               timeout=timeout or self.settings.discovery_timeout,
+                               stall=stall or self.settings.discovery_stall)

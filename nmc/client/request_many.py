@@ -1,0 +1,134 @@
+"""Scatter-gather over NATS: one request, many replies (ADR-47 "request many").
+
+nats-py only offers `request()`, which returns the first reply, so nmc builds
+request-many itself on a plain subscription, with the semantics of ADR-47
+(nats-architecture-and-design):
+
+- a fresh inbox is subscribed BEFORE the request is published with it as the
+  reply subject, so no early reply can be missed;
+- the wait for the first reply uses the whole `timeout`; after it, each wait
+  uses `min(stall, remaining)` when `stall` is set, so gathering ends soon
+  after the fleet goes quiet instead of always waiting the full timeout;
+- gathering stops after `max_count` replies, when `timeout` is used up, or on
+  a sentinel (a reply with an empty payload and no headers);
+- a 503 "no responders" status as the first message is terminal and reaches
+  the caller as `NoRespondersError`;
+- only time spent waiting counts against `timeout` and `stall`: time the
+  consumer spends between two replies does not (ADR-47 "callback timing"),
+  and replies that arrived meanwhile are handed over without waiting;
+- the inbox is always unsubscribed at the end.
+
+The caller may stop early (e.g. once every discovered node has answered).
+Wrap the generator in `contextlib.aclosing` so the subscription is removed
+at once rather than whenever the abandoned generator is garbage-collected::
+
+    async with contextlib.aclosing(request_many(nc, subject, data, timeout=5, stall=0.2)) as replies:
+        async for msg in replies:
+            if seen(msg) == expected:
+                break
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+__all__ = ["NoRespondersError", "request_many"]
+
+# The status header nats-server puts on its "no responders" message (nats-py
+# delivers it to a plain subscription as a Msg with an empty payload).
+_STATUS_HEADER = "Status"
+_NO_RESPONDERS = "503"
+
+
+class NoRespondersError(Exception):
+    """Nothing was subscribed to the subject when the request was published."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        super().__init__(f"no responders on {subject}: no node is subscribed (is any node running in this collective?)")
+
+
+def _validate(timeout: float, stall: float | None, max_count: int | None) -> float | None:
+    """Check the limits; return the effective stall (None when it cannot shorten anything)."""
+    if not timeout > 0:
+        raise ValueError(f"request timeout must be positive, got {timeout}")
+    if stall is not None and stall < 0:
+        raise ValueError(f"stall must not be negative, got {stall}")
+    if max_count is not None and max_count < 1:
+        raise ValueError(f"max_count must be at least 1, got {max_count}")
+    # ADR-47: a zero stall, or one at least as long as the timeout, is the same as none.
+    if stall is None or stall == 0 or stall >= timeout:
+        return None
+    return stall
+
+
+async def request_many(
+    nc: Client,
+    subject: str,
+    payload: bytes,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float,
+    stall: float | None = None,
+    max_count: int | None = None,
+) -> AsyncGenerator[Msg, None]:
+    """Publish one request and yield the replies as they arrive (ADR-47 request many)."""
+    effective_stall = _validate(timeout, stall, max_count)
+    # Our own unbounded queue filled by a callback: one hop per reply, no task
+    # per reply (nats-py's next_msg and message iterator each create one).
+    replies: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def enqueue(msg: Msg) -> None:
+        replies.put_nowait(msg)
+
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, cb=enqueue)
+    try:
+        await nc.publish(subject, payload, reply=inbox, headers=headers)
+        waited = 0.0
+        count = 0
+        while max_count is None or count < max_count:
+            if replies.empty():
+                remaining = timeout - waited
+                if remaining <= 0:
+                    return
+                wait = remaining if count == 0 or effective_stall is None else min(effective_stall, remaining)
+                started = time.monotonic()
+                try:
+                    async with asyncio.timeout(wait):
+                        msg = await replies.get()
+                except TimeoutError:
+                    return
+                finally:
+                    waited += time.monotonic() - started
+            else:
+                msg = replies.get_nowait()
+            if not msg.data:
+                if not msg.headers:
+                    return  # the standard sentinel: the responder says "no more"
+                if msg.headers.get(_STATUS_HEADER) == _NO_RESPONDERS:
+                    # Terminal either way; only a first-message 503 means "nobody there".
+                    if count == 0:
+                        raise NoRespondersError(subject)
+                    return
+            count += 1
+            yield msg
+    finally:
+        await _unsubscribe(sub)
+
+
+async def _unsubscribe(sub: Subscription) -> None:
+    """Remove the inbox subscription; a closed or draining connection already dropped it."""
+    try:
+        await sub.unsubscribe()
+    except nats.errors.Error:
+        # ConnectionClosed/Draining/BadSubscription: nothing left to clean up, and
+        # raising here would hide the exception that ended the gathering.
+        pass

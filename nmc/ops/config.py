@@ -1,0 +1,309 @@
+"""MCollective-style configuration: server.cfg / client.cfg, plugin.d, environment.
+
+Precedence, lowest first: the defaults in :data:`KNOWN_KEYS`, the main file,
+each ``plugin.d/<name>.cfg`` next to it (sorted by file name), then
+``NMC_<KEY>`` environment variables. Every value remembers where it came
+from so ``nmc config show`` can answer "why is this set?".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from nmc.ops.cfgparse import (
+    RESERVED_ENV,
+    ConfigError,
+    dropin_key,
+    env_key,
+    is_valid_key,
+    parse_bool,
+    parse_cfg,
+    parse_float,
+    parse_int,
+)
+
+__all__ = [
+    "KINDS",
+    "KNOWN_KEYS",
+    "RESERVED_ENV",
+    "Config",
+    "ConfigError",
+    "KeySpec",
+    "Setting",
+    "find_client_config",
+    "find_server_config",
+    "load_config",
+]
+
+KINDS = ("client", "server")
+_BOTH = KINDS
+_CLIENT = ("client",)
+_SERVER = ("server",)
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """What nmc knows about one setting: its default and what it is for."""
+
+    default: str
+    description: str
+    kinds: tuple[str, ...] = _BOTH
+    is_path: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.kinds or not set(self.kinds) <= set(KINDS):
+            raise ValueError(f"kinds must be drawn from {KINDS}, got {self.kinds!r}")
+
+
+KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
+    "main_collective": KeySpec("nmc", "collective (subject namespace) to use"),
+    "identity": KeySpec("", "the node's name; empty means the host's FQDN", _SERVER),
+    "loglevel": KeySpec("info", "log level: debug, info, warning or error"),
+    "logfile": KeySpec("", "file to log to; empty means stderr", is_path=True),
+    "plugin.nats.servers": KeySpec("nats://127.0.0.1:4222", "comma-separated broker URLs"),
+    "plugin.nats.tls_ca": KeySpec("", "CA that signed the broker's TLS certificate", is_path=True),
+    "plugin.nats.tls_cert": KeySpec("", "TLS client certificate for the broker", is_path=True),
+    "plugin.nats.tls_key": KeySpec("", "key of the TLS client certificate", is_path=True),
+    "plugin.security.ca_file": KeySpec("", "the fleet CA certificate", is_path=True),
+    "plugin.security.cert_file": KeySpec("", "this process's certificate, used to sign", is_path=True),
+    "plugin.security.key_file": KeySpec("", "this process's private key, used to sign", is_path=True),
+    "plugin.yaml": KeySpec("", "YAML facts file(s), several separated by ':'", _SERVER, is_path=True),
+    "classesfile": KeySpec("", "classes file, one class per line", _SERVER, is_path=True),
+    "ttl": KeySpec("60", "seconds a request is valid"),
+    "max_request_bytes": KeySpec("1048576", "largest request accepted, in bytes"),
+    "discovery_timeout": KeySpec("2", "seconds broadcast discovery waits at most", _CLIENT),
+    "discovery_stall": KeySpec("0.3", "discovery ends when no new reply came for this many seconds", _CLIENT),
+    "timeout": KeySpec("10", "seconds an rpc waits for replies at most", _CLIENT),
+    "agent_timeout": KeySpec("60", "default seconds an action may run", _SERVER),
+})
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One effective value and where it came from.
+
+    ``origin`` is ``"<path>:<line>"``, ``"env NMC_X"``, ``"default"`` or the
+    origin given to :meth:`Config.with_overrides`. ``base_dir`` is what a
+    relative path in ``value`` is relative to (None: the current directory).
+    """
+
+    key: str
+    value: str
+    origin: str
+    base_dir: Path | None = field(default=None, compare=False)
+
+
+def _origin_location(origin: str) -> tuple[str | None, int | None]:
+    """Split a ``path:line`` origin into its parts; (None, None) for others."""
+    path, sep, line = origin.rpartition(":")
+    if sep and path and line.isdigit():
+        return path, int(line)
+    return None, None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The merged configuration of one client or server process."""
+
+    settings: Mapping[str, Setting]
+    source: Path | None = None
+    kind: str = "client"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        # A read-only view, so a Config handed around can never change under anyone.
+        object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """The value of ``key``, or ``default`` if nothing sets it."""
+        setting = self.settings.get(key.lower())
+        return default if setting is None else setting.value
+
+    def origin(self, key: str) -> str:
+        """Where the value of ``key`` came from; raises KeyError if unset."""
+        return self.settings[key.lower()].origin
+
+    def _bad_value(self, setting: Setting, expected: str) -> ConfigError:
+        """The error for a value that does not parse, naming key, value and origin."""
+        reason = f"{setting.key}: expected {expected}, got {setting.value!r}"
+        path, line = _origin_location(setting.origin)
+        if path is None:
+            reason += f" (from {setting.origin})"
+        return ConfigError(reason, path, line)
+
+    def get_int(self, key: str, default: int | None = None) -> int | None:
+        """``key`` as an integer; ``default`` if unset; ConfigError if not a number."""
+        setting = self.settings.get(key.lower())
+        if setting is None:
+            return default
+        number = parse_int(setting.value)
+        if number is None:
+            raise self._bad_value(setting, "an integer")
+        return number
+
+    def get_float(self, key: str, default: float | None = None) -> float | None:
+        """``key`` as a finite number; ``default`` if unset; ConfigError otherwise."""
+        setting = self.settings.get(key.lower())
+        if setting is None:
+            return default
+        number = parse_float(setting.value)
+        if number is None:
+            raise self._bad_value(setting, "a number")
+        return number
+
+    def get_bool(self, key: str, default: bool | None = None) -> bool | None:
+        """``key`` as true/false/yes/no/1/0/on/off; ``default`` if unset."""
+        setting = self.settings.get(key.lower())
+        if setting is None:
+            return default
+        flag = parse_bool(setting.value)
+        if flag is None:
+            raise self._bad_value(setting, "true/false, yes/no, on/off or 1/0")
+        return flag
+
+    def get_list(self, key: str) -> list[str]:
+        """``key`` split on commas, items stripped, empty items dropped."""
+        return [item.strip() for item in (self.get(key) or "").split(",") if item.strip()]
+
+    def _resolve(self, setting: Setting, text: str) -> Path:
+        """``text`` as a path: ``~`` expanded, relative to where it was set."""
+        path = Path(text).expanduser()
+        if path.is_absolute():
+            return path
+        return (setting.base_dir or Path.cwd()) / path
+
+    def get_path(self, key: str) -> Path | None:
+        """``key`` as a path resolved against the file that set it; None if unset or empty."""
+        setting = self.settings.get(key.lower())
+        if setting is None or not setting.value.strip():
+            return None
+        return self._resolve(setting, setting.value.strip())
+
+    def get_paths(self, key: str) -> list[Path]:
+        """``key`` as a ':'-separated list of paths, each resolved like :meth:`get_path`."""
+        setting = self.settings.get(key.lower())
+        if setting is None:
+            return []
+        return [self._resolve(setting, part.strip()) for part in setting.value.split(":") if part.strip()]
+
+    def plugin(self, name: str) -> dict[str, str]:
+        """Every ``plugin.<name>.*`` setting, keyed by the rest of its name."""
+        prefix = f"plugin.{name.lower()}."
+        return {key[len(prefix) :]: s.value for key, s in sorted(self.settings.items()) if key.startswith(prefix)}
+
+    def with_overrides(self, mapping: Mapping[str, str], origin: str = "command line") -> Config:
+        """A copy with ``mapping`` applied on top; relative paths are relative to the current directory."""
+        merged = dict(self.settings)
+        cwd = Path.cwd()
+        for raw_key, value in mapping.items():
+            key = raw_key.lower()
+            if not is_valid_key(key):
+                raise ConfigError(f"invalid setting name {raw_key!r}")
+            if not isinstance(value, str):
+                raise ConfigError(f"{key}: value must be a string, got {type(value).__name__}")
+            merged[key] = Setting(key, value, origin, cwd)
+        return Config(merged, self.source, self.kind)
+
+
+def _read_text(path: Path, *, main: bool) -> str:
+    """The text of a config file; OS and encoding problems become ConfigError."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}", str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file is a directory: {path}", str(path)) from None
+    except OSError as exc:
+        what = "config file" if main else "plugin.d file"
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}", str(path)) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file is not UTF-8 text: {path}", str(path)) from None
+
+
+def _dropins(directory: Path) -> list[Path]:
+    """The ``*.cfg`` files in ``directory``, sorted by name; hidden files skipped."""
+    if not directory.is_dir():
+        return []
+    return sorted(
+        (f for f in directory.iterdir() if f.suffix == ".cfg" and not f.name.startswith(".") and f.is_file()),
+        key=lambda f: f.name,
+    )
+
+
+def _dropin_settings(path: Path) -> Iterator[Setting]:
+    """The settings ``plugin.d/<name>.cfg`` makes: its keys live under ``plugin.<name>.``."""
+    for key, value, line in parse_cfg(_read_text(path, main=False), str(path)):
+        full = dropin_key(path.stem, key)
+        if not is_valid_key(full):
+            raise ConfigError(f"{full!r} is not a valid setting name", str(path), line)
+        yield Setting(full, value, f"{path}:{line}", path.parent)
+
+
+def load_config(
+    path: str | Path | None,
+    *,
+    kind: str = "client",
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Merge defaults, ``path``, its ``plugin.d`` drop-ins and the environment.
+
+    ``path`` None means defaults and environment only; ``env`` None means
+    ``os.environ``. Raises :class:`ConfigError` for a missing or malformed file.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    environ = os.environ if env is None else env
+    settings: dict[str, Setting] = {
+        key: Setting(key, spec.default, "default") for key, spec in KNOWN_KEYS.items() if kind in spec.kinds
+    }
+    source: Path | None = None
+    if path is not None:
+        # Absolute, so origins are unambiguous and relative values resolve the
+        # same whatever the current directory is later.
+        source = Path(path).expanduser().absolute()
+        text = _read_text(source, main=True)
+        for key, value, line in parse_cfg(text, str(source)):
+            settings[key] = Setting(key, value, f"{source}:{line}", source.parent)
+        for dropin in _dropins(source.parent / "plugin.d"):
+            for setting in _dropin_settings(dropin):
+                settings[setting.key] = setting
+    cwd = Path.cwd()
+    for name in sorted(environ):
+        env_setting = env_key(name)
+        if env_setting is not None:
+            settings[env_setting] = Setting(env_setting, environ[name].strip(), f"env {name}", cwd)
+    return Config(settings, source, kind)
+
+
+def _from_env(value: str, home: Path) -> Path:
+    """A path named in an environment variable, ``~`` meaning ``home``."""
+    if value == "~" or value.startswith("~/"):
+        return home / value[2:]
+    return Path(value)
+
+
+def find_client_config(env: Mapping[str, str], home: Path, *, etc: Path = Path("/etc/nmc")) -> Path | None:
+    """The client.cfg to use: $NMC_CONFIG, ~/.nmc, /etc/nmc, then the dev fleet's.
+
+    $NMC_CONFIG is returned even if missing, so loading it reports the typo
+    instead of silently falling back to another file.
+    """
+    if env.get("NMC_CONFIG"):
+        return _from_env(env["NMC_CONFIG"], home)
+    candidates = (home / ".nmc" / "client.cfg", etc / "client.cfg", home / ".local/state/nmc/dev/client.cfg")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def find_server_config(env: Mapping[str, str], home: Path, *, etc: Path = Path("/etc/nmc")) -> Path | None:
+    """The server.cfg to use: $NMC_SERVER_CONFIG (even if missing), then /etc/nmc."""
+    if env.get("NMC_SERVER_CONFIG"):
+        return _from_env(env["NMC_SERVER_CONFIG"], home)
+    candidate = etc / "server.cfg"
+    return candidate if candidate.is_file() else None

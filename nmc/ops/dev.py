@@ -1,0 +1,145 @@
+"""The one-command dev fleet: broker, throwaway CA, N nodes with varied facts, a client config.
+
+Everything lives under one directory (default ~/.local/state/nmc/dev), which
+is also the last place `nmc` looks for a client.cfg, so `nmc ping` in a second
+shell just works while the fleet runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nmc.ops import pki
+from nmc.ops.broker import Broker, BrokerSettings, free_port
+from nmc.ops.config import Config, load_config
+
+__all__ = ["DevFleet", "DevLayout", "default_dev_dir", "node_facts_for", "write_fleet"]
+
+_COUNTRIES = ("us", "de", "uk", "us", "fr")
+_ROLES = ("web", "web", "db", "db", "cache")
+_OSES = (
+    {"family": "Debian", "name": "Debian", "release": {"full": "12", "major": "12"}},
+    {"family": "Debian", "name": "Ubuntu", "release": {"full": "22.04", "major": "22"}},
+    {"family": "RedHat", "name": "Rocky", "release": {"full": "9.3", "major": "9"}},
+)
+CLIENT_NAME = "admin"
+
+
+def default_dev_dir() -> Path:
+    """Where the dev fleet keeps its state (XDG state dir)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "nmc" / "dev"
+
+
+def node_facts_for(i: int) -> tuple[str, dict[str, Any], list[str]]:
+    """Identity, facts and classes of dev node number i (1-based): varied so filters have work to do."""
+    role = _ROLES[(i - 1) % len(_ROLES)]
+    os_facts = _OSES[(i - 1) % len(_OSES)]
+    facts = {
+        "country": _COUNTRIES[(i - 1) % len(_COUNTRIES)],
+        "role": role,
+        "dc": "east" if i % 2 else "west",
+        "environment": "production" if i % 3 else "staging",
+        "customer": "acme" if i % 4 else "globex",
+        "os": os_facts,
+        "osfamily": os_facts["family"],
+        "operatingsystem": os_facts["name"],
+        "operatingsystemrelease": os_facts["release"]["full"],
+    }
+    classes = [f"role::{role}", {"web": "nginx", "db": "postgresql", "cache": "memcached"}[role], "base"]
+    return f"node{i}.example.net", facts, classes
+
+
+@dataclass(frozen=True)
+class DevLayout:
+    """Paths of one dev fleet directory."""
+
+    root: Path
+
+    @property
+    def ca_dir(self) -> Path:
+        """The throwaway CA."""
+        return self.root / "ca"
+
+    @property
+    def client_cfg(self) -> Path:
+        """The client config `nmc` finds by default."""
+        return self.root / "client.cfg"
+
+    @property
+    def broker_dir(self) -> Path:
+        """Broker config, log and JetStream store."""
+        return self.root / "broker"
+
+    def node_dir(self, identity: str) -> Path:
+        """One node's server.cfg, facts and classes."""
+        return self.root / "nodes" / identity
+
+
+def _write_cfg(path: Path, values: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["# written by `nmc dev up`; throwaway, do not use in production"]
+    lines += [f"{k} = {v}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc") -> list[Path]:
+    """Create CA, certificates and configs for `nodes` nodes; returns the server.cfg paths."""
+    pki.init_ca(layout.ca_dir, common_name="nmc dev CA", force=True)
+    ca = layout.ca_dir / "ca.pem"
+    client = pki.issue(layout.ca_dir, CLIENT_NAME, roles=("user",), force=True)
+    _write_cfg(layout.client_cfg, {
+        "main_collective": collective, "plugin.nats.servers": url,
+        "plugin.security.ca_file": str(ca), "plugin.security.cert_file": str(client.certificate),
+        "plugin.security.key_file": str(client.key),
+    })
+    server_cfgs = []
+    for i in range(1, nodes + 1):
+        identity, facts, classes = node_facts_for(i)
+        issued = pki.issue(layout.ca_dir, identity, roles=("node",), force=True)
+        ndir = layout.node_dir(identity)
+        ndir.mkdir(parents=True, exist_ok=True)
+        (ndir / "facts.yaml").write_text(yaml.safe_dump(facts, sort_keys=True), encoding="utf-8")
+        (ndir / "classes.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")
+        _write_cfg(ndir / "server.cfg", {
+            "identity": identity, "main_collective": collective, "plugin.nats.servers": url,
+            "plugin.security.ca_file": str(ca), "plugin.security.cert_file": str(issued.certificate),
+            "plugin.security.key_file": str(issued.key), "plugin.yaml": "facts.yaml",
+            "classesfile": "classes.txt",
+        })
+        server_cfgs.append(ndir / "server.cfg")
+    return server_cfgs
+
+
+@dataclass
+class DevFleet:
+    """The broker process plus the node configs of a dev fleet (nodes run in the caller's loop)."""
+
+    layout: DevLayout
+    nodes: int = 5
+    port: int = 4222
+
+    def prepare(self) -> tuple[Broker, list[Config]]:
+        """Write everything and start the broker; returns it and the nodes' configs."""
+        port = self.port if self.port and _port_free(self.port) else free_port()
+        broker = Broker(BrokerSettings(port=port, store_dir=self.layout.broker_dir / "jetstream",
+                                       server_name="nmc-dev"), self.layout.broker_dir)
+        cfgs = write_fleet(self.layout, self.nodes, broker.url)
+        broker.start()
+        return broker, [load_config(p, kind="server", env={}) for p in cfgs]
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

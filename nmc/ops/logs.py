@@ -1,0 +1,38 @@
+"""structlog set-up for entry points: JSON lines for daemons, readable lines on a terminal.
+
+Only entry points call this (ARCHITECTURE.md): library code just asks
+structlog for a logger and binds context.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import structlog
+
+__all__ = ["configure_logging"]
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING,
+           "error": logging.ERROR, "fatal": logging.CRITICAL, "critical": logging.CRITICAL}
+
+
+def configure_logging(*, json: bool, level: str = "info", stream: TextIO | None = None) -> None:
+    """Route structlog to `stream` (stderr by default) as JSON or as coloured console lines."""
+    out = stream or sys.stderr
+    processors: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if json:
+        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level.lower(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,120 @@
+"""From a loaded Config to the values daemons and clients run with.
+
+Config knows keys and origins; services and the client know dataclasses.
+This module is the one bridge, so every "file not found" message names the
+config key and where it was set.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from pathlib import Path
+
+from nmc.client.fleet import ClientSettings
+from nmc.ops.config import Config
+from nmc.security import SecurityError, Signer, Verifier
+from nmc.services.facts import NodeFacts, builtin_facts, load_classes, load_yaml_facts, merge_facts
+from nmc.services.node import NodeSettings
+
+__all__ = ["SettingsError", "client_settings", "load_node_facts", "load_signer", "load_verifier",
+           "node_settings", "tls_context"]
+
+
+class SettingsError(Exception):
+    """A configuration that cannot be turned into a working setup; one line, names the key."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _required_file(config: Config, key: str) -> Path:
+    path = config.get_path(key)
+    if path is None:
+        where = config.source or "the configuration"
+        raise SettingsError(f"{key} is not set in {where} (try `nmc dev up` for a ready-made fleet)")
+    if not path.is_file():
+        raise SettingsError(f"{key} = {path}: file not found (set at {config.origin(key)})")
+    return path
+
+
+def load_signer(config: Config) -> Signer:
+    """The certificate and key this process signs with."""
+    cert = _required_file(config, "plugin.security.cert_file")
+    key = _required_file(config, "plugin.security.key_file")
+    try:
+        return Signer.from_pem(cert.read_bytes(), key.read_bytes())
+    except SecurityError as exc:
+        raise SettingsError(f"{cert}: {exc.reason}") from exc
+
+
+def load_verifier(config: Config) -> Verifier:
+    """The fleet CA(s) every signature must chain to."""
+    ca = _required_file(config, "plugin.security.ca_file")
+    try:
+        return Verifier.from_pem(ca.read_bytes())
+    except SecurityError as exc:
+        raise SettingsError(f"{ca}: {exc.reason}") from exc
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """TLS (and mutual TLS when a certificate is set) to the broker, or None for plain TCP."""
+    ca = config.get_path("plugin.nats.tls_ca")
+    cert = config.get_path("plugin.nats.tls_cert")
+    key = config.get_path("plugin.nats.tls_key")
+    if ca is None and cert is None:
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+        if cert is not None:
+            ctx.load_cert_chain(str(cert), str(key) if key else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(f"TLS settings for the broker: {exc}") from exc
+    return ctx
+
+
+def _servers(config: Config) -> tuple[str, ...]:
+    servers = tuple(config.get_list("plugin.nats.servers"))
+    if not servers:
+        raise SettingsError("plugin.nats.servers is empty: name at least one broker URL")
+    return servers
+
+
+def client_settings(config: Config) -> ClientSettings:
+    """Client timeouts, collective and ttl."""
+    try:
+        return ClientSettings(
+            collective=config.get("main_collective") or "nmc",
+            timeout=config.get_float("timeout") or 10.0,
+            discovery_timeout=config.get_float("discovery_timeout") or 2.0,
+            discovery_stall=config.get_float("discovery_stall") or 0.3,
+            ttl=config.get_float("ttl") or 60.0,
+            sender=socket.gethostname(),
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
+def client_servers(config: Config) -> tuple[str, ...]:
+    """Broker URLs for the client."""
+    return _servers(config)
+
+
+def node_settings(config: Config) -> NodeSettings:
+    """Identity, collective, brokers and limits of a node daemon."""
+    return NodeSettings(
+        identity=config.get("identity") or socket.getfqdn(),
+        collective=config.get("main_collective") or "nmc",
+        servers=_servers(config),
+        max_request_bytes=config.get_int("max_request_bytes") or 1024 * 1024,
+        agent_timeout=config.get_float("agent_timeout") or 60.0,
+        tls=tls_context(config),
+    )
+
+
+def load_node_facts(config: Config, version: int = 0) -> NodeFacts:
+    """Built-in facts overlaid with the YAML facts files, plus the classes file."""
+    files = config.get_paths("plugin.yaml")
+    facts = merge_facts(builtin_facts(), load_yaml_facts(files))
+    return NodeFacts(facts=facts, classes=load_classes(config.get_path("classesfile")), version=version)

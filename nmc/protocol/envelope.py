@@ -1,0 +1,155 @@
+"""Request and reply envelopes (PROTOCOL.md sections 3 and 4): JSON bytes <-> frozen values.
+
+Parsing is strict and total: any bytes either become an envelope or raise
+EnvelopeError with a one-line reason, so a node can answer "Invalid data"
+instead of dying on a malformed message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from nmc.protocol.status import Status
+
+__all__ = [
+    "REPLY_PROTOCOL",
+    "REQUEST_PROTOCOL",
+    "EnvelopeError",
+    "Reply",
+    "Request",
+    "new_request_id",
+]
+
+REQUEST_PROTOCOL = "nmc.request.v1"
+REPLY_PROTOCOL = "nmc.reply.v1"
+
+
+class EnvelopeError(ValueError):
+    """Bytes that are not a valid envelope; `reason` is one line fit for a reply."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def new_request_id() -> str:
+    """A fresh request id: random, so replay caches never collide across clients."""
+    return uuid.uuid4().hex
+
+
+def _load_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise EnvelopeError(f"{what} is not JSON: {exc.__class__.__name__}") from exc
+    if not isinstance(obj, dict):
+        raise EnvelopeError(f"{what} must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _field(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
+    if name not in obj:
+        raise EnvelopeError(f"{what} has no '{name}' field")
+    value = obj[name]
+    # bool is an int subclass in Python: refuse true/false where a number is due.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise EnvelopeError(f"{what} field '{name}' has the wrong type (bool)")
+    if not isinstance(value, kind):
+        raise EnvelopeError(f"{what} field '{name}' has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _dumps(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Request:
+    """A signed request as it travels: what to run, where, by whom, until when."""
+
+    id: str
+    collective: str
+    agent: str
+    action: str
+    caller: str
+    sender: str
+    time: float
+    ttl: float
+    data: Mapping[str, Any] = field(default_factory=dict)
+    filter: str = ""
+
+    def to_bytes(self) -> bytes:
+        """The exact body bytes that get signed."""
+        return _dumps({
+            "protocol": REQUEST_PROTOCOL, "id": self.id, "collective": self.collective,
+            "agent": self.agent, "action": self.action, "data": dict(self.data),
+            "filter": self.filter, "caller": self.caller, "sender": self.sender,
+            "time": self.time, "ttl": self.ttl,
+        })
+
+    @classmethod
+    def from_bytes(cls, body: bytes) -> Request:
+        """Parse and shape-check a request body."""
+        obj = _load_object(body, "request")
+        if obj.get("protocol") != REQUEST_PROTOCOL:
+            raise EnvelopeError(f"request protocol must be {REQUEST_PROTOCOL!r}, got {obj.get('protocol')!r}")
+        w = "request"
+        req = cls(
+            id=_field(obj, "id", str, w), collective=_field(obj, "collective", str, w),
+            agent=_field(obj, "agent", str, w), action=_field(obj, "action", str, w),
+            caller=_field(obj, "caller", str, w), sender=_field(obj, "sender", str, w),
+            time=float(_field(obj, "time", (int, float), w)), ttl=float(_field(obj, "ttl", (int, float), w)),
+            data=_field(obj, "data", dict, w), filter=_field(obj, "filter", str, w),
+        )
+        if not req.id or len(req.id) > 128:
+            raise EnvelopeError("request id must be 1-128 characters")
+        if not (math.isfinite(req.time) and math.isfinite(req.ttl)) or req.ttl <= 0:
+            raise EnvelopeError("request time and ttl must be finite and ttl positive")
+        return req
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One node's answer: a status code, a one-line message and structured data."""
+
+    request_id: str
+    identity: str
+    status: Status
+    message: str
+    time: float
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the action ran and succeeded."""
+        return self.status == Status.OK
+
+    def to_bytes(self) -> bytes:
+        """The exact body bytes that get signed."""
+        return _dumps({
+            "protocol": REPLY_PROTOCOL, "request_id": self.request_id, "identity": self.identity,
+            "status": int(self.status), "message": self.message, "data": dict(self.data),
+            "time": self.time,
+        })
+
+    @classmethod
+    def from_bytes(cls, body: bytes) -> Reply:
+        """Parse and shape-check a reply body."""
+        obj = _load_object(body, "reply")
+        if obj.get("protocol") != REPLY_PROTOCOL:
+            raise EnvelopeError(f"reply protocol must be {REPLY_PROTOCOL!r}, got {obj.get('protocol')!r}")
+        w = "reply"
+        code = _field(obj, "status", int, w)
+        try:
+            status = Status(code)
+        except ValueError as exc:
+            raise EnvelopeError(f"reply status {code} is not a known status code") from exc
+        return cls(
+            request_id=_field(obj, "request_id", str, w), identity=_field(obj, "identity", str, w),
+            status=status, message=_field(obj, "message", str, w),
+            time=float(_field(obj, "time", (int, float), w)), data=_field(obj, "data", dict, w),
+        )

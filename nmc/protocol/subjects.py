@@ -1,0 +1,141 @@
+"""NATS subjects of the wire contract (PROTOCOL.md section 1).
+
+Every token that comes from data is encoded so it is exactly one NATS token:
+`A-Z a-z 0-9 _ -` stand as they are, every other UTF-8 byte is `%XX`. That
+keeps `.`, `*`, `>` and spaces in fact values from changing a subject's shape,
+and the encoding is its own exact inverse.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "PREFIX",
+    "SubjectError",
+    "all_subject",
+    "audit_subject",
+    "authz_subject",
+    "class_subject",
+    "decode_token",
+    "encode_token",
+    "fact_subject",
+    "node_subject",
+    "parse_request_subject",
+    "RequestSubject",
+]
+
+from dataclasses import dataclass
+
+PREFIX = "nmc"
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_ENCODED = re.compile(r"\A(?:[A-Za-z0-9_-]|%[0-9A-F]{2})*\Z")
+
+
+class SubjectError(ValueError):
+    """A subject or token that does not follow PROTOCOL.md section 1."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def encode_token(text: str) -> str:
+    """Encode data as one NATS subject token (empty text becomes `%` escaped nothing: `_` is kept for it)."""
+    if text == "":
+        # An empty token would make `a..b`, which NATS rejects; `%00`-free marker keeps it decodable.
+        return "%"
+    out: list[str] = []
+    for byte in text.encode("utf-8"):
+        out.append(chr(byte) if byte in _SAFE else f"%{byte:02X}")
+    return "".join(out)
+
+
+def decode_token(token: str) -> str:
+    """Exact inverse of encode_token; raises SubjectError on anything it could not have produced."""
+    if token == "%":
+        return ""
+    if not token or not _ENCODED.match(token):
+        raise SubjectError(f"malformed subject token {token!r}")
+    raw = bytearray()
+    i = 0
+    while i < len(token):
+        if token[i] == "%":
+            raw.append(int(token[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            raw.append(ord(token[i]))
+            i += 1
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SubjectError(f"subject token {token!r} is not UTF-8") from exc
+    if encode_token(text) != token:
+        # e.g. `%41` for `A`: not canonical, so two subjects would mean one thing.
+        raise SubjectError(f"subject token {token!r} is not canonically encoded")
+    return text
+
+
+def _join(*tokens: str) -> str:
+    return ".".join(tokens)
+
+
+def all_subject(collective: str, agent: str, action: str) -> str:
+    """Broadcast request subject: every node with the agent receives it."""
+    return _join(PREFIX, encode_token(collective), "all", encode_token(agent), encode_token(action))
+
+
+def fact_subject(collective: str, name: str, value: str, agent: str, action: str) -> str:
+    """Request routed by the broker to nodes whose fact `name` has canonical value `value`."""
+    return _join(PREFIX, encode_token(collective), "fact", encode_token(name), encode_token(value),
+                 encode_token(agent), encode_token(action))
+
+
+def class_subject(collective: str, klass: str, agent: str, action: str) -> str:
+    """Request routed to nodes that have configuration class `klass`."""
+    return _join(PREFIX, encode_token(collective), "class", encode_token(klass),
+                 encode_token(agent), encode_token(action))
+
+
+def node_subject(collective: str, identity: str, agent: str, action: str) -> str:
+    """Direct request to one node (after discovery, batches)."""
+    return _join(PREFIX, encode_token(collective), "node", encode_token(identity),
+                 encode_token(agent), encode_token(action))
+
+
+def authz_subject(collective: str) -> str:
+    """Where nodes ask the action-policy service."""
+    return _join(PREFIX, encode_token(collective), "authz", "check")
+
+
+def audit_subject(collective: str, identity: str) -> str:
+    """Where a node publishes its audit records (JetStream stream NMC_AUDIT)."""
+    return _join(PREFIX, "audit", encode_token(collective), encode_token(identity))
+
+
+@dataclass(frozen=True)
+class RequestSubject:
+    """A request subject taken apart: how it was routed, and to which agent/action."""
+
+    collective: str
+    kind: str  # all | fact | class | node
+    agent: str
+    action: str
+    keys: tuple[str, ...] = ()
+
+
+_KIND_KEYS = {"all": 0, "fact": 2, "class": 1, "node": 1}
+
+
+def parse_request_subject(subject: str) -> RequestSubject:
+    """Decode a request subject; raises SubjectError for anything not in section 1."""
+    tokens = subject.split(".")
+    if len(tokens) < 5 or tokens[0] != PREFIX:
+        raise SubjectError(f"not an nmc request subject: {subject!r}")
+    kind = tokens[2]
+    if kind not in _KIND_KEYS or len(tokens) != 5 + _KIND_KEYS[kind]:
+        raise SubjectError(f"not an nmc request subject: {subject!r}")
+    decoded = [decode_token(t) for t in tokens[1:2] + tokens[3:]]
+    collective, rest = decoded[0], decoded[1:]
+    keys, (agent, action) = tuple(rest[:-2]), rest[-2:]
+    return RequestSubject(collective=collective, kind=kind, agent=agent, action=action, keys=keys)

@@ -1,0 +1,99 @@
+"""The agent runtime: how an agent declares actions and how the node calls them.
+
+An agent is a class with `name`, `description`, `version` and methods marked
+with `@action(...)`. The decorator records the action's DDL next to its
+code, so the metadata the client validates against cannot drift from what
+the node runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, ClassVar, Mapping, Protocol
+
+from nmc.protocol.ddl import ActionSpec, AgentSpec, Input
+from nmc.protocol.status import Status
+from nmc.services.facts import NodeFacts
+
+__all__ = ["ActionFailed", "ActionRequest", "Agent", "NodeContext", "action"]
+
+_SPEC_ATTR = "__nmc_action__"
+
+
+class ActionFailed(Exception):
+    """Raised by an action to answer with a non-OK status and still return data."""
+
+    def __init__(self, message: str, *, status: Status = Status.ABORTED, data: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.data = dict(data or {})
+
+
+class NodeContext(Protocol):
+    """What an agent may know about the node it runs on."""
+
+    identity: str
+    collective: str
+    started: float
+
+    def snapshot(self) -> NodeFacts:
+        """The node's current facts and classes."""
+
+    def agent_specs(self) -> list[AgentSpec]:
+        """DDLs of every loaded agent."""
+
+    def stats(self) -> dict[str, Any]:
+        """Request counters (daemon_stats)."""
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    """What an action is called with: validated inputs and who asked."""
+
+    data: Mapping[str, Any]
+    caller: str
+    request_id: str
+    sender: str
+
+
+def action(description: str = "", *, inputs: tuple[Input, ...] = (), display: str = "always",
+           timeout: float | None = None) -> Callable[[Callable[..., Awaitable[Mapping[str, Any]]]], Any]:
+    """Mark an async method as an action and attach its DDL."""
+    def mark(fn: Callable[..., Awaitable[Mapping[str, Any]]]) -> Any:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"action {fn.__name__} must be async")
+        setattr(fn, _SPEC_ATTR, ActionSpec(name=fn.__name__, description=description, inputs=inputs,
+                                           display=display, timeout=timeout))
+        return fn
+    return mark
+
+
+class Agent:
+    """Base class of every agent; subclasses set the ClassVars and add @action methods."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    version: ClassVar[str] = "1.0.0"
+
+    def __init__(self, node: NodeContext) -> None:
+        self.node = node
+
+    @classmethod
+    def spec(cls) -> AgentSpec:
+        """The agent's DDL, collected from its @action methods."""
+        actions = {}
+        for attr in dir(cls):
+            fn = getattr(cls, attr, None)
+            spec = getattr(fn, _SPEC_ATTR, None)
+            if isinstance(spec, ActionSpec):
+                actions[spec.name] = spec
+        return AgentSpec(name=cls.name, description=cls.description, version=cls.version, actions=actions)
+
+    def handler(self, action_name: str) -> Callable[[ActionRequest], Awaitable[Mapping[str, Any]]] | None:
+        """The bound method for an action, or None when the agent has no such action."""
+        fn = getattr(self, action_name, None)
+        if fn is None or not isinstance(getattr(fn, _SPEC_ATTR, None), ActionSpec):
+            return None
+        return fn  # type: ignore[no-any-return]

@@ -1,0 +1,187 @@
+"""The node daemon's NATS edge: one `nmc-node` micro service per node.
+
+Everything that decides anything lives in `pipeline.py`; this module only
+connects, subscribes the subjects PROTOCOL.md section 1 derives from the
+node's facts, classes, identity and agents, and sends signed replies.
+Several Node objects can share one process and event loop (the dev fleet
+and the simulator do), each with its own connection and certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import nats
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from nmc import __version__
+from nmc.protocol.ddl import AgentSpec
+from nmc.protocol.filter import canonical_fact_value
+from nmc.protocol.subjects import PREFIX, encode_token
+from nmc.security import ReplayCache, Signer, Verifier
+from nmc.services.agent import Agent
+from nmc.services.facts import NodeFacts
+from nmc.services.micro import MicroService
+from nmc.services.pipeline import PipelineSettings, RequestPipeline
+
+__all__ = ["Node", "NodeSettings", "SERVICE_NAME", "connect_options"]
+
+SERVICE_NAME = "nmc-node"
+log = structlog.get_logger("nmc.node")
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Everything a node needs to know about where it lives."""
+
+    identity: str
+    collective: str
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    max_request_bytes: int = 1024 * 1024
+    agent_timeout: float = 60.0
+    tls: Any = None  # ssl.SSLContext for the broker connection, or None
+    reconnect_wait: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.identity:
+            raise ValueError("node identity must not be empty")
+        if not self.servers:
+            raise ValueError("at least one NATS server URL is needed")
+
+
+def connect_options(name: str, servers: Sequence[str], tls: Any, reconnect_wait: float) -> dict[str, Any]:
+    """nats.connect() keywords shared by every nmc daemon: reconnect forever, quickly."""
+    opts: dict[str, Any] = {
+        "servers": list(servers), "name": name, "max_reconnect_attempts": -1,
+        "reconnect_time_wait": reconnect_wait, "allow_reconnect": True, "connect_timeout": 5,
+    }
+    if tls is not None:
+        opts["tls"] = tls
+    return opts
+
+
+def _fact_index(facts: dict[str, Any] | Any) -> list[tuple[str, str]]:
+    """(name, canonical value) pairs a node gets a fact subject for: every scalar top-level fact."""
+    out = []
+    for name, value in sorted(facts.items()):
+        canon = canonical_fact_value(value)
+        if canon is not None:
+            out.append((name, canon))
+    return out
+
+
+@dataclass
+class Node:
+    """One node: a NATS connection, a micro service and a request pipeline."""
+
+    settings: NodeSettings
+    signer: Signer
+    verifier: Verifier
+    agent_classes: Sequence[type[Agent]]
+    facts: NodeFacts = field(default_factory=NodeFacts)
+    nc: NATS | None = None
+    started: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self.identity = self.settings.identity
+        self.collective = self.settings.collective
+        self._agents = {cls.name: cls(self) for cls in self.agent_classes}
+        self.pipeline = RequestPipeline(
+            settings=PipelineSettings(identity=self.identity, collective=self.collective,
+                                      max_request_bytes=self.settings.max_request_bytes,
+                                      agent_timeout=self.settings.agent_timeout),
+            verifier=self.verifier, agents=self._agents, snapshot=self.snapshot, replay=ReplayCache())
+        self.service: MicroService | None = None
+        self._log = log.bind(identity=self.identity)
+
+    # NodeContext, for agents
+    def snapshot(self) -> NodeFacts:
+        """The node's current facts and classes."""
+        return self.facts
+
+    def agent_specs(self) -> list[AgentSpec]:
+        """DDLs of every loaded agent."""
+        return [a.spec() for a in self._agents.values()]
+
+    def stats(self) -> dict[str, Any]:
+        """Request counters."""
+        return self.pipeline.counters.as_dict()
+
+    async def start(self) -> None:
+        """Connect, register the micro service and subscribe every request subject."""
+        opts = connect_options(f"nmc-node {self.identity}", self.settings.servers, self.settings.tls,
+                               self.settings.reconnect_wait)
+        self.nc = await nats.connect(
+            **opts, error_cb=self._on_error, disconnected_cb=self._on_disconnect,
+            reconnected_cb=self._on_reconnect)
+        self.service = MicroService(self.nc, name=SERVICE_NAME, version=__version__,
+                                    description=f"nmc node {self.identity}",
+                                    metadata={"identity": self.identity, "collective": self.collective,
+                                              "version": __version__})
+        await self.service.start()
+        await self._subscribe_requests()
+        await self.nc.flush()
+        self._log.info("node_started", servers=list(self.settings.servers), agents=sorted(self._agents),
+                       service_id=self.service.id)
+
+    async def _subscribe_requests(self) -> None:
+        assert self.service is not None
+        base = f"{PREFIX}.{encode_token(self.collective)}"
+        await self.service.add_endpoint("node", f"{base}.node.{encode_token(self.identity)}.>", self._on_request,
+                                        metadata={"route": "node", "identity": self.identity})
+        for name in sorted(self._agents):
+            await self.service.add_endpoint(f"all-{len(self.service.endpoints)}",
+                                            f"{base}.all.{encode_token(name)}.*", self._on_request,
+                                            metadata={"route": "all", "agent": name})
+        await self._subscribe_facts(base)
+
+    async def _subscribe_facts(self, base: str) -> None:
+        assert self.service is not None
+        for i, klass in enumerate(self.facts.classes):
+            await self.service.add_endpoint(f"class-{i}", f"{base}.class.{encode_token(klass)}.>", self._on_request,
+                                            metadata={"route": "class", "class": klass})
+        for i, (name, value) in enumerate(_fact_index(dict(self.facts.facts))):
+            await self.service.add_endpoint(
+                f"fact-{i}", f"{base}.fact.{encode_token(name)}.{encode_token(value)}.>", self._on_request,
+                metadata={"route": "fact", "fact": name, "value": value})
+
+    async def update_facts(self, facts: NodeFacts) -> None:
+        """Swap in new facts and re-subscribe fact/class subjects to match them."""
+        self.facts = facts
+        if self.service is None:
+            return
+        for ep in self.service.endpoints:
+            if ep.name.startswith(("fact-", "class-")):
+                await self.service.remove_endpoint(ep.name)
+        await self._subscribe_facts(f"{PREFIX}.{encode_token(self.collective)}")
+
+    async def _on_request(self, msg: Msg) -> str | None:
+        outcome = await self.pipeline.handle(msg.subject, msg.data, msg.headers)
+        if outcome.reply is None:
+            return None
+        if msg.reply and self.nc is not None:
+            body = outcome.reply.to_bytes()
+            await self.nc.publish(msg.reply, body, headers=self.signer.headers(body))
+        return outcome.reason if outcome.reply.status != 0 else None
+
+    async def stop(self) -> None:
+        """Stop answering, finish running actions, close the connection."""
+        if self.service is not None:
+            await self.service.stop()
+        if self.nc is not None and not self.nc.is_closed:
+            await self.nc.drain()
+        self._log.info("node_stopped")
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._log.warning("nats_error", error=str(exc) or type(exc).__name__)
+
+    async def _on_disconnect(self) -> None:
+        self._log.warning("nats_disconnected")
+
+    async def _on_reconnect(self) -> None:
+        self._log.info("nats_reconnected", server=str(self.nc.connected_url.netloc) if self.nc and self.nc.connected_url else "")

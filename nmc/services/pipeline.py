@@ -1,0 +1,205 @@
+"""The node's request path, as one plain async function that always answers.
+
+Order (Choria's HandleMessage): size -> decode -> verify signature, caller,
+ttl, replay -> match filter (silent when it does not match) -> find agent
+and action -> validate inputs -> run the action with its time limit ->
+reply. Errors map to status codes in exactly one place: `_failure()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import structlog
+
+from nmc.protocol.ddl import InputError, validate_inputs
+from nmc.protocol.envelope import EnvelopeError, Reply, Request
+from nmc.protocol.filter import FilterSyntaxError, matches, parse
+from nmc.protocol.status import Status
+from nmc.protocol.subjects import RequestSubject, SubjectError, parse_request_subject
+from nmc.security import (
+    CERTIFICATE_HEADER,
+    SIGNATURE_HEADER,
+    ReplayCache,
+    SecurityError,
+    Verifier,
+    check_caller,
+    check_time,
+)
+from nmc.services.agent import ActionFailed, ActionRequest, Agent
+from nmc.services.facts import NodeFacts
+
+__all__ = ["Counters", "Outcome", "PipelineSettings", "RequestPipeline"]
+
+log = structlog.get_logger("nmc.node")
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Limits the node enforces on every request."""
+
+    identity: str
+    collective: str
+    max_request_bytes: int = 1024 * 1024
+    max_ttl: float = 3600.0  # bounds the replay cache: a caller cannot ask us to remember forever
+    agent_timeout: float = 60.0
+
+
+@dataclass
+class Counters:
+    """MCollective's daemon_stats counters."""
+
+    total: int = 0
+    validated: int = 0
+    unvalidated: int = 0
+    passed: int = 0
+    filtered: int = 0
+    replies: int = 0
+    ttlexpired: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """Plain dict for replies."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the pipeline decided: a reply to send (or None: stay silent) and why."""
+
+    reply: Reply | None
+    reason: str = ""
+
+
+class _Rejected(Exception):
+    """Internal: stop the pipeline with this status and one-line reason."""
+
+    def __init__(self, status: Status, reason: str, data: Mapping[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.data = dict(data or {})
+
+
+@dataclass
+class RequestPipeline:
+    """Runs requests for one node; holds only what the request path needs."""
+
+    settings: PipelineSettings
+    verifier: Verifier
+    agents: Mapping[str, Agent]
+    snapshot: Any  # Callable[[], NodeFacts]
+    replay: ReplayCache = field(default_factory=ReplayCache)
+    counters: Counters = field(default_factory=Counters)
+    _filters: OrderedDict[str, Any] = field(default_factory=OrderedDict)
+
+    def _parsed_filter(self, expr: str) -> Any:
+        # Every node parses the same few filters over and over: keep a small LRU.
+        node = self._filters.get(expr)
+        if node is None:
+            node = parse(expr)
+            self._filters[expr] = node
+            if len(self._filters) > 256:
+                self._filters.popitem(last=False)
+        else:
+            self._filters.move_to_end(expr)
+        return node
+
+    def _reply(self, request_id: str, status: Status, message: str, data: Mapping[str, Any] | None = None) -> Reply:
+        return Reply(request_id=request_id, identity=self.settings.identity, status=status,
+                     message=message, time=time.time(), data=dict(data or {}))
+
+    async def handle(self, subject: str, body: bytes, headers: Mapping[str, str] | None) -> Outcome:
+        """Process one request message; never raises for bad input."""
+        self.counters.total += 1
+        request_id = ""
+        try:
+            request = self._admit(subject, body, headers or {})
+            request_id = request.id
+            snap: NodeFacts = self.snapshot()
+            if not self._matches(request, snap):
+                self.counters.filtered += 1
+                return Outcome(None, "filter does not match")
+            self.counters.passed += 1
+            reply = await self._run(request)
+        except _Rejected as exc:
+            return self._failure(request_id, exc, subject)
+        self.counters.replies += 1
+        return Outcome(reply)
+
+    def _admit(self, subject: str, body: bytes, headers: Mapping[str, str]) -> Request:
+        """Size, shape and security checks; raises _Rejected with the exact reason."""
+        if len(body) > self.settings.max_request_bytes:
+            raise _Rejected(Status.INVALID_DATA, f"request of {len(body)} bytes exceeds the limit of "
+                                                 f"{self.settings.max_request_bytes} bytes")
+        try:
+            routed: RequestSubject = parse_request_subject(subject)
+            request = Request.from_bytes(body)
+        except (SubjectError, EnvelopeError) as exc:
+            raise _Rejected(Status.INVALID_DATA, exc.reason) from exc
+        now = time.time()
+        try:
+            name = self.verifier.verify(body, headers.get(SIGNATURE_HEADER), headers.get(CERTIFICATE_HEADER), now=now)
+            check_caller(request.caller, name)
+            if request.ttl > self.settings.max_ttl:
+                raise _Rejected(Status.INVALID_DATA, f"ttl {request.ttl:g}s exceeds the node's maximum of "
+                                                     f"{self.settings.max_ttl:g}s")
+            try:
+                check_time(request.time, request.ttl, now)
+            except SecurityError:
+                self.counters.ttlexpired += 1
+                raise
+            self.replay.check_and_remember(request.id, request.time + request.ttl, now)
+        except SecurityError as exc:
+            self.counters.unvalidated += 1
+            raise _Rejected(Status.INVALID_DATA, f"security: {exc.reason}") from exc
+        self.counters.validated += 1
+        if (routed.collective, routed.agent, routed.action) != (request.collective, request.agent, request.action):
+            raise _Rejected(Status.INVALID_DATA, "subject does not match the request's collective/agent/action")
+        if request.collective != self.settings.collective:
+            raise _Rejected(Status.INVALID_DATA, f"collective {request.collective!r} is not served here")
+        return request
+
+    def _matches(self, request: Request, snap: NodeFacts) -> bool:
+        try:
+            node = self._parsed_filter(request.filter)
+        except FilterSyntaxError as exc:
+            raise _Rejected(Status.INVALID_DATA, f"bad filter: {exc}") from exc
+        return bool(matches(node, snap.facts, snap.classes, self.settings.identity, self.agents.keys()))
+
+    async def _run(self, request: Request) -> Reply:
+        agent = self.agents.get(request.agent)
+        if agent is None:
+            raise _Rejected(Status.UNKNOWN_ACTION, f"unknown agent {request.agent!r}")
+        spec = agent.spec().actions.get(request.action)
+        handler = agent.handler(request.action)
+        if spec is None or handler is None:
+            raise _Rejected(Status.UNKNOWN_ACTION, f"unknown action {request.agent}.{request.action}")
+        try:
+            data = validate_inputs(spec, request.data)
+        except InputError as exc:
+            raise _Rejected(exc.status, exc.reason) from exc
+        limit = spec.timeout or self.settings.agent_timeout
+        call = ActionRequest(data=data, caller=request.caller, request_id=request.id, sender=request.sender)
+        try:
+            result = await asyncio.wait_for(handler(call), timeout=limit)
+        except ActionFailed as exc:
+            raise _Rejected(exc.status, exc.message, exc.data) from exc
+        except asyncio.TimeoutError as exc:
+            raise _Rejected(Status.UNKNOWN_ERROR, f"action timed out after {limit:g}s") from exc
+        except Exception as exc:  # noqa: BLE001 - an agent bug must become a status, not a dead node
+            log.exception("action_crashed", request_id=request.id, agent=request.agent, action=request.action)
+            raise _Rejected(Status.UNKNOWN_ERROR, f"action failed: {type(exc).__name__}: {exc}"[:300]) from exc
+        log.info("request_done", request_id=request.id, caller=request.caller, agent=request.agent,
+                 action=request.action, status=0)
+        return self._reply(request.id, Status.OK, "OK", result)
+
+    def _failure(self, request_id: str, exc: _Rejected, subject: str) -> Outcome:
+        """The one place where a rejection becomes a reply and a log line."""
+        log.warning("request_refused", request_id=request_id or None, subject=subject,
+                    status=int(exc.status), reason=exc.reason)
+        self.counters.replies += 1
+        return Outcome(self._reply(request_id, exc.status, exc.reason, exc.data), exc.reason)
