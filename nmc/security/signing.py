@@ -4,7 +4,7 @@ A signed message carries two headers: ``Nmc-Signature`` (base64 signature
 over the exact body bytes) and ``Nmc-Certificate`` (base64 DER of the
 signer's certificate). The verifier checks the certificate against the CA
 once per distinct certificate and caches the result, so the steady-state
-cost of ``verify()`` is one dict lookup, four float comparisons and one
+cost of ``verify()`` is one dict lookup, a few float comparisons and one
 signature check.
 """
 

@@ -1,0 +1,25 @@
+"""Fixtures for tests that run nodes: a CA made by nmc's code and a fleet on a real nats-server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from nmc.ops.broker import Broker
+from tests.integration.fleetkit import Fleet, FleetCA
+
+
+@pytest.fixture
+def test_ca(tmp_path: Path) -> FleetCA:
+    """A fresh fleet CA in tmp_path."""
+    return FleetCA(tmp_path / "ca")
+
+
+@pytest.fixture
+async def fleet(nats_server: Broker, test_ca: FleetCA) -> AsyncIterator[Fleet]:
+    """An empty fleet on the `nats_server` broker; add nodes with `await fleet.add(...)`."""
+    f = Fleet(url=nats_server.url, ca=test_ca)
+    yield f
+    await f.stop()
