@@ -193,7 +193,7 @@ class _Parser:
             name, regex = self._read_regex_literal(required=True), True
         else:
             name, regex = self._read_bare(), False
-        if name == "" or (char == "/" and not regex):
+        if not regex and (name == "" or char == "/"):
             what = "a name or /regex/" if kind == "identity" else "an agent name"
             self._fail(f"{what} in {kind}()", start)
         self._skip_ws()

