@@ -39,8 +39,10 @@ def serve_node(config_path: str | None, log_format: str | None) -> None:
     try:
         config = load_config(path, kind="server")
         fmt = log_format or os.environ.get("NMC_LOG_FORMAT") or ("console" if click.get_text_stream("stderr").isatty() else "json")
-        configure_logging(json=fmt == "json", level=config.get("loglevel") or "info")
+        logfile = config.get_path("logfile")
+        stream = open(logfile, "a", buffering=1, encoding="utf-8") if logfile else None  # noqa: SIM115 - lives as long as the daemon
+        configure_logging(json=fmt == "json", level=config.get("loglevel") or "info", stream=stream)
         node = build_node(config)
-    except (ConfigError, SettingsError, FactError) as exc:
+    except (ConfigError, SettingsError, FactError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     asyncio.run(run_nodes([(node, config)]))
