@@ -7,6 +7,7 @@ both use these same functions.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -96,6 +97,9 @@ def _check_type(inp: Input, value: Any) -> Any:
     }[t]
     if not ok:
         raise InputError(Status.INVALID_DATA, f"input '{inp.name}' must be of type {t}, got {type(value).__name__}")
+    if t in ("float", "number") and isinstance(value, float) and not math.isfinite(value):
+        # JSON has no NaN/Infinity: such a value could not even be put in a request.
+        raise InputError(Status.INVALID_DATA, f"input '{inp.name}' must be a finite number, got {value!r}")
     if isinstance(value, str):
         if inp.maxlength and len(value) > inp.maxlength:
             raise InputError(Status.INVALID_DATA, f"input '{inp.name}' is longer than {inp.maxlength} characters")
@@ -134,6 +138,8 @@ def coerce_cli_value(inp: Input | None, text: str) -> Any:
             return int(text)
         if inp.type in ("float", "number"):
             number = float(text)
+            if not math.isfinite(number):
+                raise ValueError(text)  # nan, inf, 1e400: not sendable as JSON
             return int(number) if inp.type == "number" and number.is_integer() and "." not in text else number
     except ValueError as exc:
         raise InputError(Status.INVALID_DATA, f"input '{inp.name}' must be of type {inp.type}, got {text!r}") from exc

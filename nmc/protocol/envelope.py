@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -41,13 +42,42 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+# A JSON escape of a UTF-16 surrogate (\uD800-\uDFFF); only then is the slower check needed.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} does not fit a finite number")
+    return value
+
+
 def _load_object(body: bytes, what: str) -> dict[str, Any]:
+    # Decode strictly ourselves: json.loads(bytes) would also take UTF-16/32 and a BOM, and
+    # lets UTF-8-encoded surrogates through ('surrogatepass'); the contract says UTF-8 JSON.
     try:
-        obj = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EnvelopeError(f"{what} is not UTF-8 JSON: invalid UTF-8 at byte {exc.start}") from exc
+    try:
+        # NaN/Infinity/1e400 are not JSON numbers and could not be serialised again (allow_nan=False).
+        obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except ValueError as exc:
         raise EnvelopeError(f"{what} is not JSON: {exc.__class__.__name__}") from exc
+    except RecursionError as exc:
+        raise EnvelopeError(f"{what} is nested too deeply") from exc
     if not isinstance(obj, dict):
         raise EnvelopeError(f"{what} must be a JSON object, got {type(obj).__name__}")
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            _dumps(obj)
+        except (UnicodeEncodeError, ValueError, RecursionError) as exc:
+            raise EnvelopeError(f"{what} holds a lone surrogate escape, not Unicode text") from exc
     return obj
 
 
@@ -61,6 +91,17 @@ def _field(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], wha
     if not isinstance(value, kind):
         raise EnvelopeError(f"{what} field '{name}' has the wrong type ({type(value).__name__})")
     return value
+
+
+def _number(obj: Mapping[str, Any], name: str, what: str) -> float:
+    value = _field(obj, name, (int, float), what)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf  # an integer beyond float range
+    if not math.isfinite(number):
+        raise EnvelopeError(f"{what} field '{name}' must be a finite number")
+    return number
 
 
 def _dumps(obj: Mapping[str, Any]) -> bytes:
@@ -102,7 +143,7 @@ class Request:
             id=_field(obj, "id", str, w), collective=_field(obj, "collective", str, w),
             agent=_field(obj, "agent", str, w), action=_field(obj, "action", str, w),
             caller=_field(obj, "caller", str, w), sender=_field(obj, "sender", str, w),
-            time=float(_field(obj, "time", (int, float), w)), ttl=float(_field(obj, "ttl", (int, float), w)),
+            time=_number(obj, "time", w), ttl=_number(obj, "ttl", w),
             data=_field(obj, "data", dict, w), filter=_field(obj, "filter", str, w),
         )
         if not req.id or len(req.id) > 128:
@@ -151,5 +192,5 @@ class Reply:
         return cls(
             request_id=_field(obj, "request_id", str, w), identity=_field(obj, "identity", str, w),
             status=status, message=_field(obj, "message", str, w),
-            time=float(_field(obj, "time", (int, float), w)), data=_field(obj, "data", dict, w),
+            time=_number(obj, "time", w), data=_field(obj, "data", dict, w),
         )

@@ -154,7 +154,7 @@ def _order(fact: Any, text: str, wanted: str) -> int:
             left, right = _version_key(text), _version_key(wanted)
         else:
             left, right = text, wanted
-    return (left > right) - (left < right)
+    return int(left > right) - int(left < right)
 
 
 def _version_key(text: str) -> tuple[tuple[int, int, str], ...]:

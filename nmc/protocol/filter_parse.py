@@ -147,7 +147,7 @@ class _Parser:
         self._skip_ws()
         start = self.pos
         char = self._peek()
-        if char == "" or char == ")" or (char in NAME_STOP_CHARS and char != "(" and char != '"'):
+        if char == "" or char in ")=<>!~":  # no term starts with an operator character
             self._fail("a term" + (f" after {after}" if after else ""))
         if char == "(":
             self.pos += 1
@@ -163,7 +163,7 @@ class _Parser:
                 self._fail("a class name, not an empty string", start)
             return ClassTerm(name)
         if char == "/":
-            return ClassTerm(self._read_regex_literal(required=True), regex=True)
+            return ClassTerm(self._regex_literal(), regex=True)
         name = self._read_name()
         if name == "":
             self._fail("a term" + (f" after {after}" if after else ""))
@@ -190,7 +190,7 @@ class _Parser:
         if char == '"':
             name, regex = self._read_quoted(), False
         elif char == "/" and kind == "identity":
-            name, regex = self._read_regex_literal(required=True), True
+            name, regex = self._regex_literal(), True
         else:
             name, regex = self._read_bare(), False
         if not regex and (name == "" or char == "/"):
@@ -208,12 +208,12 @@ class _Parser:
         self._skip_ws()
         start = self.pos
         char = self._peek()
-        if char == "" or char in "()":
+        if char in ("", "(", ")"):
             self._fail(f"a value after '{op}'")
         if char == '"':
             value = self._read_quoted()
         elif char == "/" and op in ("=", "=~"):
-            regex = self._read_regex_literal(required=op == "=~")
+            regex = self._regex_literal() if op == "=~" else self._try_regex_literal()
             if regex is not None:
                 return self._fact_term(path, "=~", regex, start)
             value = self._read_bare()  # `path=/usr/bin` is a literal, as in MCollective
@@ -233,7 +233,7 @@ class _Parser:
         if pair in _TWO_CHAR_OPS:
             self.pos += 2
             return "=" if pair == "==" else pair
-        if pair[:1] in _ONE_CHAR_OPS and pair[:1] != "":
+        if pair[:1] in _ONE_CHAR_OPS:
             self.pos += 1
             return pair[:1]
         return None
@@ -288,7 +288,16 @@ class _Parser:
             self.pos += 1
         self._fail(f"'\"' to close the string that starts at column {start + 1}")
 
-    def _read_regex_literal(self, required: bool) -> str | None:
+    def _regex_literal(self) -> str:
+        """Read `/pattern/` at pos, or fail where it never closes."""
+        pattern = self._try_regex_literal()
+        if pattern is None:
+            start = self.pos
+            self.pos = len(self.text)
+            self._fail(f"'/' to close the regular expression that starts at column {start + 1}")
+        return pattern
+
+    def _try_regex_literal(self) -> str | None:
         r"""Read `/pattern/`; `\/` is a slash, and only a `/` before a boundary closes it."""
         start = self.pos
         i = start + 1
@@ -307,9 +316,6 @@ class _Parser:
                 return pattern
             out.append(char)
             i += 1
-        if required:
-            self.pos = len(text)
-            self._fail(f"'/' to close the regular expression that starts at column {start + 1}")
         return None
 
     def _check_regex(self, pattern: str, position: int) -> None:

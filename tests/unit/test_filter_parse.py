@@ -345,6 +345,7 @@ _TREES = st.recursive(
 )
 
 
+@pytest.mark.filterwarnings("ignore:Possible nested set:FutureWarning")
 @settings(max_examples=300)
 @given(_TREES)
 def test_printing_then_parsing_gives_back_the_same_tree(node: Node) -> None:
