@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 
 from nmc import __version__
 from nmc.protocol.ddl import AgentSpec
-from nmc.protocol.filter import canonical_fact_value
+from nmc.protocol.filter import indexed_fact_values
 from nmc.protocol.subjects import PREFIX, encode_token
 from nmc.security import ReplayCache, Signer, Verifier
 from nmc.services.agent import Agent
@@ -66,13 +66,12 @@ def connect_options(name: str, servers: Sequence[str], tls: Any, reconnect_wait:
 
 
 def _fact_index(facts: dict[str, Any] | Any) -> list[tuple[str, str]]:
-    """(name, canonical value) pairs a node gets a fact subject for: every scalar top-level fact."""
-    out = []
-    for name, value in sorted(facts.items()):
-        canon = canonical_fact_value(value)
-        if canon is not None:
-            out.append((name, canon))
-    return out
+    """(name, value token) pairs a node subscribes a fact subject for.
+
+    Every value an equality filter could match (list elements, the integer
+    form of "007" or 7.0) gets its subject, or routing would miss this node.
+    """
+    return [(name, token) for name, value in sorted(facts.items()) for token in indexed_fact_values(value)]
 
 
 @dataclass

@@ -115,10 +115,10 @@ class RequestPipeline:
     async def handle(self, subject: str, body: bytes, headers: Mapping[str, str] | None) -> Outcome:
         """Process one request message; never raises for bad input."""
         self.counters.total += 1
-        request_id = ""
+        request: Request | None = None
         try:
-            request = self._admit(subject, body, headers or {})
-            request_id = request.id
+            request = self._decode(subject, body)
+            self._authenticate(request, body, headers or {})
             snap: NodeFacts = self.snapshot()
             if not self._matches(request, snap):
                 self.counters.filtered += 1
@@ -126,12 +126,14 @@ class RequestPipeline:
             self.counters.passed += 1
             reply = await self._run(request)
         except _Rejected as exc:
-            return self._failure(request_id, exc, subject)
+            # Answer with the request id whenever the body parsed, so the client can
+            # show the refusal instead of counting this node as silent.
+            return self._failure(request.id if request is not None else "", exc, subject)
         self.counters.replies += 1
         return Outcome(reply)
 
-    def _admit(self, subject: str, body: bytes, headers: Mapping[str, str]) -> Request:
-        """Size, shape and security checks; raises _Rejected with the exact reason."""
+    def _decode(self, subject: str, body: bytes) -> Request:
+        """Size and shape checks; raises _Rejected with the exact reason."""
         if len(body) > self.settings.max_request_bytes:
             raise _Rejected(Status.INVALID_DATA, f"request of {len(body)} bytes exceeds the limit of "
                                                  f"{self.settings.max_request_bytes} bytes")
@@ -140,6 +142,14 @@ class RequestPipeline:
             request = Request.from_bytes(body)
         except (SubjectError, EnvelopeError) as exc:
             raise _Rejected(Status.INVALID_DATA, exc.reason) from exc
+        if (routed.collective, routed.agent, routed.action) != (request.collective, request.agent, request.action):
+            raise _Rejected(Status.INVALID_DATA, "subject does not match the request's collective/agent/action")
+        if request.collective != self.settings.collective:
+            raise _Rejected(Status.INVALID_DATA, f"collective {request.collective!r} is not served here")
+        return request
+
+    def _authenticate(self, request: Request, body: bytes, headers: Mapping[str, str]) -> None:
+        """Signature, certificate, caller, ttl and replay checks, in that order."""
         now = time.time()
         try:
             name = self.verifier.verify(body, headers.get(SIGNATURE_HEADER), headers.get(CERTIFICATE_HEADER), now=now)
@@ -152,16 +162,12 @@ class RequestPipeline:
             except SecurityError:
                 self.counters.ttlexpired += 1
                 raise
+            # Only after the signature verified: forged ids must not poison the replay cache.
             self.replay.check_and_remember(request.id, request.time + request.ttl, now)
         except SecurityError as exc:
             self.counters.unvalidated += 1
             raise _Rejected(Status.INVALID_DATA, f"security: {exc.reason}") from exc
         self.counters.validated += 1
-        if (routed.collective, routed.agent, routed.action) != (request.collective, request.agent, request.action):
-            raise _Rejected(Status.INVALID_DATA, "subject does not match the request's collective/agent/action")
-        if request.collective != self.settings.collective:
-            raise _Rejected(Status.INVALID_DATA, f"collective {request.collective!r} is not served here")
-        return request
 
     def _matches(self, request: Request, snap: NodeFacts) -> bool:
         try:

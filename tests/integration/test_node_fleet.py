@@ -135,3 +135,21 @@ async def test_node_reconnects_after_broker_restart(fleet, nats_server):
         async with fleet.client(discovery_stall=0.2, discovery_timeout=1) as fc:
             seen = {r.identity for r in (await fc.discover()).results}
     assert seen == {"node1.test", "node2.test", "node3.test"}
+
+
+async def test_routed_requests_reach_list_and_numeric_facts(fleet):
+    # Routing invariant: a fact-routed request must reach every node the filter matches,
+    # including a list fact containing the value and a string "007" that equals 7 numerically.
+    await fleet.add("list.test", {"roles": ["web", "db"], "slot": "007"})
+    await fleet.add("plain.test", {"roles": "db", "slot": 7})
+    await fleet.add("other.test", {"roles": "cache", "slot": 8})
+    async with fleet.client(discovery_stall=0.2) as fc:
+        assert fc.subject_for("roles=web", "rpcutil", "ping").startswith("nmc.nmc.fact.roles.web.")
+        web = await fc.discover("roles=web")
+        db = await fc.discover("roles=db")
+        assert fc.subject_for("slot=7", "rpcutil", "ping").startswith("nmc.nmc.fact.slot.7.")
+        seven = await fc.discover("slot=7")
+    assert {r.identity for r in web.results} == {"list.test"}
+    assert {r.identity for r in db.results} == {"list.test", "plain.test"}
+    assert {r.identity for r in seven.results} == {"list.test", "plain.test"}
+    assert fleet.node("other.test").pipeline.counters.total == 0

@@ -115,3 +115,19 @@ async def test_client_drops_forged_replies_with_a_warning(fleet, tmp_path):
     warnings = [e for e in logs if e["event"] == "reply_dropped"]
     assert len(warnings) == 2 and all(e["log_level"] == "warning" for e in warnings)
     assert any("signed by 'n3.test'" in e["reason"] for e in warnings)
+
+
+async def test_client_sees_why_a_node_refused(fleet, tmp_path):
+    from nmc.client.fleet import ClientSettings, FleetClient
+
+    await fleet.add("n1.test", {})
+    nc = await nats.connect(fleet.url)
+    try:
+        fc = FleetClient(nc=nc, signer=FleetCA(tmp_path / "other").signer("mallory"),
+                         verifier=fleet.ca.verifier(), settings=ClientSettings())
+        result = await fc.call("rpcutil", "ping", {}, filter_expr="identity(n1.test)", expect=["n1.test"])
+    finally:
+        await nc.close()
+    assert not result.no_response
+    [reply] = result.results
+    assert reply.status == Status.INVALID_DATA and reply.message.startswith("security:")
