@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from nmc import __version__
+from nmc.nats_compat import synced_flush
 from nmc.protocol.ddl import AgentSpec
 from nmc.protocol.filter import indexed_fact_values
 from nmc.protocol.subjects import PREFIX, encode_token
@@ -124,7 +125,7 @@ class Node:
                                               "version": __version__})
         await self.service.start()
         await self._subscribe_requests()
-        await self.nc.flush()
+        await synced_flush(self.nc)
         self._log.info("node_started", servers=list(self.settings.servers), agents=sorted(self._agents),
                        service_id=self.service.id)
 
@@ -158,6 +159,8 @@ class Node:
             if ep.name.startswith(("fact-", "class-")):
                 await self.service.remove_endpoint(ep.name)
         await self._subscribe_facts(f"{PREFIX}.{encode_token(self.collective)}")
+        if self.nc is not None and self.nc.is_connected:
+            await synced_flush(self.nc)
 
     async def _on_request(self, msg: Msg) -> str | None:
         outcome = await self.pipeline.handle(msg.subject, msg.data, msg.headers)

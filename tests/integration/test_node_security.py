@@ -6,6 +6,8 @@ import json
 import time
 
 import nats
+
+from nmc.nats_compat import synced_flush
 from structlog.testing import capture_logs
 
 from nmc.protocol.envelope import Reply, Request, new_request_id
@@ -103,7 +105,7 @@ async def test_client_drops_forged_replies_with_a_warning(fleet, tmp_path):
 
     nc = await nats.connect(fleet.url)
     await nc.subscribe("nmc.nmc.all.rpcutil.ping", cb=forge)
-    await nc.flush()
+    await synced_flush(nc)
     try:
         async with fleet.client(discovery_stall=0.3) as fc:
             with capture_logs() as logs:

@@ -10,6 +10,8 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable
 
 import nats
+
+from nmc.nats_compat import synced_flush
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -48,7 +50,7 @@ async def _responders(nc: Client, count: int, *, replies_each: int = 1, sentinel
 
         await nc.subscribe(SUBJECT, cb=answer)
     # The server must know every subscription before the request is published.
-    await nc.flush()
+    await synced_flush(nc)
 
 
 async def _gather(nc: Client, **kwargs: object) -> tuple[list[bytes], float]:
@@ -113,7 +115,7 @@ async def test_header_only_reply_is_a_reply_not_a_sentinel(nc: Client, responder
         await responder_nc.publish(msg.reply, b"", headers={"Nats-Service-Error-Code": "500"})
 
     await responder_nc.subscribe(SUBJECT, cb=answer)
-    await responder_nc.flush()
+    await synced_flush(responder_nc)
     msgs = [msg async for msg in request_many(nc, SUBJECT, b"", timeout=30, max_count=1)]
     assert len(msgs) == 1
     assert msgs[0].headers == {"Nats-Service-Error-Code": "500"}
@@ -124,7 +126,7 @@ async def test_request_headers_reach_the_responders(nc: Client, responder_nc: Cl
         await responder_nc.publish(msg.reply, (msg.headers or {}).get("Nmc-Request-Id", "none").encode())
 
     await responder_nc.subscribe(SUBJECT, cb=echo)
-    await responder_nc.flush()
+    await synced_flush(responder_nc)
     msgs = [m async for m in request_many(nc, SUBJECT, b"x", headers={"Nmc-Request-Id": "r-1"}, timeout=30, max_count=1)]
     assert [m.data for m in msgs] == [b"r-1"]
 
@@ -156,10 +158,10 @@ async def test_early_break_unsubscribes_the_inbox(nats_server_factory: Callable[
         async with contextlib.aclosing(request_many(requester, SUBJECT, b"ping", timeout=30)) as replies:
             async for msg in replies:
                 inbox = msg.subject
-                await requester.flush()
+                await synced_flush(requester)
                 assert inbox in await asyncio.to_thread(_subscriptions_of, broker, "requester")
                 break
-        await requester.flush()  # the UNSUB has reached the server
+        await synced_flush(requester)  # the UNSUB has reached the server
         assert inbox is not None
         assert inbox not in await asyncio.to_thread(_subscriptions_of, broker, "requester")
     finally:
@@ -174,7 +176,7 @@ async def test_unsubscribes_after_normal_end(nats_server_factory: Callable[..., 
     try:
         await _responders(responders, 2)
         msgs = [m async for m in request_many(requester, SUBJECT, b"ping", timeout=30, max_count=2)]
-        await requester.flush()
+        await synced_flush(requester)
         assert msgs
         assert msgs[0].subject not in await asyncio.to_thread(_subscriptions_of, broker, "requester")
     finally:
