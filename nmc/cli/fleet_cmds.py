@@ -34,6 +34,19 @@ def _flags_filter(kw: dict[str, Any]) -> str:
                         kw.pop("compound"), kw.pop("combined"))
 
 
+def _discover(ctx: click.Context, flags: dict[str, Any], timeout: float | None,
+              discovery_timeout: float | None) -> CallResult:
+    """Broadcast discovery with the command's filter flags (ping and find share it)."""
+    expr = _flags_filter(flags)
+    config = load_client_config(ctx)
+
+    async def go() -> CallResult:
+        async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
+            return await fc.discover(expr, timeout=discovery_timeout or timeout)
+
+    return run(ctx, go)
+
+
 @click.command()
 @filter_options
 @output_options
@@ -50,14 +63,7 @@ def ping(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
       nmc ping -F country=us
       nmc ping --json | jq '.replies[].sender'
     """
-    expr = _flags_filter(flags)
-    config = load_client_config(ctx)
-
-    async def go() -> CallResult:
-        async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
-            return await fc.discover(expr, timeout=discovery_timeout or timeout)
-
-    result = run(ctx, go)
+    result = _discover(ctx, flags, timeout, discovery_timeout)
     times = sorted(r.elapsed * 1000 for r in result.results)
     if as_json:
         click.echo(json.dumps({**call_json(result), "times_ms": {
@@ -89,14 +95,7 @@ def find(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
       nmc find -F role=web
       nmc find -S "country=us and not role=db" --json
     """
-    expr = _flags_filter(flags)
-    config = load_client_config(ctx)
-
-    async def go() -> CallResult:
-        async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
-            return await fc.discover(expr, timeout=discovery_timeout or timeout)
-
-    result = run(ctx, go)
+    result = _discover(ctx, flags, timeout, discovery_timeout)
     names = sorted(r.identity for r in result.results)
     click.echo(json.dumps(names) if as_json else "\n".join(names))
     if not names:
