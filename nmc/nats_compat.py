@@ -20,7 +20,7 @@ from nats.aio.client import Client
 __all__ = ["synced_flush"]
 
 
-async def synced_flush(nc: Client, timeout: float = 10) -> None:
+async def synced_flush(nc: Client, timeout: int = 10) -> None:
     """Return only after the server has processed every command sent so far."""
     await nc.flush(timeout=timeout)
     await nc.flush(timeout=timeout)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -91,15 +91,13 @@ async def client_session(config: Config, *, timeout: float | None = None,
                          discovery_timeout: float | None = None) -> AsyncIterator[FleetClient]:
     """A connected FleetClient; the connection is drained on exit."""
     settings = client_settings(config)
-    overrides = {}
+    overrides: dict[str, Any] = {}
     if timeout is not None:
         overrides["timeout"] = timeout
     if discovery_timeout is not None:
         overrides["discovery_timeout"] = discovery_timeout
     if overrides:
-        from dataclasses import replace
-
-        settings = replace(settings, **overrides)
+        settings = dataclasses.replace(settings, **overrides)
     signer, verifier = load_signer(config), load_verifier(config)
     servers = client_servers(config)
     try:
@@ -136,14 +134,3 @@ def run(ctx: click.Context, coro_fn: Callable[[], Awaitable[T]]) -> T:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-
-
-def wrap_errors(fn: F) -> F:
-    """Decorator: turn known exceptions raised outside run() into one-line errors too."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (SettingsError, ConfigError) as exc:
-            raise click.ClickException(str(exc)) from exc
-    return wrapper  # type: ignore[return-value]

@@ -11,7 +11,6 @@ import click
 from nmc.cli.common import (
     EXIT_FAILED,
     EXIT_NO_RESPONSE,
-    EXIT_USAGE,
     build_filter,
     client_session,
     filter_options,
@@ -180,5 +179,3 @@ def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as
     if result.failed:
         ctx.exit(EXIT_FAILED)
 
-
-__all__ += ["EXIT_USAGE"]

@@ -22,7 +22,7 @@ __all__ = ["DevFleet", "DevLayout", "default_dev_dir", "node_facts_for", "write_
 
 _COUNTRIES = ("us", "de", "uk", "us", "fr")
 _ROLES = ("web", "web", "db", "db", "cache")
-_OSES = (
+_OSES: tuple[dict[str, Any], ...] = (
     {"family": "Debian", "name": "Debian", "release": {"full": "12", "major": "12"}},
     {"family": "Debian", "name": "Ubuntu", "release": {"full": "22.04", "major": "22"}},
     {"family": "RedHat", "name": "Rocky", "release": {"full": "9.3", "major": "9"}},

@@ -9,7 +9,6 @@ and the simulator do), each with its own connection and certificate.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
