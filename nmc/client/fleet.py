@@ -18,6 +18,7 @@ from nats.aio.client import Client as NATS
 
 from nmc.client.request_many import NoRespondersError, request_many
 from nmc.protocol.envelope import EnvelopeError, Reply, Request, new_request_id
+from nmc.protocol.factindex import FactIndex
 from nmc.protocol.filter import Route, parse, route
 from nmc.protocol.status import Status
 from nmc.protocol.subjects import all_subject, class_subject, fact_subject, node_subject
@@ -38,6 +39,7 @@ class ClientSettings:
     discovery_stall: float = 0.3
     ttl: float = 60.0
     sender: str = "localhost"
+    fact_index: FactIndex = field(default_factory=FactIndex)
 
     def __post_init__(self) -> None:
         for name in ("timeout", "discovery_timeout", "discovery_stall", "ttl"):
@@ -94,7 +96,7 @@ class FleetClient:
 
     def subject_for(self, filter_expr: str, agent: str, action: str) -> str:
         """The narrowest subject that cannot miss a matching node (PROTOCOL.md routing invariant)."""
-        r: Route = route(parse(filter_expr))
+        r: Route = route(parse(filter_expr), self.settings.fact_index.covers)
         c = self.settings.collective
         if r.kind == "node":
             return node_subject(c, r.name, agent, action)

@@ -74,6 +74,9 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "plugin.yaml": KeySpec("", "YAML facts file(s), several separated by ':'", _SERVER, is_path=True),
     "classesfile": KeySpec("", "classes file, one class per line", _SERVER, is_path=True),
     "ttl": KeySpec("60", "seconds a request is valid"),
+    "fact_index": KeySpec("*,os.family,os.name,os.release.major,os.release.full",
+                          "facts that get routing subjects: * = every top-level fact, dotted paths, -name excludes;"
+                          " must be the same on clients and nodes"),
     "max_request_bytes": KeySpec("1048576", "largest request accepted, in bytes"),
     "discovery_timeout": KeySpec("2", "seconds broadcast discovery waits at most", _CLIENT),
     "discovery_stall": KeySpec("0.3", "discovery ends when no new reply came for this many seconds", _CLIENT),

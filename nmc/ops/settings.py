@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nmc.client.fleet import ClientSettings
 from nmc.ops.config import Config
+from nmc.protocol.factindex import DEFAULT_FACT_INDEX, FactIndex
 from nmc.security import SecurityError, Signer, Verifier
 from nmc.services.facts import NodeFacts, builtin_facts, load_classes, load_yaml_facts, merge_facts
 from nmc.services.node import NodeSettings
@@ -81,6 +82,14 @@ def _servers(config: Config) -> tuple[str, ...]:
     return servers
 
 
+def fact_index(config: Config) -> FactIndex:
+    """The shared fact_index setting, parsed."""
+    try:
+        return FactIndex.parse(config.get("fact_index") or DEFAULT_FACT_INDEX)
+    except ValueError as exc:
+        raise SettingsError(f"{exc} (set at {config.origin('fact_index')})") from exc
+
+
 def client_settings(config: Config) -> ClientSettings:
     """Client timeouts, collective and ttl."""
     try:
@@ -91,6 +100,7 @@ def client_settings(config: Config) -> ClientSettings:
             discovery_stall=config.get_float("discovery_stall") or 0.3,
             ttl=config.get_float("ttl") or 60.0,
             sender=socket.gethostname(),
+            fact_index=fact_index(config),
         )
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
@@ -110,6 +120,7 @@ def node_settings(config: Config) -> NodeSettings:
         max_request_bytes=config.get_int("max_request_bytes") or 1024 * 1024,
         agent_timeout=config.get_float("agent_timeout") or 60.0,
         tls=tls_context(config),
+        fact_index=fact_index(config),
     )
 
 

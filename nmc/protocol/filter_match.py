@@ -27,7 +27,7 @@ from nmc.protocol.filter_ast import (
     Or,
 )
 
-__all__ = ["as_number", "fact_text", "lookup_fact", "matches"]
+__all__ = ["MISSING", "as_number", "fact_text", "lookup_fact", "matches"]
 
 # Stricter than float(): no "nan", "inf", "1_000", padding or non-ASCII digits.
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
@@ -35,6 +35,7 @@ _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _VERSION = re.compile(r"[0-9]+(?:\.[0-9]+)*(?:[-+~_.]?[0-9A-Za-z][0-9A-Za-z.+~_-]*)?", re.ASCII)
 _VERSION_PART = re.compile(r"[0-9]+|[^0-9]+", re.ASCII)
 _MISSING = object()
+MISSING = _MISSING  # public name: what lookup_fact returns for a fact that is not there
 
 
 def matches(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -60,14 +60,22 @@ class Route:
             raise ValueError(f"a {self.kind!r} route takes no value")
 
 
-def route(node: Node) -> Route:
-    """The narrowest subject that reaches every node the filter can match."""
+def _top_level(path: str) -> bool:
+    return "." not in path
+
+
+def route(node: Node, covers: Callable[[str], bool] = _top_level) -> Route:
+    """The narrowest subject that reaches every node the filter can match.
+
+    `covers(path)` says whether every node subscribes that fact's values
+    (the shared `fact_index` setting); by default only top-level facts.
+    """
     terms = list(_conjuncts(node))
     for term in terms:
         if isinstance(term, IdentityTerm) and not term.regex:
             return Route("node", term.name)
     for term in terms:
-        if isinstance(term, FactTerm) and _routable_fact(term):
+        if isinstance(term, FactTerm) and _routable_fact(term, covers):
             return Route("fact", term.path, term.value)
     for term in terms:
         if isinstance(term, ClassTerm) and not term.regex:
@@ -85,8 +93,8 @@ def _conjuncts(node: Node) -> Iterable[Node]:
     # Or, Not and MatchAll promise nothing about any single term.
 
 
-def _routable_fact(term: FactTerm) -> bool:
-    if term.op != "=" or "." in term.path:
+def _routable_fact(term: FactTerm, covers: Callable[[str], bool]) -> bool:
+    if term.op != "=" or not covers(term.path):
         return False
     try:
         float(term.value)

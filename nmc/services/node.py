@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import nats
 import structlog
@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from nmc import __version__
 from nmc.nats_compat import synced_flush
 from nmc.protocol.ddl import AgentSpec
-from nmc.protocol.filter import indexed_fact_values
+from nmc.protocol.factindex import FactIndex
 from nmc.protocol.subjects import PREFIX, encode_token
 from nmc.security import ReplayCache, Signer, Verifier
 from nmc.services.agent import Agent
@@ -29,7 +29,7 @@ from nmc.services.facts import NodeFacts
 from nmc.services.micro import MicroService
 from nmc.services.pipeline import PipelineSettings, RequestPipeline
 
-__all__ = ["Node", "NodeSettings", "SERVICE_NAME", "connect_options"]
+__all__ = ["Companion", "Node", "NodeSettings", "SERVICE_NAME", "connect_options"]
 
 SERVICE_NAME = "nmc-node"
 log = structlog.get_logger("nmc.node")
@@ -46,6 +46,7 @@ class NodeSettings:
     agent_timeout: float = 60.0
     tls: Any = None  # ssl.SSLContext for the broker connection, or None
     reconnect_wait: float = 0.5
+    fact_index: FactIndex = field(default_factory=FactIndex)
 
     def __post_init__(self) -> None:
         if not self.identity:
@@ -65,13 +66,17 @@ def connect_options(name: str, servers: Sequence[str], tls: Any, reconnect_wait:
     return opts
 
 
-def _fact_index(facts: dict[str, Any] | Any) -> list[tuple[str, str]]:
-    """(name, value token) pairs a node subscribes a fact subject for.
+class Companion(Protocol):
+    """Something that runs beside a node: fact refresher, registry publisher, ..."""
 
-    Every value an equality filter could match (list elements, the integer
-    form of "007" or 7.0) gets its subject, or routing would miss this node.
-    """
-    return [(name, token) for name, value in sorted(facts.items()) for token in indexed_fact_values(value)]
+    async def start(self, node: Node) -> None:
+        """Called once the node is connected and subscribed."""
+
+    async def facts_changed(self, node: Node) -> None:
+        """Called after the node swapped in new facts."""
+
+    async def stop(self) -> None:
+        """Called before the node disconnects."""
 
 
 @dataclass
@@ -85,6 +90,7 @@ class Node:
     facts: NodeFacts = field(default_factory=NodeFacts)
     nc: NATS | None = None
     started: float = field(default_factory=time.time)
+    companions: Sequence[Companion] = ()
 
     def __post_init__(self) -> None:
         self.identity = self.settings.identity
@@ -125,6 +131,8 @@ class Node:
         await self.service.start()
         await self._subscribe_requests()
         await synced_flush(self.nc)
+        for companion in self.companions:
+            await companion.start(self)
         self._log.info("node_started", servers=list(self.settings.servers), agents=sorted(self._agents),
                        service_id=self.service.id)
 
@@ -144,7 +152,7 @@ class Node:
         for i, klass in enumerate(self.facts.classes):
             await self.service.add_endpoint(f"class-{i}", f"{base}.class.{encode_token(klass)}.>", self._on_request,
                                             metadata={"route": "class", "class": klass})
-        for i, (name, value) in enumerate(_fact_index(dict(self.facts.facts))):
+        for i, (name, value) in enumerate(self.settings.fact_index.entries(self.facts.facts)):
             await self.service.add_endpoint(
                 f"fact-{i}", f"{base}.fact.{encode_token(name)}.{encode_token(value)}.>", self._on_request,
                 metadata={"route": "fact", "fact": name, "value": value})
@@ -160,6 +168,8 @@ class Node:
         await self._subscribe_facts(f"{PREFIX}.{encode_token(self.collective)}")
         if self.nc is not None and self.nc.is_connected:
             await synced_flush(self.nc)
+        for companion in self.companions:
+            await companion.facts_changed(self)
 
     async def _on_request(self, msg: Msg) -> str | None:
         outcome = await self.pipeline.handle(msg.subject, msg.data, msg.headers)
@@ -172,6 +182,8 @@ class Node:
 
     async def stop(self) -> None:
         """Stop answering, finish running actions, close the connection."""
+        for companion in self.companions:
+            await companion.stop()
         if self.service is not None:
             await self.service.stop()
         if self.nc is not None and not self.nc.is_closed:

@@ -153,3 +153,18 @@ async def test_routed_requests_reach_list_and_numeric_facts(fleet):
     assert {r.identity for r in db.results} == {"list.test", "plain.test"}
     assert {r.identity for r in seven.results} == {"list.test", "plain.test"}
     assert fleet.node("other.test").pipeline.counters.total == 0
+
+
+async def test_nested_facts_in_the_fact_index_are_routed(fleet):
+    from nmc.protocol.factindex import FactIndex
+
+    debian = await fleet.add("deb.test", {"os": {"family": "Debian", "release": {"major": "12"}}})
+    redhat = await fleet.add("rh.test", {"os": {"family": "RedHat", "release": {"major": "9"}}})
+    async with fleet.client(discovery_stall=0.2) as fc:
+        assert fc.subject_for("os.family=Debian", "rpcutil", "ping") == "nmc.nmc.fact.os%2Efamily.Debian.rpcutil.ping"
+        found = await fc.discover("os.family=Debian")
+    assert {r.identity for r in found.results} == {"deb.test"}
+    assert redhat.pipeline.counters.total == 0 and debian.pipeline.counters.total == 1
+    # A path outside the shared index is broadcast, never routed.
+    async with fleet.client(fact_index=FactIndex.parse("*")) as fc:
+        assert fc.subject_for("os.family=Debian", "rpcutil", "ping") == "nmc.nmc.all.rpcutil.ping"
