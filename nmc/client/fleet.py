@@ -16,7 +16,7 @@ from typing import Any, Callable, Collection, Mapping
 import structlog
 from nats.aio.client import Client as NATS
 
-from nmc.client.request_many import NoRespondersError, request_many
+from nmc.client.request_many import NoRespondersError, is_no_responders, request_many
 from nmc.protocol.envelope import EnvelopeError, Reply, Request, new_request_id
 from nmc.protocol.factindex import FactIndex
 from nmc.protocol.filter import Route, parse, route
@@ -133,27 +133,42 @@ class FleetClient:
 
     async def call(self, agent: str, action: str, data: Mapping[str, Any] | None = None, *,
                    filter_expr: str = "", expect: Collection[str] | None = None,
-                   timeout: float | None = None, stall: float | None = None) -> CallResult:
+                   timeout: float | None = None, stall: float | None = None, direct: bool = False) -> CallResult:
         """Publish one request and gather replies.
 
         With `expect` (the discovered identities) gathering ends the moment all
         of them answered, or at `timeout`; without it, when replies stall.
+        With `direct`, the request goes to each expected node's own subject
+        (a subset chosen by --limit, or a list from a file): nobody else runs it.
         """
         req, body, headers = self.build_request(agent, action, data or {}, filter_expr)
         subject = self.subject_for(filter_expr, agent, action)
+        targets = None
+        if direct:
+            if expect is None:
+                raise ValueError("direct addressing needs the identities to expect")
+            targets = [node_subject(self.settings.collective, n, agent, action) for n in sorted(set(expect))]
+            subject = targets[0] if len(targets) == 1 else f"{len(targets)} node subjects"
         expected = set(expect) if expect is not None else None
         wait = timeout if timeout is not None else self.settings.timeout
         use_stall = None if expected is not None else (stall or self.settings.discovery_stall)
         results: dict[str, NodeResult] = {}
         dropped = 0
+        unreachable = 0  # direct subjects nobody listens on: those nodes cannot answer
+        answered = 0  # replies from expected nodes
         no_responders = False
         started = time.monotonic()
         if expected is not None and not expected:
             return CallResult(req.id, agent, action, subject, (), discovered=(), elapsed=0.0)
         try:
             async with contextlib.aclosing(request_many(self.nc, subject, body, headers=headers,
-                                                        timeout=wait, stall=use_stall)) as replies:
+                                                        timeout=wait, stall=use_stall, publish_to=targets)) as replies:
                 async for msg in replies:
+                    if is_no_responders(msg):
+                        unreachable += 1
+                        if expected is not None and answered + unreachable >= len(expected):
+                            break
+                        continue
                     result = self._verify(msg, req.id, started)
                     if result is None:
                         dropped += 1
@@ -163,8 +178,10 @@ class FleetClient:
                     results[result.identity] = result
                     if self.on_reply is not None:
                         self.on_reply(result)
-                    if expected is not None and expected.issubset(results):
-                        break
+                    if expected is not None and result.identity in expected:
+                        answered += 1
+                        if answered + unreachable >= len(expected):
+                            break
         except NoRespondersError:
             no_responders = True
         elapsed = time.monotonic() - started

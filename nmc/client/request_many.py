@@ -32,19 +32,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-__all__ = ["NoRespondersError", "request_many"]
+__all__ = ["NoRespondersError", "is_no_responders", "request_many"]
 
 # The status header nats-server puts on its "no responders" message (nats-py
 # delivers it to a plain subscription as a Msg with an empty payload).
 _STATUS_HEADER = "Status"
 _NO_RESPONDERS = "503"
+
+
+def is_no_responders(msg: Msg) -> bool:
+    """True for the server's 503 "no responders" status message."""
+    return not msg.data and bool(msg.headers) and msg.headers.get(_STATUS_HEADER) == _NO_RESPONDERS
 
 
 class NoRespondersError(Exception):
@@ -78,8 +83,15 @@ async def request_many(
     timeout: float,
     stall: float | None = None,
     max_count: int | None = None,
+    publish_to: Sequence[str] | None = None,
 ) -> AsyncGenerator[Msg, None]:
-    """Publish one request and yield the replies as they arrive (ADR-47 request many)."""
+    """Publish one request and yield the replies as they arrive (ADR-47 request many).
+
+    With `publish_to`, the same payload is published to each of those subjects
+    (direct addressing, one inbox); a 503 then only means "that one subject
+    had no responder", so it is yielded to the caller instead of ending
+    the gathering (callers can count a dead node as answered-for).
+    """
     effective_stall = _validate(timeout, stall, max_count)
     # Our own unbounded queue filled by a callback: one hop per reply, no task
     # per reply (nats-py's next_msg and message iterator each create one).
@@ -91,7 +103,8 @@ async def request_many(
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox, cb=enqueue)
     try:
-        await nc.publish(subject, payload, reply=inbox, headers=headers)
+        for target in publish_to if publish_to is not None else (subject,):
+            await nc.publish(target, payload, reply=inbox, headers=headers)
         waited = 0.0
         count = 0
         while max_count is None or count < max_count:
@@ -113,6 +126,9 @@ async def request_many(
             if not msg.data:
                 if not msg.headers:
                     return  # the standard sentinel: the responder says "no more"
+                if msg.headers.get(_STATUS_HEADER) == _NO_RESPONDERS and publish_to is not None:
+                    yield msg
+                    continue
                 if msg.headers.get(_STATUS_HEADER) == _NO_RESPONDERS:
                     # Terminal either way; only a first-message 503 means "nobody there".
                     if count == 0:
