@@ -14,6 +14,7 @@ import click
 import nats
 import nats.errors
 
+from nmc.client.discovery import DISCOVERY_METHODS, DiscoveryError, Targeting
 from nmc.client.fleet import FleetClient
 from nmc.client.request_many import NoRespondersError
 from nmc.ops.config import Config, ConfigError, find_client_config, load_config
@@ -28,8 +29,8 @@ from nmc.ops.settings import (
 )
 from nmc.protocol.filter import FilterSyntaxError, combine
 
-__all__ = ["EXIT_FAILED", "EXIT_NO_RESPONSE", "EXIT_OK", "EXIT_USAGE", "client_session", "filter_options",
-           "load_client_config", "output_options", "run"]
+__all__ = ["EXIT_FAILED", "EXIT_NO_RESPONSE", "EXIT_OK", "EXIT_USAGE", "build_filter", "client_session",
+           "filter_options", "load_client_config", "output_options", "run", "take_targeting", "targeting_options"]
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_RESPONSE, EXIT_USAGE = 0, 1, 2, 4
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,6 +56,45 @@ def filter_options(fn: F) -> F:
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
+
+
+def targeting_options(fn: F) -> F:
+    """Discovery method and subset flags (MCollective's --dm, --nodes, --limit, -1)."""
+    opts = [
+        click.option("--discovery-method", "--dm", "discovery_method", type=click.Choice(DISCOVERY_METHODS),
+                     default="broadcast", show_default=True,
+                     help="broadcast: ask the fleet; registry: read the JetStream registry; flatfile: --nodes FILE; "
+                          "stdin: identities or another nmc command's --json output on standard input."),
+        click.option("--nodes", "nodes_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="File of identities (one per line, or nmc --json output) for --dm flatfile."),
+        click.option("--limit", "limit", metavar="N|N%", default=None,
+                     help="Use only N (or N%) of the discovered nodes, chosen at random."),
+        click.option("--limit-seed", "limit_seed", type=int, default=None,
+                     help="Seed for --limit/--one, so the same nodes are chosen every time."),
+        click.option("-1", "--one", "one", is_flag=True, help="Use only one of the discovered nodes."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def take_targeting(kw: dict[str, Any]) -> Targeting:
+    """Pop the targeting flags from a command's kwargs; usage error when they do not fit."""
+    method = kw.pop("discovery_method")
+    nodes_file = kw.pop("nodes_file")
+    if nodes_file is not None and method == "broadcast":
+        method = "flatfile"  # --nodes alone means "these nodes", as in MCollective
+    stdin_text = None
+    if method == "stdin":
+        stream = click.get_text_stream("stdin")
+        if stream.isatty():
+            raise click.UsageError("--dm stdin reads identities from standard input, but it is a terminal")
+        stdin_text = stream.read()
+    try:
+        return Targeting(method=method, nodes_file=nodes_file, stdin_text=stdin_text, limit=kw.pop("limit"),
+                         limit_seed=kw.pop("limit_seed"), one=kw.pop("one"))
+    except DiscoveryError as exc:
+        raise click.UsageError(exc.reason) from exc
 
 
 def output_options(fn: F) -> F:
@@ -127,7 +167,7 @@ def run(ctx: click.Context, coro_fn: Callable[[], Awaitable[T]]) -> T:
         if debug:
             raise
         raise click.ClickException(str(exc)) from exc
-    except NoRespondersError as exc:
+    except (NoRespondersError, DiscoveryError) as exc:
         if debug:
             raise
         raise click.ClickException(str(exc)) from exc

@@ -17,7 +17,10 @@ from nmc.cli.common import (
     load_client_config,
     output_options,
     run,
+    take_targeting,
+    targeting_options,
 )
+from nmc.client.discovery import discover
 from nmc.cli.render import call_json, print_call
 from nmc.client.fleet import CallResult
 from nmc.protocol.ddl import InputError, coerce_cli_value, validate_inputs
@@ -131,6 +134,7 @@ def _parse_inputs(agent: str, action: str, pairs: tuple[str, ...]) -> dict[str, 
 @click.argument("action")
 @click.argument("inputs", nargs=-1, metavar="[KEY=VALUE]...")
 @filter_options
+@targeting_options
 @output_options
 @click.option("--no-discovery", is_flag=True,
               help="Skip discovery: publish once and gather until replies stall (no 'no response' list).")
@@ -149,6 +153,7 @@ def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as
       nmc rpc rpcutil get_fact fact=country -F role=web
       nmc rpc rpcutil inventory -I web1.example.com --json
     """
+    targeting = take_targeting(flags)
     expr = _flags_filter(flags)
     data = _parse_inputs(agent, action, inputs)
     config = load_client_config(ctx)
@@ -157,11 +162,11 @@ def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as
         async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
             if no_discovery:
                 return await fc.call(agent, action, data, filter_expr=expr)
-            found = await fc.discover(expr)
-            if not found.results:
+            found = await discover(fc, expr, targeting)
+            if not found.identities:
                 return None
-            return await fc.call(agent, action, data, filter_expr=expr,
-                                 expect=[r.identity for r in found.results])
+            return await fc.call(agent, action, data, filter_expr=expr, expect=found.identities,
+                                 direct=found.direct)
 
     result = run(ctx, go)
     if result is None:
