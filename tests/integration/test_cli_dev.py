@@ -98,3 +98,28 @@ def test_no_broker_is_a_one_line_error(tmp_path):
     assert result.returncode == 1
     assert "cannot connect to NATS" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_find_json_piped_into_rpc_with_stdin_discovery(dev_fleet, tmp_path):
+    env, _ = dev_fleet
+    found = nmc(env, "find", "-F", "role=web", "--json")
+    assert found.returncode == 0, found.stderr
+    piped = subprocess.run([*NMC, "rpc", "rpcutil", "get_fact", "fact=role", "--dm", "stdin", "--json"],
+                           input=found.stdout, capture_output=True, text=True, env=env, timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    out = json.loads(piped.stdout)
+    assert sorted(r["sender"] for r in out["replies"]) == json.loads(found.stdout)
+    assert {r["data"]["value"] for r in out["replies"]} == {"web"}
+
+    listing = tmp_path / "nodes.txt"
+    listing.write_text("node1.example.net\nnode9.example.net\n")
+    flat = nmc(env, "rpc", "rpcutil", "ping", "--nodes", str(listing), "--json")
+    assert flat.returncode == 2, "node9 does not exist: some did not answer"
+    assert json.loads(flat.stdout)["no_response"] == ["node9.example.net"]
+
+    limited = nmc(env, "rpc", "rpcutil", "ping", "--limit", "2", "--limit-seed", "5", "--json")
+    again = nmc(env, "rpc", "rpcutil", "ping", "--limit", "2", "--limit-seed", "5", "--json")
+    names = sorted(r["sender"] for r in json.loads(limited.stdout)["replies"])
+    assert len(names) == 2 and names == sorted(r["sender"] for r in json.loads(again.stdout)["replies"])
+    bad = nmc(env, "rpc", "rpcutil", "ping", "--limit", "0")
+    assert bad.returncode == 4 and "--limit takes N or N%" in bad.stderr
