@@ -12,6 +12,7 @@ from nmc.cli.ca_cmd import ca
 from nmc.cli.config_cmd import config
 from nmc.cli.dev_cmd import dev
 from nmc.cli.fleet_cmds import find, ping, rpc
+from nmc.cli.report_cmds import facts, inventory
 from nmc.cli.serve_cmd import serve
 
 EXIT_USAGE = 4
@@ -45,7 +46,7 @@ def ops() -> None:
 
 ops.add_command(ca)
 ops.add_command(broker)
-for command in (ping, find, rpc, config, serve, dev):
+for command in (ping, find, rpc, facts, inventory, config, serve, dev):
     cli.add_command(command)
 
 

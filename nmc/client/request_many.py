@@ -49,7 +49,7 @@ _NO_RESPONDERS = "503"
 
 def is_no_responders(msg: Msg) -> bool:
     """True for the server's 503 "no responders" status message."""
-    return not msg.data and bool(msg.headers) and msg.headers.get(_STATUS_HEADER) == _NO_RESPONDERS
+    return not msg.data and msg.headers is not None and msg.headers.get(_STATUS_HEADER) == _NO_RESPONDERS
 
 
 class NoRespondersError(Exception):
