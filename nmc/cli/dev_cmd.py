@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
 
 from nmc.ops.broker import BrokerError
+from nmc.ops.config import Config
 from nmc.ops.dev import DevFleet, DevLayout, default_dev_dir
 from nmc.ops.logs import configure_logging
 from nmc.ops.pki import PKIError
@@ -46,12 +48,17 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool) -> None:
     except (BrokerError, PKIError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        pairs = [(build_node(cfg), cfg) for cfg in configs]
-        _announce(layout, broker.url, [n.identity for n, _ in pairs], directory is not None)
-        asyncio.run(run_nodes(pairs))
+        asyncio.run(_run_fleet(configs, lambda ids: _announce(layout, broker.url, ids, directory is not None)))
     finally:
         broker.stop()
         click.echo("dev fleet stopped", err=True)
+
+
+async def _run_fleet(configs: Sequence[Config], announce: Callable[[list[str]], None]) -> None:
+    # Facts are collected in the loop that serves (build_node is async: facter and file reads stay off it).
+    nodes = await asyncio.gather(*(build_node(cfg) for cfg in configs))
+    announce([n.identity for n in nodes])
+    await run_nodes(list(zip(nodes, configs)))
 
 
 def _announce(layout: DevLayout, url: str, identities: list[str], custom_dir: bool) -> None:

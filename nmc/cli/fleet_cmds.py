@@ -38,7 +38,7 @@ def _flags_filter(kw: dict[str, Any]) -> str:
 
 def _discover(ctx: click.Context, flags: dict[str, Any], timeout: float | None,
               discovery_timeout: float | None) -> CallResult:
-    """Broadcast discovery with the command's filter flags (ping and find share it)."""
+    """Broadcast discovery with the command's filter flags (what ping measures)."""
     expr = _flags_filter(flags)
     config = load_client_config(ctx)
 
@@ -86,6 +86,7 @@ def ping(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
 
 @click.command()
 @filter_options
+@targeting_options
 @output_options
 @click.pass_context
 def find(ctx: click.Context, as_json: bool, timeout: float | None, discovery_timeout: float | None,
@@ -96,9 +97,17 @@ def find(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
     Examples:
       nmc find -F role=web
       nmc find -S "country=us and not role=db" --json
+      nmc find --dm registry -C apache      # from the registry, no broadcast
     """
-    result = _discover(ctx, flags, timeout, discovery_timeout)
-    names = sorted(r.identity for r in result.results)
+    targeting = take_targeting(flags)
+    expr = _flags_filter(flags)
+    config = load_client_config(ctx)
+
+    async def go() -> tuple[str, ...]:
+        async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
+            return (await discover(fc, expr, targeting)).identities
+
+    names = sorted(run(ctx, go))
     click.echo(json.dumps(names) if as_json else "\n".join(names))
     if not names:
         ctx.exit(EXIT_NO_RESPONSE)

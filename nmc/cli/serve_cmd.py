@@ -7,7 +7,7 @@ import os
 
 import click
 
-from nmc.ops.config import ConfigError, load_config
+from nmc.ops.config import Config, ConfigError, load_config
 from nmc.ops.logs import configure_logging
 from nmc.ops.serve import build_node, run_nodes, server_config_path
 from nmc.ops.settings import SettingsError
@@ -29,7 +29,8 @@ def serve() -> None:
 def serve_node(config_path: str | None, log_format: str | None) -> None:
     """Run the node daemon: one `nmc-node` NATS micro service answering requests for this machine.
 
-    SIGHUP re-reads facts and classes; SIGTERM/SIGINT stop it after running actions finish.
+    SIGHUP re-collects facts and classes at once (they are also refreshed every
+    fact_refresh_interval seconds); SIGTERM/SIGINT stop it after running actions finish.
 
     \b
     Example:
@@ -42,7 +43,15 @@ def serve_node(config_path: str | None, log_format: str | None) -> None:
         logfile = config.get_path("logfile")
         stream = open(logfile, "a", buffering=1, encoding="utf-8") if logfile else None  # noqa: SIM115 - lives as long as the daemon
         configure_logging(json=fmt == "json", level=config.get("loglevel") or "info", stream=stream)
-        node = build_node(config)
+    except (ConfigError, SettingsError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    asyncio.run(_serve(config))
+
+
+async def _serve(config: Config) -> None:
+    # One event loop for collecting facts (facter runs as a subprocess of it) and for serving.
+    try:
+        node = await build_node(config)
     except (ConfigError, SettingsError, FactError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    asyncio.run(run_nodes([(node, config)]))
+    await run_nodes([(node, config)])

@@ -142,10 +142,18 @@ async def discover(fc: FleetClient, filter_expr: str, targeting: Targeting) -> D
     if targeting.method == "broadcast":
         found = [r.identity for r in (await fc.discover(filter_expr)).results]
     elif targeting.method == "registry":
-        from nmc.client.registry import registry_discover
+        from nmc.client.registry import RegistryError, registry_discover  # noqa: I001 - JetStream only when asked
 
-        entries = await registry_discover(fc.nc, fc.settings.collective, filter_expr)
+        try:
+            entries = await registry_discover(fc.nc, fc.settings.collective, filter_expr,
+                                              bucket=fc.settings.registry_bucket)
+        except RegistryError as exc:
+            raise DiscoveryError(str(exc)) from exc
         found = [e.identity for e in entries]
+        # Address registered nodes one by one: a crashed node whose record has not
+        # expired yet has no subscriber, so the broker says so at once (503) and the
+        # rpc names it without waiting for the whole timeout.
+        direct = True
     else:
         if targeting.method == "flatfile":
             assert targeting.nodes_file is not None

@@ -40,6 +40,7 @@ class ClientSettings:
     ttl: float = 60.0
     sender: str = "localhost"
     fact_index: FactIndex = field(default_factory=FactIndex)
+    registry_bucket: str = "nmc_registry"  # JetStream KV bucket read by `--dm registry`
 
     def __post_init__(self) -> None:
         for name in ("timeout", "discovery_timeout", "discovery_stall", "ttl"):

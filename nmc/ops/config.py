@@ -73,6 +73,12 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "plugin.security.key_file": KeySpec("", "this process's private key, used to sign", is_path=True),
     "plugin.yaml": KeySpec("", "YAML facts file(s), several separated by ':'", _SERVER, is_path=True),
     "classesfile": KeySpec("", "classes file, one class per line", _SERVER, is_path=True),
+    "factsource": KeySpec("builtin,yaml", "fact sources, comma-separated: builtin, yaml, facter; whatever"
+                          " the order, yaml beats facter beats builtin", _SERVER),
+    "fact_refresh_interval": KeySpec("300", "seconds between fact refreshes (MCollective's fact_cache_time);"
+                                     " 0 = only at start and on SIGHUP", _SERVER),
+    "plugin.facter.command": KeySpec("facter --json", "command printing facts as a JSON object (shell-style"
+                                     " quoting, no shell)", _SERVER),
     "ttl": KeySpec("60", "seconds a request is valid"),
     "fact_index": KeySpec("*,os.family,os.name,os.release.major,os.release.full",
                           "facts that get routing subjects: * = every top-level fact, dotted paths, -name excludes;"
@@ -82,6 +88,8 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "discovery_stall": KeySpec("0.3", "discovery ends when no new reply came for this many seconds", _CLIENT),
     "timeout": KeySpec("10", "seconds an rpc waits for replies at most", _CLIENT),
     "agent_timeout": KeySpec("60", "default seconds an action may run", _SERVER),
+    "registerinterval": KeySpec("60", "seconds between registry updates; 0 disables the registry", _SERVER),
+    "plugin.registry.bucket": KeySpec("nmc_registry", "JetStream key-value bucket of the node registry"),
 })
 
 

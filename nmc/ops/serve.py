@@ -11,31 +11,39 @@ from typing import Callable, Sequence
 import structlog
 
 from nmc.ops.config import Config, find_server_config
-from nmc.ops.settings import load_node_facts, load_signer, load_verifier, node_settings
+from nmc.ops.settings import (fact_refresh_interval, fact_sources, load_signer, load_verifier, node_settings,
+                              registry_settings)
 from nmc.services.agent import Agent
 from nmc.services.agents import BUILTIN_AGENTS
-from nmc.services.facts import FactError
-from nmc.services.node import Node
+from nmc.services.factrefresh import FactRefresher
+from nmc.services.node import Companion, Node
+from nmc.services.registry import RegistryPublisher
 
 __all__ = ["build_node", "run_nodes", "server_config_path", "wait_for_signal"]
 
 log = structlog.get_logger("nmc.serve")
 
 
-def build_node(config: Config, agents: Sequence[type[Agent]] = BUILTIN_AGENTS) -> Node:
-    """A ready-to-start Node from a server config (raises SettingsError/FactError/ConfigError)."""
-    return Node(settings=node_settings(config), signer=load_signer(config), verifier=load_verifier(config),
-                agent_classes=agents, facts=load_node_facts(config))
+async def build_node(config: Config, agents: Sequence[type[Agent]] = BUILTIN_AGENTS) -> Node:
+    """A ready-to-start Node from a server config, facts collected (SettingsError/FactError/ConfigError).
+
+    Async because collecting facts runs facter and reads files off the event loop.
+    A fact source that fails here stops the daemon with one line; later refreshes only warn.
+    """
+    sources = fact_sources(config)
+    refresher = FactRefresher(sources, interval=fact_refresh_interval(config))
+    settings, signer, verifier = node_settings(config), load_signer(config), load_verifier(config)
+    facts = await sources.collect(version=0)
+    companions: list[Companion] = [refresher]
+    registry = registry_settings(config)
+    if registry is not None:
+        companions.append(RegistryPublisher(registry))
+    return Node(settings=settings, signer=signer, verifier=verifier, agent_classes=agents, facts=facts,
+                companions=companions)
 
 
-async def _reload_facts(node: Node, config: Config) -> None:
-    try:
-        facts = load_node_facts(config, version=node.facts.version + 1)
-    except FactError as exc:
-        log.warning("facts_reload_failed", identity=node.identity, reason=str(exc))
-        return
-    await node.update_facts(facts)
-    log.info("facts_reloaded", identity=node.identity, facts=len(facts.facts), classes=len(facts.classes))
+def _refreshers(node: Node) -> list[FactRefresher]:
+    return [c for c in node.companions if isinstance(c, FactRefresher)]
 
 
 async def wait_for_signal(hup_callback: Callable[[], None] | None = None) -> None:
@@ -54,16 +62,26 @@ async def wait_for_signal(hup_callback: Callable[[], None] | None = None) -> Non
 
 
 async def run_nodes(pairs: Sequence[tuple[Node, Config]]) -> None:
-    """Start nodes, serve until SIGINT/SIGTERM (SIGHUP re-reads facts), then stop them cleanly."""
+    """Start nodes, serve until SIGINT/SIGTERM (SIGHUP re-collects facts now), then stop them cleanly."""
     for node, _ in pairs:
         await node.start()
-    tasks: set[asyncio.Task[None]] = set()
+    tasks: set[asyncio.Task[bool]] = set()
+
+    def done(task: asyncio.Task[bool]) -> None:
+        tasks.discard(task)
+        # Fact-source failures are logged by the refresher; anything else must not vanish silently.
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("facts_refresh_crashed", error=str(exc) or type(exc).__name__)
 
     def on_hup() -> None:
-        for node, config in pairs:
-            task = asyncio.ensure_future(_reload_facts(node, config))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+        log.info("facts_reload_requested", signal="SIGHUP", nodes=len(pairs))
+        for node, _ in pairs:
+            for refresher in _refreshers(node):
+                # The refresher logs the outcome and serialises this with its own interval refresh.
+                task = asyncio.ensure_future(refresher.refresh_now())
+                tasks.add(task)
+                task.add_done_callback(done)
 
     try:
         await wait_for_signal(hup_callback=on_hup)

@@ -7,6 +7,7 @@ config key and where it was set.
 
 from __future__ import annotations
 
+import shlex
 import socket
 import ssl
 from pathlib import Path
@@ -14,12 +15,14 @@ from pathlib import Path
 from nmc.client.fleet import ClientSettings
 from nmc.ops.config import Config
 from nmc.protocol.factindex import DEFAULT_FACT_INDEX, FactIndex
+from nmc.protocol.registry import check_bucket
 from nmc.security import SecurityError, Signer, Verifier
-from nmc.services.facts import NodeFacts, builtin_facts, load_classes, load_yaml_facts, merge_facts
+from nmc.services.facts import FactSources
 from nmc.services.node import NodeSettings
+from nmc.services.registry import RegistrySettings
 
-__all__ = ["SettingsError", "client_settings", "load_node_facts", "load_signer", "load_verifier",
-           "node_settings", "tls_context"]
+__all__ = ["SettingsError", "client_settings", "fact_refresh_interval", "fact_sources", "load_signer", "load_verifier",
+           "node_settings", "registry_settings", "tls_context"]
 
 
 class SettingsError(Exception):
@@ -101,6 +104,7 @@ def client_settings(config: Config) -> ClientSettings:
             ttl=config.get_float("ttl") or 60.0,
             sender=socket.gethostname(),
             fact_index=fact_index(config),
+            registry_bucket=_registry_bucket(config),
         )
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
@@ -124,8 +128,55 @@ def node_settings(config: Config) -> NodeSettings:
     )
 
 
-def load_node_facts(config: Config, version: int = 0) -> NodeFacts:
-    """Built-in facts overlaid with the YAML facts files, plus the classes file."""
-    files = config.get_paths("plugin.yaml")
-    facts = merge_facts(builtin_facts(), load_yaml_facts(files))
-    return NodeFacts(facts=facts, classes=load_classes(config.get_path("classesfile")), version=version)
+def _registry_bucket(config: Config) -> str:
+    bucket = config.get("plugin.registry.bucket") or "nmc_registry"
+    try:
+        return check_bucket(bucket)
+    except ValueError as exc:
+        raise SettingsError(f"plugin.registry.bucket: {exc} (set at {config.origin('plugin.registry.bucket')})") from exc
+
+
+def registry_settings(config: Config) -> RegistrySettings | None:
+    """How the node keeps its registry record; None when registerinterval is 0 (registry off)."""
+    interval = config.get_float("registerinterval", 60.0)
+    if interval is None or interval == 0:
+        return None
+    if interval < 0:
+        raise SettingsError(f"registerinterval must be 0 (off) or a positive number of seconds, got {interval:g} "
+                            f"(set at {config.origin('registerinterval')})")
+    return RegistrySettings(bucket=_registry_bucket(config), interval=interval)
+
+
+FACT_SOURCE_NAMES = ("builtin", "facter", "yaml")
+
+
+def fact_sources(config: Config) -> FactSources:
+    """Which fact sources the node reads (`factsource`), with their files and facter command."""
+    names = [name.lower() for name in config.get_list("factsource")]
+    unknown = [name for name in names if name not in FACT_SOURCE_NAMES]
+    if unknown:
+        raise SettingsError(f"factsource: unknown source {unknown[0]!r} (use builtin, yaml, facter; "
+                            f"set at {config.origin('factsource')})")
+    command: tuple[str, ...] | None = None
+    if "facter" in names:
+        text = config.get("plugin.facter.command") or "facter --json"
+        try:
+            command = tuple(shlex.split(text))
+        except ValueError as exc:
+            raise SettingsError(f"plugin.facter.command: {exc} (set at {config.origin('plugin.facter.command')})") from exc
+        if not command:
+            command = ("facter", "--json")
+    return FactSources(builtin="builtin" in names,
+                       yaml_files=tuple(config.get_paths("plugin.yaml")) if "yaml" in names else (),
+                       facter_command=command, classes_file=config.get_path("classesfile"))
+
+
+def fact_refresh_interval(config: Config) -> float:
+    """Seconds between fact refreshes; 0 means only at start and on SIGHUP."""
+    interval = config.get_float("fact_refresh_interval", 300.0)
+    if interval is None:
+        return 300.0
+    if interval < 0:
+        raise SettingsError(f"fact_refresh_interval must be 0 (off) or a positive number of seconds, got {interval:g} "
+                            f"(set at {config.origin('fact_refresh_interval')})")
+    return interval

@@ -148,23 +148,39 @@ class Node:
         await self._subscribe_facts(base)
 
     async def _subscribe_facts(self, base: str) -> None:
+        """Make the class/fact endpoints match the current facts: add new subjects, then drop stale ones.
+
+        Subjects that still apply keep their subscription and new ones are added
+        before old ones go, so a request for a fact that holds before and after a
+        refresh is never missed (facter's load and memory facts change every time).
+        """
         assert self.service is not None
-        for i, klass in enumerate(self.facts.classes):
-            await self.service.add_endpoint(f"class-{i}", f"{base}.class.{encode_token(klass)}.>", self._on_request,
-                                            metadata={"route": "class", "class": klass})
-        for i, (name, value) in enumerate(self.settings.fact_index.entries(self.facts.facts)):
-            await self.service.add_endpoint(
-                f"fact-{i}", f"{base}.fact.{encode_token(name)}.{encode_token(value)}.>", self._on_request,
-                metadata={"route": "fact", "fact": name, "value": value})
+        wanted: dict[str, dict[str, str]] = {}
+        for klass in self.facts.classes:
+            wanted[f"{base}.class.{encode_token(klass)}.>"] = {"route": "class", "class": klass}
+        for name, value in self.settings.fact_index.entries(self.facts.facts):
+            wanted[f"{base}.fact.{encode_token(name)}.{encode_token(value)}.>"] = {
+                "route": "fact", "fact": name, "value": value}
+        current = {ep.subject: ep for ep in self.service.endpoints if ep.name.startswith(("fact-", "class-"))}
+        taken = {ep.name for ep in current.values()}
+        counters = {"class": 0, "fact": 0}
+        for subject, metadata in wanted.items():
+            if subject in current:
+                continue
+            route = metadata["route"]
+            while f"{route}-{counters[route]}" in taken:
+                counters[route] += 1
+            taken.add(ep_name := f"{route}-{counters[route]}")
+            await self.service.add_endpoint(ep_name, subject, self._on_request, metadata=metadata)
+        for subject, ep in current.items():
+            if subject not in wanted:
+                await self.service.remove_endpoint(ep.name)
 
     async def update_facts(self, facts: NodeFacts) -> None:
-        """Swap in new facts and re-subscribe fact/class subjects to match them."""
+        """Swap in new facts and re-subscribe fact/class subjects that changed."""
         self.facts = facts
         if self.service is None:
             return
-        for ep in self.service.endpoints:
-            if ep.name.startswith(("fact-", "class-")):
-                await self.service.remove_endpoint(ep.name)
         await self._subscribe_facts(f"{PREFIX}.{encode_token(self.collective)}")
         if self.nc is not None and self.nc.is_connected:
             await synced_flush(self.nc)

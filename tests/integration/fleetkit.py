@@ -20,7 +20,7 @@ from nmc.security import Signer, Verifier
 from nmc.services.agent import Agent
 from nmc.services.agents import BUILTIN_AGENTS
 from nmc.services.facts import NodeFacts
-from nmc.services.node import Node, NodeSettings
+from nmc.services.node import Companion, Node, NodeSettings
 
 
 @dataclass
@@ -55,12 +55,13 @@ class Fleet:
     nodes: list[Node] = field(default_factory=list)
 
     async def add(self, identity: str, facts: dict[str, Any] | None = None, classes: Sequence[str] = (),
-                  agents: Sequence[type[Agent]] = BUILTIN_AGENTS, **settings: Any) -> Node:
-        """Start one node with these facts."""
+                  agents: Sequence[type[Agent]] = BUILTIN_AGENTS, companions: Sequence[Companion] = (),
+                  **settings: Any) -> Node:
+        """Start one node with these facts (and companions: one instance per node, never shared)."""
         node = Node(settings=NodeSettings(identity=identity, collective=self.collective, servers=(self.url,),
                                           reconnect_wait=0.1, **settings),
                     signer=self.ca.signer(identity), verifier=self.ca.verifier(), agent_classes=agents,
-                    facts=NodeFacts(facts=facts or {}, classes=tuple(classes)))
+                    facts=NodeFacts(facts=facts or {}, classes=tuple(classes)), companions=companions)
         await node.start()
         self.nodes.append(node)
         return node

@@ -123,3 +123,14 @@ def test_find_json_piped_into_rpc_with_stdin_discovery(dev_fleet, tmp_path):
     assert len(names) == 2 and names == sorted(r["sender"] for r in json.loads(again.stdout)["replies"])
     bad = nmc(env, "rpc", "rpcutil", "ping", "--limit", "0")
     assert bad.returncode == 4 and "--limit takes N or N%" in bad.stderr
+
+
+def test_registry_discovery_from_the_cli(dev_fleet):
+    env, _ = dev_fleet
+    found = nmc(env, "find", "--dm", "registry", "-F", "country=us", "--json")
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout) == ["node1.example.net", "node4.example.net"]
+    rpc = nmc(env, "rpc", "rpcutil", "ping", "--dm", "registry", "-C", "nginx", "--json")
+    assert rpc.returncode == 0, rpc.stderr
+    assert sorted(r["sender"] for r in json.loads(rpc.stdout)["replies"]) == ["node1.example.net",
+                                                                             "node2.example.net"]

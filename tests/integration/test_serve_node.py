@@ -57,7 +57,8 @@ async def test_serve_node_daemon(fleet, nats_server, tmp_path: Path):
         # The node moves from role=web to role=db: after SIGHUP it stops receiving role=web requests.
         (tmp_path / "facts.yaml").write_text("role: db\ncountry: de\n")
         proc.send_signal(signal.SIGHUP)
-        _wait_for_log(proc, "facts_reloaded")
+        changed = _wait_for_log(proc, "facts_changed")
+        assert changed["changed"] == ["role"] and changed["version"] == 1
         assert await _find(fleet, combine(facts=["role=web"])) == set()
         assert await _find(fleet, combine(facts=["role=db"])) == {"web9.test"}
     finally:

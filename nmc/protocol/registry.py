@@ -1,0 +1,140 @@
+"""The registry record: where a node's record lives in the key-value bucket and what it holds.
+
+Nodes write these records (`nmc.services.registry`) and clients read them
+(`nmc.client.registry`); this module is the one place both agree on, and it
+is pure, so the key encoding and the record parser can be tested on strings.
+
+Key: `<collective>.<identity>`, each part as one KV token. KV keys allow
+`[-/_=.a-zA-Z0-9]` and no `%`, so `kv_token` is `encode_token` with `%`
+written as `=`: the subject encoding never emits `=`, so the mapping stays
+one-to-one, and the part never holds a `.`, so a watch on `<collective>.>`
+sees exactly that collective's records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nmc.protocol.subjects import encode_token
+
+__all__ = [
+    "DEFAULT_BUCKET",
+    "RECORD_PROTOCOL",
+    "RecordError",
+    "RegistryEntry",
+    "check_bucket",
+    "collective_keys",
+    "kv_token",
+    "registry_key",
+]
+
+RECORD_PROTOCOL = "nmc.registry.v1"
+DEFAULT_BUCKET = "nmc_registry"
+# nats-py's VALID_BUCKET_RE; checked here so a bad name fails with a message, not deep in nats-py.
+_BUCKET = re.compile(r"\A[a-zA-Z0-9_-]+\Z")
+
+
+class RecordError(ValueError):
+    """Bytes in the registry bucket that are not a valid record; `reason` is one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def kv_token(text: str) -> str:
+    """`text` as one KV key token: `encode_token` with `%` (not allowed in KV keys) as `=`."""
+    return encode_token(text).replace("%", "=")
+
+
+def registry_key(collective: str, identity: str) -> str:
+    """The key of one node's record."""
+    return f"{kv_token(collective)}.{kv_token(identity)}"
+
+
+def collective_keys(collective: str) -> str:
+    """The key pattern that selects every record of one collective."""
+    return f"{kv_token(collective)}.>"
+
+
+def check_bucket(name: str) -> str:
+    """`name` if it is a valid bucket name, else ValueError saying what is allowed."""
+    if not _BUCKET.match(name):
+        raise ValueError(f"registry bucket name {name!r} may only hold letters, digits, '_' and '-'")
+    return name
+
+
+def _dumps(obj: Mapping[str, Any]) -> bytes:
+    # default=str: a fact YAML turned into a date must not stop a node from registering.
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                      default=str).encode("utf-8")
+
+
+def _strings(obj: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    value = obj.get(name)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RecordError(f"registry record field '{name}' must be a list of strings")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One node as it last described itself in the registry."""
+
+    identity: str
+    collective: str
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    classes: tuple[str, ...] = ()
+    agents: tuple[str, ...] = ()
+    last_seen: float = 0.0  # unix time of the node's last put
+    version: str = ""  # nmc version of the node
+    facts_version: int = 0  # NodeFacts.version: bumps on every facts change
+
+    @property
+    def key(self) -> str:
+        """Where this record lives in the bucket."""
+        return registry_key(self.collective, self.identity)
+
+    def to_bytes(self) -> bytes:
+        """The JSON value a node puts."""
+        return _dumps({
+            "protocol": RECORD_PROTOCOL, "identity": self.identity, "collective": self.collective,
+            "facts": dict(self.facts), "classes": list(self.classes), "agents": list(self.agents),
+            "version": self.version, "last_seen": self.last_seen, "facts_version": self.facts_version,
+        })
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RegistryEntry:
+        """Parse a record; RecordError for anything a node could not have written."""
+        try:
+            obj = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise RecordError(f"registry record is not UTF-8 JSON ({type(exc).__name__})") from exc
+        if not isinstance(obj, dict):
+            raise RecordError(f"registry record must be a JSON object, got {type(obj).__name__}")
+        if obj.get("protocol") != RECORD_PROTOCOL:
+            raise RecordError(f"registry record protocol is {obj.get('protocol')!r}, not {RECORD_PROTOCOL!r}")
+        identity, collective = obj.get("identity"), obj.get("collective")
+        if not isinstance(identity, str) or not identity:
+            raise RecordError("registry record has no identity")
+        if not isinstance(collective, str):
+            raise RecordError("registry record has no collective")
+        facts = obj.get("facts")
+        if not isinstance(facts, dict):
+            raise RecordError("registry record field 'facts' must be an object")
+        last_seen = obj.get("last_seen")
+        if isinstance(last_seen, bool) or not isinstance(last_seen, (int, float)) or not math.isfinite(last_seen):
+            raise RecordError("registry record field 'last_seen' must be a unix time")
+        version = obj.get("version", "")
+        facts_version = obj.get("facts_version", 0)
+        if not isinstance(version, str) or isinstance(facts_version, bool) or not isinstance(facts_version, int):
+            raise RecordError("registry record fields 'version'/'facts_version' have the wrong type")
+        return cls(identity=identity, collective=collective, facts=facts, classes=_strings(obj, "classes"),
+                   agents=_strings(obj, "agents"), last_seen=float(last_seen), version=version,
+                   facts_version=facts_version)
+

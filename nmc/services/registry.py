@@ -1,0 +1,160 @@
+"""The registry publisher: a node keeps its own record in a JetStream key-value bucket current.
+
+MCollective's registration (`registerinterval`), as a KV bucket instead of a
+registration agent: every interval the node puts `identity -> facts, classes,
+agents, last seen`. The bucket's TTL (stream max age) drops a record nobody
+refreshed, so a crashed node leaves the registry on its own; a clean stop
+deletes the record at once. Clients can then discover without a broadcast
+and know exactly whom to wait for (`nmc.client.registry`).
+
+The registry is a discovery aid, never a reason for a node to fail: no
+JetStream, a broker restart or a deleted bucket are logged as warnings and
+retried on the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js.errors import APIError, BucketNotFoundError
+from nats.js.kv import KeyValue
+
+from nmc import __version__
+from nmc.protocol.registry import DEFAULT_BUCKET, RegistryEntry, check_bucket
+
+if TYPE_CHECKING:
+    from nmc.services.node import Node
+
+__all__ = ["RegistryPublisher", "RegistrySettings"]
+
+log = structlog.get_logger("nmc.registry")
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """Where a node registers and how often; `ttl` None means 3 x interval."""
+
+    bucket: str = DEFAULT_BUCKET
+    interval: float = 60.0  # seconds between puts (MCollective's registerinterval)
+    ttl: float | None = None  # seconds a record lives without a refresh (the bucket's max age)
+
+    def __post_init__(self) -> None:
+        check_bucket(self.bucket)
+        if not (math.isfinite(self.interval) and self.interval > 0):
+            raise ValueError(f"registry interval must be a positive number of seconds, got {self.interval!r}")
+        if self.ttl is not None and not (math.isfinite(self.ttl) and self.ttl > self.interval):
+            # A TTL at or under the interval would expire live nodes between two refreshes.
+            raise ValueError(f"registry ttl ({self.ttl!r} s) must be longer than the interval ({self.interval} s)")
+
+    @property
+    def record_ttl(self) -> float:
+        """Seconds an unrefreshed record lives: `ttl`, or three missed intervals."""
+        return self.ttl if self.ttl is not None else 3 * self.interval
+
+
+class RegistryPublisher:
+    """A node companion that keeps the node's registry record fresh, and removes it on a clean stop."""
+
+    def __init__(self, settings: RegistrySettings | None = None) -> None:
+        self.settings = settings or RegistrySettings()
+        self._node: Node | None = None
+        self._kv: KeyValue | None = None
+        self._agents: tuple[str, ...] = ()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._log = log
+        self.puts = 0  # successful puts, for stats and tests
+
+    async def start(self, node: Node) -> None:
+        """Put the record once (so it is there when the node reports started), then refresh it in the background."""
+        if self._task is not None:
+            raise RuntimeError("RegistryPublisher is already running; use one per node")
+        self._node = node
+        self._agents = tuple(sorted(spec.name for spec in node.agent_specs()))
+        self._log = log.bind(identity=node.identity, bucket=self.settings.bucket)
+        await self._publish_safely("start")
+        self._task = asyncio.create_task(self._refresh_loop(), name=f"nmc-registry {node.identity}")
+
+    async def facts_changed(self, node: Node) -> None:
+        """Re-put at once, from the refresh task, so a slow broker never holds up a facts reload."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop refreshing and delete the record: a clean stop leaves the registry at once."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        node, kv = self._node, self._kv
+        if node is None or kv is None or node.nc is None or not node.nc.is_connected:
+            return
+        entry_key = RegistryEntry(identity=node.identity, collective=node.collective).key
+        try:
+            await kv.delete(entry_key)
+        except Exception as exc:  # noqa: BLE001 - stopping must finish; the TTL removes the record anyway
+            self._log.warning("registry_deregister_failed", error=str(exc) or type(exc).__name__)
+            return
+        self._log.debug("registry_deregistered")
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.interval)
+            self._wake.clear()
+            node = self._node
+            if node is None or node.nc is None or node.nc.is_closed:
+                # nats-py never reopens a closed connection: nothing left to refresh, the TTL takes over.
+                self._log.info("registry_refresh_ended", reason="connection closed")
+                return
+            await self._publish_safely("refresh")
+
+    async def _publish_safely(self, why: str) -> None:
+        try:
+            await self._publish()
+        except Exception as exc:  # noqa: BLE001 - nats-py raises many types here; none may kill the node
+            self._kv = None  # re-open (or re-create) the bucket next time: it may have been deleted
+            self._log.warning("registry_put_failed", why=why, error=str(exc) or type(exc).__name__,
+                              retry_in=self.settings.interval)
+
+    async def _publish(self) -> None:
+        node = self._node
+        assert node is not None and node.nc is not None
+        if self._kv is None:
+            self._kv = await self._open(node.nc)
+        snap = node.snapshot()
+        entry = RegistryEntry(identity=node.identity, collective=node.collective, facts=snap.facts,
+                              classes=tuple(snap.classes), agents=self._agents, last_seen=time.time(),
+                              version=__version__, facts_version=snap.version)
+        await self._kv.put(entry.key, entry.to_bytes())
+        self.puts += 1
+
+    async def _open(self, nc: NATS) -> KeyValue:
+        """The bucket, created if missing; another node creating it at the same moment is fine."""
+        js = nc.jetstream()
+        bucket, ttl = self.settings.bucket, self.settings.record_ttl
+        try:
+            kv = await js.key_value(bucket)
+        except BucketNotFoundError:
+            try:
+                # Same config from every node makes a concurrent create idempotent on the server.
+                kv = await js.create_key_value(bucket=bucket, ttl=ttl, history=1,
+                                               description="nmc registry: identity -> facts, classes, agents")
+            except APIError:
+                # Lost a race against a node with other settings (e.g. another ttl): use its bucket.
+                kv = await js.key_value(bucket)
+            else:
+                self._log.info("registry_bucket_created", ttl=ttl)
+                return kv
+        bucket_ttl = (await kv.status()).ttl
+        if bucket_ttl is not None and bucket_ttl <= self.settings.interval:
+            self._log.warning("registry_ttl_too_short", bucket_ttl=bucket_ttl, interval=self.settings.interval,
+                              hint="records expire between refreshes; recreate the bucket or lower registerinterval")
+        return kv
