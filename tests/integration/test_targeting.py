@@ -151,3 +151,20 @@ async def test_flatfile_and_stdin_lists_are_addressed_directly(thirty, tmp_path)
     assert result.no_response == ("ghost.test",)
     assert result.elapsed < 4, "a node subject nobody listens on answers 503 at once: no need to wait"
     assert piped.identities == ("n09.test",)
+
+
+async def test_fact_change_reroutes_within_the_30(thirty):
+    from nmc.services.facts import NodeFacts
+
+    fleet = thirty
+    node = fleet.node("n03.test")  # role web? i=3 -> ROLES[0] = web
+    assert node.facts.facts["role"] == "web"
+    await node.update_facts(NodeFacts(facts={**node.facts.facts, "role": "db"}, classes=node.facts.classes,
+                                      version=node.facts.version + 1))
+    async with fleet.client(discovery_stall=0.25) as fc:
+        before = node.pipeline.counters.total
+        web = {r.identity for r in (await fc.discover("role=web")).results}
+        assert node.pipeline.counters.total == before, "role=web requests are no longer delivered to it"
+        db = {r.identity for r in (await fc.discover("role=db")).results}
+    assert "n03.test" not in web and "n03.test" in db
+    assert web == where(lambda f, c, n: f["role"] == "web") - {"n03.test"}
