@@ -14,6 +14,7 @@ import click
 import nats
 import nats.errors
 
+from nmc.client.batch import BatchError, parse_batch
 from nmc.client.discovery import DISCOVERY_METHODS, DiscoveryError, Targeting
 from nmc.client.fleet import FleetClient
 from nmc.client.request_many import NoRespondersError
@@ -29,7 +30,7 @@ from nmc.ops.settings import (
 )
 from nmc.protocol.filter import FilterSyntaxError, combine
 
-__all__ = ["EXIT_FAILED", "EXIT_NO_RESPONSE", "EXIT_OK", "EXIT_USAGE", "build_filter", "client_session",
+__all__ = ["EXIT_FAILED", "EXIT_NO_RESPONSE", "EXIT_OK", "EXIT_USAGE", "batch_options", "batch_progress", "batch_size", "build_filter", "client_session",
            "filter_options", "load_client_config", "output_options", "run", "take_targeting", "targeting_options"]
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_RESPONSE, EXIT_USAGE = 0, 1, 2, 4
@@ -95,6 +96,37 @@ def take_targeting(kw: dict[str, Any]) -> Targeting:
                          limit_seed=kw.pop("limit_seed"), one=kw.pop("one"))
     except DiscoveryError as exc:
         raise click.UsageError(exc.reason) from exc
+
+
+def batch_options(fn: F) -> F:
+    """--batch N|N% and --batch-sleep: at most N nodes busy at once."""
+    fn = click.option("--batch-sleep", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                      help="Seconds to pause between batches.")(fn)
+    fn = click.option("--batch", metavar="N|N%", default=None,
+                      help="Run on N (or N% of the) nodes at a time; the next batch starts when this one answered.")(fn)
+    return fn
+
+
+def batch_size(spec: str, total: int) -> int:
+    """--batch as a node count; usage error when malformed."""
+    try:
+        return parse_batch(spec, total)
+    except BatchError as exc:
+        raise click.UsageError(exc.reason) from exc
+
+
+def batch_progress() -> Callable[[int, int, Any], None] | None:
+    """A one-line progress report per finished batch on a terminal (stderr), else None."""
+    err = click.get_text_stream("stderr")
+    if not err.isatty():
+        return None
+
+    def report(done: int, total: int, part: Any) -> None:
+        width = 30
+        filled = width * done // total
+        click.echo(f"\r * [{'=' * filled}{' ' * (width - filled)}] batch {done} / {total}", err=True,
+                   nl=done == total)
+    return report
 
 
 def output_options(fn: F) -> F:

@@ -17,9 +17,13 @@ from nmc.cli.common import (
     load_client_config,
     output_options,
     run,
+    batch_options,
+    batch_progress,
+    batch_size,
     take_targeting,
     targeting_options,
 )
+from nmc.client.batch import call_in_batches
 from nmc.client.discovery import discover
 from nmc.cli.render import call_json, print_call
 from nmc.client.fleet import CallResult
@@ -147,9 +151,11 @@ def _parse_inputs(agent: str, action: str, pairs: tuple[str, ...]) -> dict[str, 
 @output_options
 @click.option("--no-discovery", is_flag=True,
               help="Skip discovery: publish once and gather until replies stall (no 'no response' list).")
+@batch_options
 @click.pass_context
 def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as_json: bool,
-        timeout: float | None, discovery_timeout: float | None, no_discovery: bool, **flags: Any) -> None:
+        timeout: float | None, discovery_timeout: float | None, no_discovery: bool, batch: str | None,
+        batch_sleep: float, **flags: Any) -> None:
     """Run AGENT ACTION on every matching node and show each node's structured result.
 
     Discovers the matching nodes first, publishes the request once and ends the moment every
@@ -166,6 +172,9 @@ def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as
     expr = _flags_filter(flags)
     data = _parse_inputs(agent, action, inputs)
     config = load_client_config(ctx)
+    if batch is not None:
+        batch_size(batch, 1)  # a bad --batch is a usage error before anything is sent
+    progress = batch_progress()
 
     async def go() -> CallResult | None:
         async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
@@ -174,6 +183,11 @@ def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as
             found = await discover(fc, expr, targeting)
             if not found.identities:
                 return None
+            if batch is not None:
+                return await call_in_batches(
+                    fc, agent, action, data, identities=found.identities, filter_expr=expr,
+                    size=batch_size(batch, len(found.identities)), sleep=batch_sleep,
+                    on_batch=None if as_json else progress)
             return await fc.call(agent, action, data, filter_expr=expr, expect=found.identities,
                                  direct=found.direct)
 
