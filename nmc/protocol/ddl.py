@@ -14,7 +14,8 @@ from typing import Any, Mapping
 
 from nmc.protocol.status import Status
 
-__all__ = ["ActionSpec", "AgentSpec", "Input", "InputError", "coerce_cli_value", "validate_inputs"]
+__all__ = ["ActionSpec", "AgentSpec", "Aggregate", "Input", "InputError", "Output", "coerce_cli_value",
+           "validate_inputs"]
 
 INPUT_TYPES = ("string", "integer", "float", "number", "boolean", "list", "any")
 
@@ -54,19 +55,52 @@ class Input:
 
 
 @dataclass(frozen=True)
+class Output:
+    """One declared output of an action: how to show it and what it is when missing."""
+
+    name: str
+    description: str = ""
+    display_as: str = ""  # label in text output; defaults to the name
+    default: Any = None
+    type: str = "any"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"name": self.name, "description": self.description, "display_as": self.display_as or self.name,
+                "default": self.default, "type": self.type}
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A summary computed over every node's value of one output (MCollective's aggregate plugins)."""
+
+    function: str  # summary | average | sum | boolean_summary
+    output: str
+    format: str = ""  # optional printf/str.format of the result
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"function": self.function, "output": self.output, "format": self.format}
+
+
+@dataclass(frozen=True)
 class ActionSpec:
-    """One action of an agent: its inputs, display policy and time limit."""
+    """One action of an agent: its inputs, outputs, display policy, summaries and time limit."""
 
     name: str
     description: str = ""
     inputs: tuple[Input, ...] = ()
     display: str = "always"  # ok | failed | always
     timeout: float | None = None
+    outputs: tuple[Output, ...] = ()
+    aggregates: tuple[Aggregate, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form of the action's DDL."""
         return {"name": self.name, "description": self.description, "display": self.display,
-                "timeout": self.timeout, "inputs": [i.to_dict() for i in self.inputs]}
+                "timeout": self.timeout, "inputs": [i.to_dict() for i in self.inputs],
+                "outputs": [o.to_dict() for o in self.outputs],
+                "aggregates": [a.to_dict() for a in self.aggregates]}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, ClassVar, Mapping, Protocol
 
-from nmc.protocol.ddl import ActionSpec, AgentSpec, Input
+from nmc.protocol.ddl import ActionSpec, AgentSpec, Aggregate, Input, Output
 from nmc.protocol.status import Status
 from nmc.services.facts import NodeFacts
 
@@ -59,13 +59,15 @@ class ActionRequest:
 
 
 def action(description: str = "", *, inputs: tuple[Input, ...] = (), display: str = "always",
-           timeout: float | None = None) -> Callable[[Callable[..., Awaitable[Mapping[str, Any]]]], Any]:
+           timeout: float | None = None, outputs: tuple[Output, ...] = (),
+           aggregate: tuple[Aggregate, ...] = ()) -> Callable[[Callable[..., Awaitable[Mapping[str, Any]]]], Any]:
     """Mark an async method as an action and attach its DDL."""
     def mark(fn: Callable[..., Awaitable[Mapping[str, Any]]]) -> Any:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"action {fn.__name__} must be async")
         setattr(fn, _SPEC_ATTR, ActionSpec(name=fn.__name__, description=description, inputs=inputs,
-                                           display=display, timeout=timeout))
+                                           display=display, timeout=timeout, outputs=outputs,
+                                           aggregates=aggregate))
         return fn
     return mark
 
@@ -76,6 +78,7 @@ class Agent:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     version: ClassVar[str] = "1.0.0"
+    concurrency: ClassVar[int] = 0  # actions of this agent running at once on a node; 0 = no limit
 
     def __init__(self, node: NodeContext) -> None:
         self.node = node
