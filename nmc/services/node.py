@@ -19,6 +19,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from nmc import __version__
+from nmc.audit.hooks import Auditor, NoAudit
+from nmc.authz.hooks import AllowAll, Authorizer
 from nmc.nats_compat import synced_flush
 from nmc.protocol.ddl import AgentSpec
 from nmc.protocol.factindex import FactIndex
@@ -91,6 +93,8 @@ class Node:
     nc: NATS | None = None
     started: float = field(default_factory=time.time)
     companions: Sequence[Companion] = ()
+    authorizer: Authorizer = field(default_factory=AllowAll)
+    auditor: Auditor = field(default_factory=NoAudit)
 
     def __post_init__(self) -> None:
         self.identity = self.settings.identity
@@ -100,7 +104,8 @@ class Node:
             settings=PipelineSettings(identity=self.identity, collective=self.collective,
                                       max_request_bytes=self.settings.max_request_bytes,
                                       agent_timeout=self.settings.agent_timeout),
-            verifier=self.verifier, agents=self._agents, snapshot=self.snapshot, replay=ReplayCache())
+            verifier=self.verifier, agents=self._agents, snapshot=self.snapshot, replay=ReplayCache(),
+            authorizer=self.authorizer, auditor=self.auditor)
         self.service: MicroService | None = None
         self._log = log.bind(identity=self.identity)
 

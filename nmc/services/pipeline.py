@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 import structlog
 
+from nmc.audit.hooks import AuditRecord, Auditor, AuditUnavailable, NoAudit
+from nmc.authz.hooks import AllowAll, Authorizer, Decision
 from nmc.protocol.ddl import InputError, validate_inputs
 from nmc.protocol.envelope import EnvelopeError, Reply, Request
 from nmc.protocol.filter import FilterSyntaxError, matches, parse
@@ -94,6 +96,8 @@ class RequestPipeline:
     snapshot: Any  # Callable[[], NodeFacts]
     replay: ReplayCache = field(default_factory=ReplayCache)
     counters: Counters = field(default_factory=Counters)
+    authorizer: Authorizer = field(default_factory=AllowAll)
+    auditor: Auditor = field(default_factory=NoAudit)
     _filters: OrderedDict[str, Any] = field(default_factory=OrderedDict)
 
     def _parsed_filter(self, expr: str) -> Any:
@@ -124,7 +128,7 @@ class RequestPipeline:
                 self.counters.filtered += 1
                 return Outcome(None, "filter does not match")
             self.counters.passed += 1
-            reply = await self._run(request)
+            reply = await self._run(request, snap)
         except _Rejected as exc:
             # Answer with the request id whenever the body parsed, so the client can
             # show the refusal instead of counting this node as silent.
@@ -176,7 +180,46 @@ class RequestPipeline:
             raise _Rejected(Status.INVALID_DATA, f"bad filter: {exc}") from exc
         return bool(matches(node, snap.facts, snap.classes, self.settings.identity, self.agents.keys()))
 
-    async def _run(self, request: Request) -> Reply:
+    def _audit_record(self, request: Request, phase: str, decision: Decision, *, status: int | None = None,
+                      duration_ms: float | None = None) -> AuditRecord:
+        return AuditRecord(phase=phase, request_id=request.id, request_time=request.time, caller=request.caller,
+                           sender=request.sender, identity=self.settings.identity, collective=request.collective,
+                           agent=request.agent, action=request.action, data=request.data, allowed=decision.allowed,
+                           rule=decision.rule, status=status, duration_ms=duration_ms, time=time.time())
+
+    async def _authorize(self, request: Request, snap: NodeFacts) -> Decision:
+        """Ask the authorizer (the caller is the verified certificate name) and audit the decision."""
+        decision = await self.authorizer.authorize(
+            caller=request.caller, agent=request.agent, action=request.action, identity=self.settings.identity,
+            facts=snap.facts, classes=snap.classes, facts_version=snap.version, request_id=request.id)
+        try:
+            await self.auditor.record(self._audit_record(request, "decision", decision))
+        except AuditUnavailable as exc:
+            raise _Rejected(Status.ABORTED, f"audit required but unavailable: {exc.reason}") from exc
+        if not decision.allowed:
+            where = f" ({decision.rule})" if decision.rule else ""
+            raise _Rejected(Status.ABORTED, f"not authorized: {decision.reason}{where}")
+        return decision
+
+    async def _run(self, request: Request, snap: NodeFacts) -> Reply:
+        decision = await self._authorize(request, snap)
+        started = time.monotonic()
+        try:
+            reply = await self._execute(request)
+        except _Rejected as exc:
+            await self._audit_result(request, decision, exc.status, started)
+            raise
+        await self._audit_result(request, decision, reply.status, started)
+        return reply
+
+    async def _audit_result(self, request: Request, decision: Decision, status: Status, started: float) -> None:
+        try:
+            await self.auditor.record(self._audit_record(request, "result", decision, status=int(status),
+                                                         duration_ms=round((time.monotonic() - started) * 1000, 3)))
+        except AuditUnavailable:
+            log.warning("audit_result_lost", request_id=request.id)  # the action already ran; say so loudly
+
+    async def _execute(self, request: Request) -> Reply:
         agent = self.agents.get(request.agent)
         if agent is None:
             raise _Rejected(Status.UNKNOWN_ACTION, f"unknown agent {request.agent!r}")
