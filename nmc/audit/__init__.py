@@ -1,1 +1,58 @@
-"""nmc.audit."""
+"""nmc.audit: audit records (PROTOCOL.md section 6), the node's JetStream auditor and spool, the audit service.
+
+Modules, pure first:
+
+- ``hooks``: AuditRecord, the Auditor protocol the request pipeline calls, NoAudit.
+- ``records``: records as bytes and back, de-duplication ids, redaction of sensitive inputs.
+- ``formats``: JSON lines, MCollective's one-line format, RFC 5424 syslog, text.
+- ``stream``: the NMC_AUDIT stream's configuration.
+- ``spool``, ``publisher``: the node side (JetStreamAuditor: publish, spool, resend).
+- ``dedup``, ``sinks``, ``service``: the audit service (`nmc serve audit`).
+- ``reader``: `nmc audit tail` / `query` reading the stream directly.
+
+Only the pure names are re-exported here; import the edges from their modules
+(``nmc.audit.publisher``, ``nmc.audit.service``), which keeps this package
+importable by the request pipeline without pulling in the service.
+"""
+
+from nmc.audit.errors import (
+    AuditError,
+    AuditRecordError,
+    AuditStreamError,
+    SinkError,
+    SpoolError,
+    SpoolFull,
+)
+from nmc.audit.hooks import (
+    AUDIT_PROTOCOL,
+    Auditor,
+    AuditRecord,
+    AuditUnavailable,
+    NoAudit,
+)
+from nmc.audit.records import (
+    REDACTED,
+    decode_record,
+    encode_record,
+    record_msg_id,
+    redact_inputs,
+)
+
+__all__ = [
+    "AUDIT_PROTOCOL",
+    "REDACTED",
+    "AuditError",
+    "AuditRecord",
+    "AuditRecordError",
+    "AuditStreamError",
+    "AuditUnavailable",
+    "Auditor",
+    "NoAudit",
+    "SinkError",
+    "SpoolError",
+    "SpoolFull",
+    "decode_record",
+    "encode_record",
+    "record_msg_id",
+    "redact_inputs",
+]

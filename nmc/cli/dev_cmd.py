@@ -13,7 +13,7 @@ from nmc.ops.config import Config
 from nmc.ops.dev import DevFleet, DevLayout, default_dev_dir
 from nmc.ops.logs import configure_logging
 from nmc.ops.pki import PKIError
-from nmc.ops.serve import build_node, run_nodes
+from nmc.ops.serve import build_audit_service, build_node, build_policy_service, run_nodes
 
 __all__ = ["dev"]
 
@@ -48,23 +48,48 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool) -> None:
     except (BrokerError, PKIError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        asyncio.run(_run_fleet(configs, lambda ids: _announce(layout, broker.url, ids, directory is not None)))
+        asyncio.run(_run_fleet(configs, lambda ids: _announce(layout, broker.url, ids, directory is not None),
+                               audit_config=fleet.audit_config(), policy_config=fleet.policy_config()))
     finally:
         broker.stop()
         click.echo("dev fleet stopped", err=True)
 
 
-async def _run_fleet(configs: Sequence[Config], announce: Callable[[list[str]], None]) -> None:
-    # Facts are collected in the loop that serves (build_node is async: facter and file reads stay off it).
-    nodes = await asyncio.gather(*(build_node(cfg) for cfg in configs))
-    announce([n.identity for n in nodes])
-    await run_nodes(list(zip(nodes, configs)))
+async def _run_fleet(configs: Sequence[Config], announce: Callable[[list[str]], None], *,
+                     audit_config: Config | None = None, policy_config: Config | None = None) -> None:
+    # The audit service first (it creates NMC_AUDIT) and last out, so it writes the nodes' final records.
+    audit = build_audit_service(audit_config) if audit_config is not None else None
+    if audit is not None:
+        await audit.start()
+    try:
+        await _run_nodes_with_policy(configs, announce, policy_config)
+    finally:
+        if audit is not None:
+            await audit.stop()
+
+
+async def _run_nodes_with_policy(configs: Sequence[Config], announce: Callable[[list[str]], None],
+                                 policy_config: Config | None) -> None:
+    # The policy service is up before the first node asks it, and stops only after the last node.
+    policy = build_policy_service(policy_config) if policy_config is not None else None
+    if policy is not None:
+        await policy.start()
+    try:
+        # Facts are collected in the loop that serves (build_node is async: facter and file reads stay off it).
+        nodes = await asyncio.gather(*(build_node(cfg) for cfg in configs))
+        announce([n.identity for n in nodes])
+        await run_nodes(list(zip(nodes, configs)))
+    finally:
+        if policy is not None:
+            await policy.stop()
 
 
 def _announce(layout: DevLayout, url: str, identities: list[str], custom_dir: bool) -> None:
     env = f"NMC_CONFIG={layout.client_cfg} " if custom_dir else ""
     click.echo(f"nmc dev fleet up: broker {url}, {len(identities)} nodes ({', '.join(identities)})")
     click.echo(f"client config: {layout.client_cfg}")
+    click.echo(f"audit trail: {layout.audit_dir / 'audit.jsonl'} (or `nmc audit tail -f`)")
+    click.echo(f"policies: {layout.policy_dir / 'policies'} (nmc-policy reloads them on change; `nmc policy lint`)")
     click.echo("Try in another shell:")
     for cmd in ("nmc ping", "nmc find -F country=us", "nmc rpc rpcutil get_fact fact=role",
                 "nmc rpc rpcutil inventory -I node1.example.net", "nmc config show"):

@@ -25,10 +25,11 @@ from nmc.cli.common import (
 )
 from nmc.client.batch import call_in_batches
 from nmc.client.discovery import discover
-from nmc.cli.render import call_json, print_call
+from nmc.cli.plugin_cmd import known_agents
+from nmc.cli.render import (DISPLAY_MODES, call_json, default_display, print_call, print_jsonl, print_table,
+                            shown_replies)
 from nmc.client.fleet import CallResult
-from nmc.protocol.ddl import InputError, coerce_cli_value, validate_inputs
-from nmc.services.agents import BUILTIN_AGENTS
+from nmc.protocol.ddl import ActionSpec, AgentSpec, InputError, coerce_cli_value, summarize, validate_inputs
 
 __all__ = ["find", "ping", "rpc"]
 
@@ -117,13 +118,16 @@ def find(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
         ctx.exit(EXIT_NO_RESPONSE)
 
 
-def _parse_inputs(agent: str, action: str, pairs: tuple[str, ...]) -> dict[str, Any]:
-    """`key=value` words into typed inputs, checked against the DDL when the agent is known here."""
-    specs = {cls.name: cls.spec() for cls in BUILTIN_AGENTS}
+def _parse_inputs(agent: str, action: str, pairs: tuple[str, ...],
+                  specs: dict[str, AgentSpec]) -> tuple[dict[str, Any], ActionSpec | None]:
+    """`key=value` words into typed inputs, checked against the DDL when the agent is known here.
+
+    An agent this client does not know gets its inputs as strings; the node validates them.
+    """
     action_spec = specs[agent].actions.get(action) if agent in specs else None
     if agent in specs and action_spec is None:
         known = ", ".join(sorted(specs[agent].actions))
-        raise click.UsageError(f"agent {agent!r} has no action {action!r} (actions: {known})")
+        raise click.UsageError(f"agent {agent!r} has no action {action!r} (actions: {known}); nothing was sent")
     inputs = {i.name: i for i in action_spec.inputs} if action_spec else {}
     data: dict[str, Any] = {}
     for pair in pairs:
@@ -133,13 +137,13 @@ def _parse_inputs(agent: str, action: str, pairs: tuple[str, ...]) -> dict[str, 
         try:
             data[key] = coerce_cli_value(inputs.get(key), value)
         except InputError as exc:
-            raise click.UsageError(exc.reason) from exc
+            raise click.UsageError(f"{exc.reason} (nothing was sent)") from exc
     if action_spec is not None:
         try:
             validate_inputs(action_spec, data)
         except InputError as exc:
             raise click.UsageError(f"{exc.reason} (nothing was sent)") from exc
-    return data
+    return data, action_spec
 
 
 @click.command()
@@ -149,32 +153,48 @@ def _parse_inputs(agent: str, action: str, pairs: tuple[str, ...]) -> dict[str, 
 @filter_options
 @targeting_options
 @output_options
+@click.option("--jsonl", "as_jsonl", is_flag=True,
+              help="Print one JSON object per reply, then a {\"summary\": ...} line.")
+@click.option("--table", "as_table", is_flag=True,
+              help="Print one row per node: identity, status and the action's outputs.")
+@click.option("--display", type=click.Choice(DISPLAY_MODES), default=None,
+              help="Which replies to show: ok, failed, all or none (default: the action's DDL display policy "
+                   "for text and --table, all for --json/--jsonl). The summary is always printed.")
 @click.option("--no-discovery", is_flag=True,
               help="Skip discovery: publish once and gather until replies stall (no 'no response' list).")
 @batch_options
 @click.pass_context
-def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as_json: bool,
-        timeout: float | None, discovery_timeout: float | None, no_discovery: bool, batch: str | None,
-        batch_sleep: float, **flags: Any) -> None:
+def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as_json: bool, as_jsonl: bool,
+        as_table: bool, display: str | None, timeout: float | None, discovery_timeout: float | None,
+        no_discovery: bool, batch: str | None, batch_sleep: float, **flags: Any) -> None:
     """Run AGENT ACTION on every matching node and show each node's structured result.
 
-    Discovers the matching nodes first, publishes the request once and ends the moment every
-    discovered node has answered; nodes that did not answer are named. Exit status: 0 all ok,
-    1 some failed, 2 some did not answer, 4 usage error.
+    Inputs are KEY=VALUE words, typed and validated against the action's DDL before anything is
+    sent (`nmc plugin ddl AGENT` shows it); a mistake is a usage error and nothing is sent. An
+    agent this client does not know (not built in, installed or in its plugindir) gets its inputs
+    as strings and the nodes validate them. Discovers the matching nodes first, publishes the
+    request once and ends the moment every discovered node has answered; nodes that did not
+    answer are named. Aggregate summaries declared in the DDL are printed under the results.
+    Exit status: 0 all ok, 1 some failed, 2 some did not answer, 4 usage error.
 
     \b
     Examples:
       nmc rpc rpcutil ping
       nmc rpc rpcutil get_fact fact=country -F role=web
       nmc rpc rpcutil inventory -I web1.example.com --json
+      nmc rpc rpcutil get_fact fact=os.family --table --display failed
     """
+    if sum((as_json, as_jsonl, as_table)) > 1:
+        raise click.UsageError("--json, --jsonl and --table cannot be combined")
     targeting = take_targeting(flags)
     expr = _flags_filter(flags)
-    data = _parse_inputs(agent, action, inputs)
     config = load_client_config(ctx)
+    specs = {name: loaded.cls.spec() for name, loaded in known_agents(config).items()}
+    data, action_spec = _parse_inputs(agent, action, inputs, specs)
     if batch is not None:
         batch_size(batch, 1)  # a bad --batch is a usage error before anything is sent
     progress = batch_progress()
+    machine = as_json or as_jsonl
 
     async def go() -> CallResult | None:
         async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
@@ -187,23 +207,31 @@ def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as
                 return await call_in_batches(
                     fc, agent, action, data, identities=found.identities, filter_expr=expr,
                     size=batch_size(batch, len(found.identities)), sleep=batch_sleep,
-                    on_batch=None if as_json else progress)
+                    on_batch=None if machine else progress)
             return await fc.call(agent, action, data, filter_expr=expr, expect=found.identities,
                                  direct=found.direct)
 
     result = run(ctx, go)
     if result is None:
         if as_json:
-            click.echo(json.dumps({"replies": [], "no_response": [], "summary": {"discovered": 0}}))
+            click.echo(json.dumps({"replies": [], "no_response": [], "summary": {"discovered": 0},
+                                   "aggregates": []}))
+        elif as_jsonl:
+            click.echo(json.dumps({"summary": {"discovered": 0}, "no_response": [], "aggregates": []}))
         else:
             click.echo(_NO_NODES, err=True)
         ctx.exit(EXIT_NO_RESPONSE)
+    aggregates = summarize(action_spec, (r.data for r in result.results if r.ok)) if action_spec else []
+    mode = display or ("all" if machine else default_display(action_spec))
     if as_json:
-        click.echo(json.dumps(call_json(result), indent=2))
+        click.echo(json.dumps(call_json(result, aggregates, shown_replies(result, mode)), indent=2))
+    elif as_jsonl:
+        print_jsonl(result, shown_replies(result, mode), aggregates)
+    elif as_table:
+        print_table(result, spec=action_spec, display=mode, aggregates=aggregates)
     else:
-        print_call(result)
+        print_call(result, spec=action_spec, display=mode, aggregates=aggregates)
     if result.no_response or (not result.results):
         ctx.exit(EXIT_NO_RESPONSE)
     if result.failed:
         ctx.exit(EXIT_FAILED)
-

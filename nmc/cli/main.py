@@ -7,11 +7,15 @@ import sys
 import click
 
 from nmc import __version__
+from nmc.cli.audit_cmd import audit
 from nmc.cli.broker_cmd import broker
 from nmc.cli.ca_cmd import ca
 from nmc.cli.config_cmd import config
 from nmc.cli.dev_cmd import dev
 from nmc.cli.fleet_cmds import find, ping, rpc
+from nmc.cli.plugin_cmd import plugin
+from nmc.cli.policy_cmd import policy
+from nmc.cli.puppet_cmd import puppet
 from nmc.cli.report_cmds import facts, inventory
 from nmc.cli.serve_cmd import serve
 
@@ -48,6 +52,10 @@ ops.add_command(ca)
 ops.add_command(broker)
 for command in (ping, find, rpc, facts, inventory, config, serve, dev):
     cli.add_command(command)
+cli.add_command(audit)
+cli.add_command(plugin)
+cli.add_command(puppet)
+cli.add_command(policy)
 
 
 def main() -> None:

@@ -6,10 +6,13 @@ import asyncio
 import os
 
 import click
+from nats.errors import NoServersError
 
+from nmc.audit.errors import SinkError
 from nmc.ops.config import Config, ConfigError, load_config
 from nmc.ops.logs import configure_logging
-from nmc.ops.serve import build_node, run_nodes, server_config_path
+from nmc.ops.serve import (audit_config_path, build_audit_service, run_audit_service, build_node, build_policy_service, policy_config_path, run_nodes, run_policy_service,
+                           server_config_path)
 from nmc.ops.settings import SettingsError
 from nmc.services.facts import FactError
 
@@ -55,3 +58,74 @@ async def _serve(config: Config) -> None:
     except (ConfigError, SettingsError, FactError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     await run_nodes([(node, config)])
+
+
+@serve.command("policy")
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
+              help="policy.cfg (default: NMC_POLICY_CONFIG, then /etc/nmc/policy.cfg).")
+@click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
+              help="Log format (default: json unless stderr is a terminal).")
+def serve_policy(config_path: str | None, log_format: str | None) -> None:
+    """Run the action-policy service: `nmc-policy`, answering the nodes' authorization questions.
+
+    Reads <authz.policydir>/<agent>.policy, default.policy and groups; re-reads
+    them when they change (SIGHUP: at once) and tells the nodes to drop cached
+    decisions. Signs every answer with plugin.security.cert_file, whose name
+    the nodes list in authz.signers. Run two or more for high availability:
+    they share one queue group. Logs every decision.
+
+    \b
+    Example:
+      nmc serve policy --config /etc/nmc/policy.cfg
+    """
+    path = policy_config_path(config_path)
+    try:
+        config = load_config(path, kind="server")
+        fmt = log_format or os.environ.get("NMC_LOG_FORMAT") or ("console" if click.get_text_stream("stderr").isatty() else "json")
+        logfile = config.get_path("logfile")
+        stream = open(logfile, "a", buffering=1, encoding="utf-8") if logfile else None  # noqa: SIM115 - lives as long as the daemon
+        configure_logging(json=fmt == "json", level=config.get("loglevel") or "info", stream=stream)
+        service = build_policy_service(config)
+    except (ConfigError, SettingsError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        asyncio.run(run_policy_service(service))
+    except (OSError, NoServersError) as exc:
+        raise click.ClickException(f"cannot connect to {', '.join(service.settings.servers)}: {exc}") from exc
+
+
+@serve.command("audit")
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
+              help="audit.cfg (default: NMC_AUDIT_CONFIG, then /etc/nmc/audit.cfg).")
+@click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
+              help="Log format (default: json unless stderr is a terminal).")
+def serve_audit(config_path: str | None, log_format: str | None) -> None:
+    """Run the audit service: `nmc-audit`, writing every audit record of the fleet once.
+
+    Reads the JetStream stream NMC_AUDIT through its durable consumer
+    (audit.consumer, default nmc-audit) and writes each record to audit.file
+    (JSON lines, or audit.format = mcollective; rotated at audit.rotate_bytes)
+    and, with audit.syslog, to syslog (RFC 5424). A record is acknowledged only
+    once written; a restart resumes where it stopped and drops duplicates.
+    Creates the stream if it is missing and sets its audit.max_age.
+
+    \b
+    Example:
+      nmc serve audit --config /etc/nmc/audit.cfg
+    """
+    path = audit_config_path(config_path)
+    try:
+        config = load_config(path, kind="server")
+        fmt = log_format or os.environ.get("NMC_LOG_FORMAT") or ("console" if click.get_text_stream("stderr").isatty() else "json")
+        logfile = config.get_path("logfile")
+        stream = open(logfile, "a", buffering=1, encoding="utf-8") if logfile else None  # noqa: SIM115 - lives as long as the daemon
+        configure_logging(json=fmt == "json", level=config.get("loglevel") or "info", stream=stream)
+        service = build_audit_service(config)
+    except (ConfigError, SettingsError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        asyncio.run(run_audit_service(service))
+    except SinkError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except (OSError, NoServersError) as exc:
+        raise click.ClickException(f"cannot connect to {', '.join(service.settings.servers)}: {exc}") from exc

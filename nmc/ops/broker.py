@@ -33,6 +33,8 @@ _BINARY = "nats-server"
 # Anything older misses options nmc uses (and is what Debian ships, 2.9.x).
 _MIN_VERSION = (2, 10)
 _READY_LINE = b"Server is ready"
+_RELOADED = "Reloaded server configuration"
+_RELOAD_FAILED = "Failed to reload"
 _POLL = 0.01
 _TAIL_LINES = 8
 
@@ -125,6 +127,8 @@ class BrokerSettings:
     tls_ca: Path | None = None
     tls_verify: bool = False  # require and verify client certificates (mutual TLS)
     tls_map: bool = False  # verify_and_map: the client certificate names the NATS user
+    tls_pinned: tuple[str, ...] = ()  # pinned_certs: hex SHA-256 of the admitted client keys (SPKI DER)
+    authorization: str = ""  # an `authorization { ... }` block (nmc.ops.brokercfg renders one per CA)
     max_payload: int | None = None
     extra: str = ""  # raw config appended verbatim (accounts, cluster, leafnodes)
     allow_remote: bool = False
@@ -148,6 +152,11 @@ class BrokerSettings:
             raise BrokerError("TLS CA and client verification need a server certificate and key")
         if (self.tls_verify or self.tls_map) and self.tls_ca is None:
             raise BrokerError("verifying client certificates needs a TLS CA file")
+        if self.tls_pinned and not (self.tls_verify or self.tls_map):
+            raise BrokerError("pinned client certificates need client verification (tls_verify or tls_map)")
+        for pin in self.tls_pinned:
+            if not re.fullmatch(r"[0-9a-f]{64}", pin):
+                raise BrokerError(f"pinned certificate {pin!r} is not a hex SHA-256")
         if self.max_payload is not None and self.max_payload <= 0:
             raise BrokerError(f"max payload must be positive, got {self.max_payload}")
 
@@ -190,7 +199,13 @@ def render_config(settings: BrokerSettings) -> str:
             lines.append("  verify_and_map: true")
         elif settings.tls_verify:
             lines.append("  verify: true")
+        if settings.tls_pinned:
+            lines.append("  pinned_certs: [")
+            lines += [f'    "{pin}"' for pin in settings.tls_pinned]
+            lines.append("  ]")
         lines.append("}")
+    if settings.authorization.strip():
+        lines += ["", settings.authorization.strip()]
     if settings.extra.strip():
         lines += ["", "# extra configuration", settings.extra.strip()]
     return "\n".join(lines) + "\n"
@@ -335,6 +350,48 @@ class Broker:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+    def reload(self, settings: BrokerSettings | None = None, timeout: float = 10.0) -> None:
+        """Rewrite the configuration (new `settings`, same ports) and have the running server re-read it.
+
+        nats-server applies TLS, pinned certificates and users without dropping
+        clients that are still allowed; returns once it logged the reload.
+        """
+        if not self.running or self._proc is None:
+            raise BrokerError("broker is not running: nothing to reload")
+        if settings is not None:
+            settings = replace(settings, port=self._settings.port if settings.port == 0 else settings.port,
+                               http_port=self._settings.http_port if settings.http_port == 0 else settings.http_port)
+            if (settings.host, settings.port, settings.http_port) != (
+                    self._settings.host, self._settings.port, self._settings.http_port):
+                raise BrokerError("a reload cannot change where the broker listens: restart it instead")
+            self._settings = settings
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.config_path.write_text(render_config(self._settings), encoding="utf-8")
+        self._proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self._log_since(offset).decode("utf-8", "replace")
+            if _RELOAD_FAILED in text:
+                failed = tuple(ln.strip() for ln in text.splitlines() if _RELOAD_FAILED in ln)
+                raise BrokerError("nats-server refused the new configuration", log_lines=failed[-2:])
+            if _RELOADED in text:
+                return
+            if not self.running:
+                raise BrokerError(f"nats-server exited with code {self.exit_code} while reloading",
+                                  log_lines=self.log_lines())
+            if time.monotonic() >= deadline:
+                raise BrokerError(f"nats-server did not confirm the reload within {timeout:g}s",
+                                  log_lines=self.log_lines())
+            time.sleep(_POLL)
+
+    def _log_since(self, offset: int) -> bytes:
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(offset)
+                return fh.read()
+        except OSError:
+            return b""
 
     def restart(self, timeout: float = 10.0) -> None:
         """Stop and start again on the same port with the same JetStream store."""

@@ -65,12 +65,16 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "loglevel": KeySpec("info", "log level: debug, info, warning or error"),
     "logfile": KeySpec("", "file to log to; empty means stderr", is_path=True),
     "plugin.nats.servers": KeySpec("nats://127.0.0.1:4222", "comma-separated broker URLs"),
-    "plugin.nats.tls_ca": KeySpec("", "CA that signed the broker's TLS certificate", is_path=True),
+    "plugin.nats.tls_ca": KeySpec("", "CA that signed the broker's TLS certificate (all three tls_* unset and a"
+                                  " tls:// URL: the plugin.security.* files are used)", is_path=True),
     "plugin.nats.tls_cert": KeySpec("", "TLS client certificate for the broker", is_path=True),
     "plugin.nats.tls_key": KeySpec("", "key of the TLS client certificate", is_path=True),
     "plugin.security.ca_file": KeySpec("", "the fleet CA certificate", is_path=True),
     "plugin.security.cert_file": KeySpec("", "this process's certificate, used to sign", is_path=True),
     "plugin.security.key_file": KeySpec("", "this process's private key, used to sign", is_path=True),
+    "plugin.security.crl_file": KeySpec("", "certificate revocation list (PEM, signed by the CA); re-read when it"
+                                        " changes", is_path=True),
+    "plugin.security.crl_check_interval": KeySpec("2", "seconds between checks whether crl_file changed"),
     "plugin.yaml": KeySpec("", "YAML facts file(s), several separated by ':'", _SERVER, is_path=True),
     "classesfile": KeySpec("", "classes file, one class per line", _SERVER, is_path=True),
     "factsource": KeySpec("builtin,yaml", "fact sources, comma-separated: builtin, yaml, facter; whatever"
@@ -90,6 +94,82 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "agent_timeout": KeySpec("60", "default seconds an action may run", _SERVER),
     "registerinterval": KeySpec("60", "seconds between registry updates; 0 disables the registry", _SERVER),
     "plugin.registry.bucket": KeySpec("nmc_registry", "JetStream key-value bucket of the node registry"),
+    # Auditing (docs/audit.md): node keys first, then the audit service's (`nmc serve audit`).
+    "audit.enabled": KeySpec("true", "write an audit record (PROTOCOL.md section 6) before and after every action"
+                             " to the JetStream stream NMC_AUDIT", _SERVER),
+    "audit.spool": KeySpec("", "file where records wait while the stream cannot take them; empty:"
+                           " /var/lib/nmc/audit/<identity>.spool as root, else"
+                           " $XDG_STATE_HOME/nmc/audit/<identity>.spool", _SERVER, is_path=True),
+    "audit.spool_max_bytes": KeySpec("1073741824", "largest spool, in bytes; beyond it records are lost"
+                                     " (or actions refused with audit.required)", _SERVER),
+    "audit.required": KeySpec("false", "refuse to run actions while neither the stream nor the spool can keep"
+                              " the audit record", _SERVER),
+    "audit.ack_timeout": KeySpec("2", "seconds a node waits for the stream to acknowledge a record before it"
+                                 " spools it", _SERVER),
+    "audit.max_age": KeySpec("30d", "how long NMC_AUDIT keeps records: seconds or a number with s, m, h, d;"
+                             " 0 = forever (the audit service sets it)", _SERVER),
+    "audit.file": KeySpec("", "audit service: the file it writes; empty: /var/log/nmc/audit.jsonl as root,"
+                          " else $XDG_STATE_HOME/nmc/audit.jsonl", _SERVER, is_path=True),
+    "audit.format": KeySpec("json", "audit service: file format, json (one JSON object per line) or mcollective"
+                            " (MCollective's one-line format)", _SERVER),
+    "audit.rotate_bytes": KeySpec("104857600", "audit service: rotate the file when it would grow past this many"
+                                  " bytes", _SERVER),
+    "audit.keep": KeySpec("10", "audit service: rotated files to keep (<file>.1 is the newest)", _SERVER),
+    "audit.syslog": KeySpec("", "audit service: also send every record to syslog (RFC 5424): udp://host:port,"
+                            " tcp://host:port or unix:///dev/log; empty: off", _SERVER),
+    "audit.syslog_facility": KeySpec("local0", "audit service: syslog facility", _SERVER),
+    "audit.consumer": KeySpec("nmc-audit", "audit service: its durable JetStream consumer (give each independent"
+                              " audit service its own)", _SERVER),
+    "audit.ack_wait": KeySpec("30", "audit service: seconds before JetStream redelivers a record it has not"
+                              " acknowledged", _SERVER),
+    "audit.dedup_ids": KeySpec("100000", "audit service: how many recently written record ids it remembers to"
+                               " drop duplicates", _SERVER),
+    "authz.mode": KeySpec("none", "authorization: none (allow everything; never in production), local (evaluate"
+                          " authz.policydir here) or service (ask the nmc-policy service)", _SERVER),
+    "authz.policydir": KeySpec("", "directory of <agent>.policy, default.policy and groups (local mode and"
+                               " the policy service)", _SERVER, is_path=True),
+    "authz.signers": KeySpec("", "certificate names whose policy answers are trusted, comma-separated"
+                             " (service mode)", _SERVER),
+    "authz.timeout": KeySpec("2", "seconds to wait for a trusted policy answer before denying (service mode)",
+                             _SERVER),
+    "authz.cache_ttl": KeySpec("60", "seconds a policy decision is cached; 0 = ask for every request"
+                               " (service mode)", _SERVER),
+    "plugindir": KeySpec("", "directory of agent plugins (*.py), several separated by ':'; clients read it"
+                         " to know the agents' DDLs", is_path=True),
+    # Built-in agents (docs/builtin-agents.md). Commands are argv templates: shell-style quoting, no shell.
+    "plugin.package.install_command": KeySpec("apt-get install -y {package}", "package install command;"
+                                              " {package} is NAME=VERSION when a version is asked and"
+                                              " {version} is not used", _SERVER),
+    "plugin.package.uninstall_command": KeySpec("apt-get remove -y {package}", "package uninstall command",
+                                                _SERVER),
+    "plugin.package.update_command": KeySpec("apt-get install -y --only-upgrade {package}",
+                                             "package upgrade command", _SERVER),
+    "plugin.package.status_command": KeySpec(r"dpkg-query -W -f='${Status}\t${Version}\t${Architecture}\n'"
+                                             " {package}", "command printing dpkg-query's"
+                                             " Status<TAB>Version<TAB>Architecture of {package}", _SERVER),
+    "plugin.service.backend": KeySpec("auto", "service agent backend: auto (systemctl when systemd runs the"
+                                      " host), systemctl or service", _SERVER),
+    "plugin.service.status_command": KeySpec("", "service status command with {service}; empty: the"
+                                             " backend's", _SERVER),
+    "plugin.service.start_command": KeySpec("", "service start command; empty: the backend's", _SERVER),
+    "plugin.service.stop_command": KeySpec("", "service stop command; empty: the backend's", _SERVER),
+    "plugin.service.restart_command": KeySpec("", "service restart command; empty: the backend's", _SERVER),
+    "plugin.shell.enabled": KeySpec("false", "DANGEROUS: true lets callers run any command line on this node"
+                                    " with the shell agent", _SERVER),
+    "plugin.shell.max_output": KeySpec("65536", "bytes of stdout and of stderr the shell agent returns",
+                                       _SERVER),
+    # The puppet agent (docs/puppet.md). Empty paths: Puppet's AIO paths, or Debian's puppet package's.
+    "plugin.puppet.command": KeySpec("puppet agent --onetime --no-daemonize --verbose", "command a Puppet run"
+                                     " starts (shell-style quoting, no shell); --noop and --tags are appended",
+                                     _SERVER),
+    "plugin.puppet.statedir": KeySpec("", "Puppet's statedir (absolute) with its run and disable lock files;"
+                                      " empty: /opt/puppetlabs/puppet/cache/state or /var/cache/puppet/state",
+                                      _SERVER),
+    "plugin.puppet.summary": KeySpec("", "Puppet's last_run_summary.yaml (absolute); empty:"
+                                     " /opt/puppetlabs/puppet/public/... or /var/cache/puppet/public/...", _SERVER),
+    "plugin.puppet.pidfile": KeySpec("", "pidfile of a puppet agent daemon, for status idling/stopped; empty:"
+                                     " /var/run/puppetlabs/agent.pid or /run/puppet/agent.pid", _SERVER),
+    "plugin.puppet.splaylimit": KeySpec("30", "longest random wait, in seconds, of runonce with splay", _SERVER),
 })
 
 

@@ -16,6 +16,7 @@ import yaml
 
 from nmc.ops import pki
 from nmc.ops.broker import Broker, BrokerSettings, free_port
+from nmc.ops.brokercfg import TrustSources, secure_broker_settings
 from nmc.ops.config import Config, load_config
 
 __all__ = ["DevFleet", "DevLayout", "default_dev_dir", "node_facts_for", "write_fleet"]
@@ -28,6 +29,14 @@ _OSES: tuple[dict[str, Any], ...] = (
     {"family": "RedHat", "name": "Rocky", "release": {"full": "9.3", "major": "9"}},
 )
 CLIENT_NAME = "admin"
+AUDIT_NAME = "nmc-audit"
+POLICY_NAME = "nmc-policy"
+# Written once: edits survive `nmc dev up` restarts, and the service reloads them while it runs.
+DEFAULT_POLICY = f"""# written by `nmc dev up`: the dev client may run everything; nobody else anything.
+# Add <agent>.policy files next to this one; see docs/authorization.md.
+policy default deny
+allow\tcert={CLIENT_NAME}\t*\t*
+"""
 
 
 def default_dev_dir() -> Path:
@@ -80,6 +89,26 @@ class DevLayout:
         """One node's server.cfg, facts and classes."""
         return self.root / "nodes" / identity
 
+    @property
+    def audit_dir(self) -> Path:
+        """The audit service's config and the audit trail it writes (audit.jsonl)."""
+        return self.root / "audit"
+
+    @property
+    def audit_cfg(self) -> Path:
+        """The audit service's config."""
+        return self.audit_dir / "audit.cfg"
+
+    @property
+    def policy_dir(self) -> Path:
+        """The action-policy service's config and its policies/ directory."""
+        return self.root / "policy"
+
+    @property
+    def policy_cfg(self) -> Path:
+        """The action-policy service's config."""
+        return self.policy_dir / "policy.cfg"
+
 
 def _write_cfg(path: Path, values: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,9 +140,32 @@ def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc"
             "plugin.security.ca_file": str(ca), "plugin.security.cert_file": str(issued.certificate),
             "plugin.security.key_file": str(issued.key), "plugin.yaml": "facts.yaml",
             "classesfile": "classes.txt",
+            "audit.spool": "audit.spool",
+            "authz.mode": "service", "authz.signers": POLICY_NAME,
         })
         server_cfgs.append(ndir / "server.cfg")
+    _write_policy_service(layout, url, collective, ca)
+    # Role `audit`: the broker lets it own the NMC_AUDIT stream and its durable consumer.
+    audit = pki.issue(layout.ca_dir, AUDIT_NAME, roles=("service", "audit"), force=True)
+    _write_cfg(layout.audit_cfg, {"plugin.nats.servers": url, "audit.file": "audit.jsonl",
+                                  "plugin.security.ca_file": str(ca), "plugin.security.cert_file": str(audit.certificate),
+                                  "plugin.security.key_file": str(audit.key)})
     return server_cfgs
+
+
+def _write_policy_service(layout: DevLayout, url: str, collective: str, ca: Path) -> None:
+    """The policy service's certificate and config, and a default policy that lets the dev client in."""
+    # Role `policy` gives it the broker permissions of the policy service (nmc.ops.brokercfg).
+    issued = pki.issue(layout.ca_dir, POLICY_NAME, roles=("service", "policy"), force=True)
+    policies = layout.policy_dir / "policies"
+    policies.mkdir(parents=True, exist_ok=True)
+    if not (policies / "default.policy").exists():
+        (policies / "default.policy").write_text(DEFAULT_POLICY, encoding="utf-8")
+    _write_cfg(layout.policy_cfg, {
+        "main_collective": collective, "plugin.nats.servers": url, "plugin.security.ca_file": str(ca),
+        "plugin.security.cert_file": str(issued.certificate), "plugin.security.key_file": str(issued.key),
+        "authz.policydir": "policies",
+    })
 
 
 @dataclass
@@ -127,11 +179,23 @@ class DevFleet:
     def prepare(self) -> tuple[Broker, list[Config]]:
         """Write everything and start the broker; returns it and the nodes' configs."""
         port = self.port if self.port and _port_free(self.port) else free_port()
-        broker = Broker(BrokerSettings(port=port, store_dir=self.layout.broker_dir / "jetstream",
-                                       server_name="nmc-dev"), self.layout.broker_dir)
-        cfgs = write_fleet(self.layout, self.nodes, broker.url)
+        # The secure path is the default one: TLS, a certificate for every connection (verify_and_map)
+        # and each certificate's permissions by role, rendered from the CA write_fleet makes.
+        cfgs = write_fleet(self.layout, self.nodes, f"tls://127.0.0.1:{port}")
+        settings, _ = secure_broker_settings(
+            BrokerSettings(port=port, store_dir=self.layout.broker_dir / "jetstream", server_name="nmc-dev"),
+            TrustSources(ca_dir=self.layout.ca_dir))
+        broker = Broker(settings, self.layout.broker_dir)
         broker.start()
         return broker, [load_config(p, kind="server", env={}) for p in cfgs]
+
+    def policy_config(self) -> Config:
+        """The config of the fleet's action-policy service (written by prepare())."""
+        return load_config(self.layout.policy_cfg, kind="server", env={})
+
+    def audit_config(self) -> Config:
+        """The config of the fleet's audit service (written by prepare())."""
+        return load_config(self.layout.audit_cfg, kind="server", env={})
 
 
 def _port_free(port: int) -> bool:

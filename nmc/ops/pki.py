@@ -6,6 +6,8 @@ Layout::
     <dir>/ca.key               CA private key, mode 0600 (keep it off the fleet)
     <dir>/certs/<name>.pem     issued certificates
     <dir>/private/<name>.key   their private keys, mode 0600 (directory 0700)
+    <dir>/old/<name>.<serial>.pem  certificates replaced by `issue --force` or revoked
+    <dir>/crl.pem              the certificate revocation list, signed by the CA
 
 The cryptography lives in nmc.security; this module only reads and writes files.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,7 @@ from nmc.security import (
     load_private_key_pem,
     private_key_pem,
 )
+from nmc.security.crl import Revocation, RevocationList, build_crl, crl_pem, crl_revocations, load_crls_pem
 from nmc.security.keys import PrivateKey
 
 __all__ = [
@@ -44,15 +48,22 @@ __all__ = [
     "IssuedPaths",
     "PKIError",
     "PKIExistsError",
+    "Revoked",
     "ca_paths",
+    "crl_path",
     "describe",
     "describe_certificate",
     "init_ca",
     "issue",
+    "issued_certificates",
     "issued_names",
     "issued_paths",
     "load_ca",
+    "load_revocations",
+    "revoke",
+    "revoked",
     "validate_name",
+    "write_crl",
 ]
 
 _NAME = re.compile(r"[A-Za-z0-9@._-]{1,64}")
@@ -70,6 +81,18 @@ class PKIError(Exception):
 
 class PKIExistsError(PKIError):
     """The file to write already exists and overwriting was not asked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """What `revoke` did: the certificate it revoked, where the CRL is and how many entries it has."""
+
+    name: str
+    serial: int
+    reason: str | None
+    crl: Path
+    entries: int
+    already: bool  # the serial was on the CRL before
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +204,9 @@ def init_ca(
         raise PKIError(str(exc)) from None
     _write(paths.key, private_key_pem(key), secret=True)
     _write(paths.certificate, certificate_pem(cert))
+    # The old CA's revocation list and archived certificates mean nothing under the new CA.
+    crl_path(directory).unlink(missing_ok=True)
+    shutil.rmtree(Path(directory) / _OLD, ignore_errors=True)
     return paths
 
 
@@ -230,6 +256,10 @@ def issue(
         raise PKIError(f"CA in {Path(directory)}: {exc.reason}") from None
     except ValueError as exc:
         raise PKIError(str(exc)) from None
+    if paths.certificate.exists():
+        # Rotation: the replaced certificate stays valid until revoked, so keep it where
+        # `revoke --serial` and the broker configuration (which still admits it) find it.
+        _archive(directory, name, paths.certificate)
     _write(paths.key, private_key_pem(key), secret=True)
     _write(paths.certificate, certificate_pem(cert))
     return paths
@@ -282,6 +312,144 @@ def describe_certificate(cert: x509.Certificate, *, path: Path | None = None) ->
         alt_names=alt_names,
         path=path,
     )
+
+
+_OLD = "old"
+
+
+def _archive(directory: str | os.PathLike[str], name: str, certificate: Path) -> Path:
+    try:
+        serial = load_certificate_pem(certificate.read_bytes()).serial_number
+    except (OSError, SecurityError):
+        serial = None
+    target = Path(directory) / _OLD / (f"{name}.{serial:x}.pem" if serial is not None else f"{name}.unreadable.pem")
+    try:
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.replace(certificate, target)
+    except OSError as exc:
+        raise PKIError(f"cannot archive {certificate} to {target}: {exc.strerror or exc}", path=certificate) from None
+    return target
+
+
+def crl_path(directory: str | os.PathLike[str]) -> Path:
+    """Where a CA directory keeps its certificate revocation list."""
+    return Path(directory) / "crl.pem"
+
+
+def issued_certificates(directory: str | os.PathLike[str], *, archived: bool = True) -> list[tuple[Path, x509.Certificate]]:
+    """Every readable certificate in certs/ (and old/, unless ``archived`` is false), with its path."""
+    root = Path(directory)
+    files = sorted((root / "certs").glob("*.pem"))
+    if archived:
+        files += sorted((root / _OLD).glob("*.pem"))
+    found = []
+    for path in files:
+        try:
+            found.append((path, load_certificate_pem(path.read_bytes())))
+        except (OSError, SecurityError):
+            continue
+    return found
+
+
+def revoked(directory: str | os.PathLike[str]) -> list[Revocation]:
+    """The entries of the CA directory's CRL (empty when there is none); PKIError if it is not the CA's."""
+    path = crl_path(directory)
+    if not path.exists():
+        return []
+    _, ca_cert = load_ca(directory)
+    try:
+        crls = load_crls_pem(_read(path, "CRL"))
+        RevocationList(crls, [ca_cert])  # checks the signature
+    except SecurityError as exc:
+        raise PKIError(f"{path}: {exc.reason}", path=path) from None
+    return [entry for crl in crls for entry in crl_revocations(crl)]
+
+
+def load_revocations(directory: str | os.PathLike[str]) -> RevocationList | None:
+    """The CA directory's CRL as a lookup table, or None when there is no CRL."""
+    path = crl_path(directory)
+    if not path.exists():
+        return None
+    _, ca_cert = load_ca(directory)
+    try:
+        return RevocationList.from_pem(_read(path, "CRL"), [ca_cert])
+    except SecurityError as exc:
+        raise PKIError(f"{path}: {exc.reason}", path=path) from None
+
+
+def write_crl(
+    directory: str | os.PathLike[str],
+    *,
+    add: Iterable[Revocation] = (),
+    days: int = 30,
+    now: dt.datetime | None = None,
+) -> tuple[Path, int]:
+    """(Re)sign the CA directory's CRL with the existing entries plus ``add``; returns its path and entry count."""
+    path = crl_path(directory)
+    ca_key, ca_cert = load_ca(directory)
+    entries = {entry.serial: entry for entry in revoked(directory)}
+    number = _crl_number(path) + 1
+    for entry in add:
+        entries.setdefault(entry.serial, entry)  # the first revocation's date and reason stand
+    try:
+        crl = build_crl(ca_key, ca_cert, entries.values(), number=number, days=days, now=now)
+    except ValueError as exc:
+        raise PKIError(str(exc)) from None
+    _write(path, crl_pem(crl))
+    return path, len(entries)
+
+
+def _crl_number(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        crl = load_crls_pem(path.read_bytes())[0]
+        return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+    except (OSError, SecurityError, x509.ExtensionNotFound):
+        return 0
+
+
+def revoke(
+    directory: str | os.PathLike[str],
+    name: str,
+    *,
+    serial: int | None = None,
+    reason: str | None = None,
+    days: int = 30,
+    now: dt.datetime | None = None,
+) -> Revoked:
+    """Revoke ``name``'s current certificate (or its archived one with ``serial``) and re-sign the CRL.
+
+    A revoked current certificate moves to old/, so ``issue NAME`` works again without --force.
+    """
+    validate_name(name)
+    _, ca_cert = load_ca(directory)
+    current = issued_paths(directory, name).certificate
+    candidates = [(p, c) for p, c in issued_certificates(directory)
+                  if (p == current or (p.parent.name == _OLD and p.name.startswith(f"{name}.")))
+                  and certificate_name(c) == name and c.issuer == ca_cert.subject]
+    if serial is None:
+        match = [(p, c) for p, c in candidates if p == current]
+        if not match:
+            raise PKIError(f"no current certificate for {name!r} at {current}"
+                           " (pass --serial to revoke an archived one)", path=current)
+    else:
+        match = [(p, c) for p, c in candidates if c.serial_number == serial]
+        if not match:
+            known = ", ".join(f"{c.serial_number:x}" for _, c in candidates) or "none"
+            raise PKIError(f"{name!r} has no certificate with serial {serial:x} in {Path(directory)} (known: {known})")
+    found_path, cert = match[0]
+    moment = now if now is not None else dt.datetime.now(dt.timezone.utc)
+    before = {entry.serial for entry in revoked(directory)}
+    try:
+        entry = Revocation(cert.serial_number, moment.replace(microsecond=0), reason)
+    except ValueError as exc:
+        raise PKIError(str(exc)) from None
+    path, count = write_crl(directory, add=[entry], days=days, now=now)
+    if found_path == current:
+        _archive(directory, name, current)
+    return Revoked(name=name, serial=cert.serial_number, reason=reason, crl=path, entries=count,
+                   already=cert.serial_number in before)
 
 
 def _check_key_type(key_type: str) -> None:

@@ -10,26 +10,37 @@ from typing import Callable, Sequence
 
 import structlog
 
+from nmc.audit.hooks import NoAudit
+from nmc.audit.publisher import JetStreamAuditor
+from nmc.audit.service import AuditService
+from nmc.authz import LocalAuthorizer, PolicyService, ServiceAuthorizer, node_authorizer
 from nmc.ops.config import Config, find_server_config
-from nmc.ops.settings import (fact_refresh_interval, fact_sources, load_signer, load_verifier, node_settings,
-                              registry_settings)
+from nmc.ops.settings import (audit_service_settings, audit_settings, SettingsError, authz_settings, fact_refresh_interval, policy_service_settings, fact_sources, load_signer, load_verifier,
+                              node_settings, registry_settings)
 from nmc.services.agent import Agent
-from nmc.services.agents import BUILTIN_AGENTS
 from nmc.services.factrefresh import FactRefresher
+from nmc.services.loader import PluginError, load_agents
 from nmc.services.node import Companion, Node
 from nmc.services.registry import RegistryPublisher
 
-__all__ = ["build_node", "run_nodes", "server_config_path", "wait_for_signal"]
+__all__ = ["audit_config_path", "build_audit_service", "build_node", "run_audit_service", "build_policy_service", "policy_config_path", "run_nodes", "run_policy_service", "server_config_path", "wait_for_signal"]
 
 log = structlog.get_logger("nmc.serve")
 
 
-async def build_node(config: Config, agents: Sequence[type[Agent]] = BUILTIN_AGENTS) -> Node:
+async def build_node(config: Config, agents: Sequence[type[Agent]] | None = None) -> Node:
     """A ready-to-start Node from a server config, facts collected (SettingsError/FactError/ConfigError).
 
     Async because collecting facts runs facter and reads files off the event loop.
     A fact source that fails here stops the daemon with one line; later refreshes only warn.
+    `agents` None: the built-ins, the `nmc.agents` entry points and the `plugindir` files
+    (a plugin that cannot be loaded is a SettingsError, so the daemon refuses to start).
     """
+    if agents is None:
+        try:
+            agents = [loaded.cls for loaded in load_agents(config.get_paths("plugindir"))]
+        except PluginError as exc:
+            raise SettingsError(exc.reason) from exc
     sources = fact_sources(config)
     refresher = FactRefresher(sources, interval=fact_refresh_interval(config))
     settings, signer, verifier = node_settings(config), load_signer(config), load_verifier(config)
@@ -38,8 +49,22 @@ async def build_node(config: Config, agents: Sequence[type[Agent]] = BUILTIN_AGE
     registry = registry_settings(config)
     if registry is not None:
         companions.append(RegistryPublisher(registry))
+    authorizer = node_authorizer(authz_settings(config), signer=signer, verifier=verifier,
+                                 collective=settings.collective)
+    if isinstance(authorizer, (LocalAuthorizer, ServiceAuthorizer)):
+        companions.insert(0, authorizer)  # first: its subscriptions should be up before anything else starts
+    else:
+        log.warning("authz_disabled", identity=settings.identity,
+                    message="authz.mode = none: every verified caller may run every action here; "
+                            "use authz.mode = service or local in production")
+    audit = audit_settings(config, settings.identity)
+    auditor = JetStreamAuditor(audit) if audit is not None else None
+    if auditor is not None:
+        companions.append(auditor)  # the same object is the pipeline's Auditor: it needs the node's connection
+    else:
+        log.warning("audit_disabled", identity=settings.identity, message="audit.enabled = false: no audit records")
     return Node(settings=settings, signer=signer, verifier=verifier, agent_classes=agents, facts=facts,
-                companions=companions)
+                companions=companions, authorizer=authorizer, auditor=auditor or NoAudit())
 
 
 def _refreshers(node: Node) -> list[FactRefresher]:
@@ -94,3 +119,59 @@ def server_config_path(explicit: str | None) -> Path | None:
     if explicit:
         return Path(explicit)
     return find_server_config(os.environ, Path.home())
+
+
+def build_policy_service(config: Config) -> PolicyService:
+    """An unstarted `nmc-policy` service from its config (its own certificate, brokers, policy directory)."""
+    return PolicyService(policy_service_settings(config), load_signer(config), load_verifier(config))
+
+
+async def run_policy_service(service: PolicyService) -> None:
+    """Start the policy service, serve until SIGINT/SIGTERM (SIGHUP re-reads the policies now), then stop it."""
+    await service.start()
+    tasks: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        log.info("policy_reload_requested", signal="SIGHUP")
+        task = asyncio.ensure_future(service.reload_now())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    try:
+        await wait_for_signal(hup_callback=on_hup)
+    finally:
+        await service.stop()
+
+
+def policy_config_path(explicit: str | None) -> Path | None:
+    """The policy service's config: explicit, else NMC_POLICY_CONFIG, else /etc/nmc/policy.cfg if it exists."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("NMC_POLICY_CONFIG"):
+        return Path(os.environ["NMC_POLICY_CONFIG"]).expanduser()
+    default = Path("/etc/nmc/policy.cfg")
+    return default if default.is_file() else None
+
+
+def build_audit_service(config: Config) -> AuditService:
+    """An unstarted `nmc-audit` service from its config (brokers, file, rotation, syslog, consumer)."""
+    return AuditService(audit_service_settings(config))
+
+
+async def run_audit_service(service: AuditService) -> None:
+    """Start the audit service, write records until SIGINT/SIGTERM, then stop after the batch in hand."""
+    await service.start()
+    try:
+        await wait_for_signal()
+    finally:
+        await service.stop()
+
+
+def audit_config_path(explicit: str | None) -> Path | None:
+    """The audit service's config: explicit, else NMC_AUDIT_CONFIG, else /etc/nmc/audit.cfg if it exists."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("NMC_AUDIT_CONFIG"):
+        return Path(os.environ["NMC_AUDIT_CONFIG"]).expanduser()
+    default = Path("/etc/nmc/audit.cfg")
+    return default if default.is_file() else None

@@ -7,21 +7,30 @@ config key and where it was set.
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 import ssl
 from pathlib import Path
 
+from nmc.audit.publisher import AuditSettings
+from nmc.audit.service import AuditServiceSettings
+from nmc.audit.sinks import SyslogTarget
+from nmc.authz.service import PolicyServiceSettings
+from nmc.authz.settings import AuthzSettings
 from nmc.client.fleet import ClientSettings
 from nmc.ops.config import Config
 from nmc.protocol.factindex import DEFAULT_FACT_INDEX, FactIndex
 from nmc.protocol.registry import check_bucket
-from nmc.security import SecurityError, Signer, Verifier
+from nmc.security import (SecurityError, Signer, Verifier, certificate_name, load_certificate_pem,
+                          load_certificates_pem)
+from nmc.security.crl import CrlFile
+from nmc.security.names import NamePolicy, with_tls_identity
 from nmc.services.facts import FactSources
 from nmc.services.node import NodeSettings
 from nmc.services.registry import RegistrySettings
 
-__all__ = ["SettingsError", "client_settings", "fact_refresh_interval", "fact_sources", "load_signer", "load_verifier",
+__all__ = ["SettingsError", "audit_max_age", "audit_service_settings", "audit_settings", "default_spool_path", "parse_duration", "authz_settings", "client_settings", "policy_service_settings", "fact_refresh_interval", "fact_sources", "load_signer", "load_verifier",
            "node_settings", "registry_settings", "tls_context"]
 
 
@@ -54,27 +63,64 @@ def load_signer(config: Config) -> Signer:
 
 
 def load_verifier(config: Config) -> Verifier:
-    """The fleet CA(s) every signature must chain to."""
+    """The fleet CA(s) every signature must chain to, the CRL (plugin.security.crl_file) and name patterns."""
     ca = _required_file(config, "plugin.security.ca_file")
     try:
-        return Verifier.from_pem(ca.read_bytes())
+        cas = load_certificates_pem(ca.read_bytes())
     except SecurityError as exc:
         raise SettingsError(f"{ca}: {exc.reason}") from exc
+    revocations: CrlFile | None = None
+    if config.get_path("plugin.security.crl_file") is not None:
+        crl = _required_file(config, "plugin.security.crl_file")
+        interval = config.get_float("plugin.security.crl_check_interval", 2.0)
+        if interval is None or interval < 0:
+            raise SettingsError(f"plugin.security.crl_check_interval must be 0 or more seconds "
+                                f"(set at {config.origin('plugin.security.crl_check_interval')})")
+        try:
+            revocations = CrlFile(crl, cas, check_interval=interval)
+        except SecurityError as exc:
+            raise SettingsError(f"plugin.security.crl_file: {exc.reason} (set at {config.origin('plugin.security.crl_file')})") from exc
+    patterns = {key[len(_ALLOWED_NAMES):]: value for key, value in config.plugin("security").items()
+                if key.startswith(_ALLOWED_NAMES)}
+    try:
+        names = NamePolicy.from_settings(patterns)
+        return Verifier(cas, revocations=revocations, names=names)
+    except (SecurityError, ValueError) as exc:
+        raise SettingsError(f"{ca}: {exc}") from exc
+
+
+_ALLOWED_NAMES = "allowed_names."
+
+
+def _uses_tls_url(config: Config) -> bool:
+    return any(url.lower().startswith("tls://") for url in config.get_list("plugin.nats.servers"))
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
-    """TLS (and mutual TLS when a certificate is set) to the broker, or None for plain TCP."""
+    """TLS (and mutual TLS when a certificate is set) to the broker, or None for plain TCP.
+
+    With a tls:// server URL and no plugin.nats.tls_* set, the signing certificate
+    (plugin.security.ca_file, cert_file, key_file) is the TLS client certificate too.
+    """
     ca = config.get_path("plugin.nats.tls_ca")
     cert = config.get_path("plugin.nats.tls_cert")
     key = config.get_path("plugin.nats.tls_key")
+    if ca is None and cert is None and key is None and _uses_tls_url(config):
+        ca = _required_file(config, "plugin.security.ca_file")
+        cert = _required_file(config, "plugin.security.cert_file")
+        key = _required_file(config, "plugin.security.key_file")
     if ca is None and cert is None:
         return None
     try:
         ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
         if cert is not None:
             ctx.load_cert_chain(str(cert), str(key) if key else None)
+            # The certificate names the NATS user, and so the inbox the connection may use.
+            with_tls_identity(ctx, certificate_name(load_certificate_pem(cert.read_bytes())))
     except (OSError, ssl.SSLError) as exc:
         raise SettingsError(f"TLS settings for the broker: {exc}") from exc
+    except SecurityError as exc:
+        raise SettingsError(f"TLS settings for the broker: {cert}: {exc.reason}") from exc
     return ctx
 
 
@@ -125,7 +171,14 @@ def node_settings(config: Config) -> NodeSettings:
         agent_timeout=config.get_float("agent_timeout") or 60.0,
         tls=tls_context(config),
         fact_index=fact_index(config),
+        agent_settings=_agent_settings(config),
     )
+
+
+def _agent_settings(config: Config) -> dict[str, dict[str, str]]:
+    """`plugin.<name>.*` of every name the config mentions, so agents loaded later (plugins) get theirs too."""
+    names = {key.split(".")[1] for key in config.settings if key.startswith("plugin.") and key.count(".") >= 2}
+    return {name: config.plugin(name) for name in sorted(names)}
 
 
 def _registry_bucket(config: Config) -> str:
@@ -180,3 +233,129 @@ def fact_refresh_interval(config: Config) -> float:
         raise SettingsError(f"fact_refresh_interval must be 0 (off) or a positive number of seconds, got {interval:g} "
                             f"(set at {config.origin('fact_refresh_interval')})")
     return interval
+
+
+def _policydir(config: Config, *, required: bool) -> Path | None:
+    path = config.get_path("authz.policydir")
+    if path is None:
+        if required:
+            raise SettingsError(f"authz.policydir is not set in {config.source or 'the configuration'}: "
+                                "name the directory of the .policy files")
+        return None
+    if not path.is_dir():
+        raise SettingsError(f"authz.policydir = {path}: directory not found (set at {config.origin('authz.policydir')})")
+    return path
+
+
+def authz_settings(config: Config) -> AuthzSettings:
+    """How the node authorizes requests: `authz.mode` and what that mode needs."""
+    mode = (config.get("authz.mode") or "none").strip().lower()
+    try:
+        return AuthzSettings(mode=mode, policydir=_policydir(config, required=mode == "local"),
+                             signers=tuple(config.get_list("authz.signers")),
+                             timeout=config.get_float("authz.timeout", 2.0) or 0.0,
+                             cache_ttl=config.get_float("authz.cache_ttl", 60.0) or 0.0)
+    except ValueError as exc:
+        key = str(exc).split()[0]
+        where = f" (set at {config.origin(key)})" if key in config.settings else ""
+        raise SettingsError(f"{exc}{where}") from exc
+
+
+def policy_service_settings(config: Config) -> PolicyServiceSettings:
+    """Collective, brokers and policy directory of an `nmc serve policy` daemon."""
+    policydir = _policydir(config, required=True)
+    assert policydir is not None
+    return PolicyServiceSettings(collective=config.get("main_collective") or "nmc", policydir=policydir,
+                                 servers=_servers(config), tls=tls_context(config))
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds from `90`, `90s`, `15m`, `12h`, `30d` or `2w`; None if it is not one of those."""
+    text = text.strip().lower()
+    scale = _DURATION_UNITS.get(text[-1:], None) if text else None
+    number = text[:-1] if scale is not None else text
+    try:
+        value = float(number) * (scale or 1.0)
+    except ValueError:
+        return None
+    return value if value >= 0 and value != float("inf") else None
+
+
+def _duration(config: Config, key: str, default: float) -> float:
+    text = config.get(key)
+    if text is None or not text.strip():
+        return default
+    value = parse_duration(text)
+    if value is None:
+        raise SettingsError(f"{key}: expected seconds or a number with s, m, h, d or w, got {text!r} "
+                            f"(set at {config.origin(key)})")
+    return value
+
+
+def _state_dir() -> Path:
+    """Where a daemon keeps state: /var/lib/nmc as root, else $XDG_STATE_HOME/nmc (~/.local/state/nmc)."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/nmc")
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "nmc"
+
+
+def default_spool_path(identity: str) -> Path:
+    """The node's audit spool when `audit.spool` is empty: one file per identity under the state directory."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in identity) or "node"
+    return _state_dir() / "audit" / f"{safe}.spool"
+
+
+def _audit_int(config: Config, key: str, default: int, minimum: int) -> int:
+    value = config.get_int(key, default)
+    if value is None:
+        return default
+    if value < minimum:
+        raise SettingsError(f"{key} must be at least {minimum}, got {value} (set at {config.origin(key)})")
+    return value
+
+
+def audit_settings(config: Config, identity: str) -> AuditSettings | None:
+    """How the node keeps audit records; None when `audit.enabled` is false."""
+    if not config.get_bool("audit.enabled", True):
+        return None
+    try:
+        return AuditSettings(spool=config.get_path("audit.spool") or default_spool_path(identity),
+                             required=bool(config.get_bool("audit.required", False)),
+                             ack_timeout=config.get_float("audit.ack_timeout", 2.0) or 2.0,
+                             spool_max_bytes=_audit_int(config, "audit.spool_max_bytes", 1 << 30, 1),
+                             max_age=audit_max_age(config))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
+def audit_max_age(config: Config) -> float:
+    """`audit.max_age` in seconds (0: keep records forever)."""
+    return _duration(config, "audit.max_age", 30 * 86400.0)
+
+
+def audit_service_settings(config: Config) -> AuditServiceSettings:
+    """The `nmc serve audit` daemon: brokers, file, format, rotation, syslog and its consumer."""
+    syslog_url = (config.get("audit.syslog") or "").strip()
+    try:
+        syslog = SyslogTarget.parse(syslog_url) if syslog_url else None
+    except ValueError as exc:
+        raise SettingsError(f"audit.syslog: {exc} (set at {config.origin('audit.syslog')})") from exc
+    root = os.geteuid() == 0 if hasattr(os, "geteuid") else False
+    default_file = Path("/var/log/nmc/audit.jsonl") if root else _state_dir() / "audit.jsonl"
+    try:
+        return AuditServiceSettings(
+            file=config.get_path("audit.file") or default_file,
+            servers=_servers(config), tls=tls_context(config),
+            format=(config.get("audit.format") or "json").strip().lower(),
+            rotate_bytes=_audit_int(config, "audit.rotate_bytes", 100 << 20, 1),
+            keep=_audit_int(config, "audit.keep", 10, 0),
+            syslog=syslog, syslog_facility=(config.get("audit.syslog_facility") or "local0").strip().lower(),
+            consumer=(config.get("audit.consumer") or "nmc-audit").strip(),
+            max_age=audit_max_age(config),
+            ack_wait=config.get_float("audit.ack_wait", 30.0) or 30.0,
+            dedup_ids=_audit_int(config, "audit.dedup_ids", 100_000, 1))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc

@@ -1,8 +1,15 @@
-"""Agent metadata (DDL): actions, typed inputs and their validation. Pure.
+"""Agent metadata (DDL): actions, typed inputs and their validation, outputs and summaries. Pure.
 
 The client validates inputs before sending (nothing goes on the wire when
 they are wrong) and the node validates again (it cannot trust clients), so
-both use these same functions.
+both use these same functions. Declarations are checked when they are made
+(an unknown type, validator or aggregate function is a ValueError while the
+agent's module is imported), so a broken agent never reaches a request.
+
+An input's ``validation`` is a validator name from
+:data:`nmc.protocol.validators.VALIDATORS` when it is exactly one of them
+(``"shellsafe"``, ``"ipv4address"``, ...), otherwise a regular expression
+searched in the value.
 """
 
 from __future__ import annotations
@@ -10,14 +17,17 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
+from nmc.protocol.aggregate import FUNCTIONS, AggregateResult, compute
 from nmc.protocol.status import Status
+from nmc.protocol.validators import VALIDATORS
 
-__all__ = ["ActionSpec", "AgentSpec", "Aggregate", "Input", "InputError", "Output", "coerce_cli_value",
-           "validate_inputs"]
+__all__ = ["DISPLAY_POLICIES", "INPUT_TYPES", "ActionSpec", "AgentSpec", "Aggregate", "Input", "InputError", "Output",
+           "coerce_cli_value", "fill_output_defaults", "summarize", "validate_inputs"]
 
 INPUT_TYPES = ("string", "integer", "float", "number", "boolean", "list", "any")
+DISPLAY_POLICIES = ("ok", "failed", "always")
 
 
 class InputError(ValueError):
@@ -38,20 +48,43 @@ class Input:
     description: str = ""
     optional: bool = True
     default: Any = None
-    validation: str | None = None  # a regular expression the string form must match
+    validation: str | None = None  # a validator name (shellsafe, ipv4address, ...) or a regular expression
     maxlength: int = 0  # 0: unlimited
+    sensitive: bool = False  # secret (a password, a token): audit records store "***" instead
 
     def __post_init__(self) -> None:
         if self.type not in INPUT_TYPES:
             raise ValueError(f"input {self.name!r}: unknown type {self.type!r}")
-        if self.validation is not None:
-            re.compile(self.validation)
+        if self.validation is not None and self.validation not in VALIDATORS:
+            try:
+                re.compile(self.validation)
+            except re.error as exc:
+                raise ValueError(f"input {self.name!r}: bad validation regex {self.validation!r}: {exc}") from None
+        if self.maxlength < 0:
+            raise ValueError(f"input {self.name!r}: maxlength must be 0 (unlimited) or more")
+
+    def check_text(self, value: str) -> None:
+        """Length and validation checks of one string value; InputError(INVALID_DATA) when it fails."""
+        if self.maxlength and len(value) > self.maxlength:
+            raise InputError(Status.INVALID_DATA, f"input '{self.name}' is longer than {self.maxlength} characters")
+        if self.validation is None:
+            return
+        validator = VALIDATORS.get(self.validation)
+        if validator is not None:
+            why = validator(value)
+            if why is not None:
+                raise InputError(Status.INVALID_DATA, f"input '{self.name}' {why}")
+        elif not re.search(self.validation, value):
+            raise InputError(Status.INVALID_DATA, f"input '{self.name}' does not match /{self.validation}/")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for `nmc plugin ddl` and agent_inventory."""
-        return {"name": self.name, "type": self.type, "description": self.description,
-                "optional": self.optional, "default": self.default, "validation": self.validation,
-                "maxlength": self.maxlength}
+        out: dict[str, Any] = {"name": self.name, "type": self.type, "description": self.description,
+                               "optional": self.optional, "default": self.default, "validation": self.validation,
+                               "maxlength": self.maxlength}
+        if self.sensitive:  # only when set, so DDL documents of ordinary inputs keep their shape
+            out["sensitive"] = True
+        return out
 
 
 @dataclass(frozen=True)
@@ -63,6 +96,15 @@ class Output:
     display_as: str = ""  # label in text output; defaults to the name
     default: Any = None
     type: str = "any"
+
+    def __post_init__(self) -> None:
+        if self.type not in INPUT_TYPES:
+            raise ValueError(f"output {self.name!r}: unknown type {self.type!r}")
+
+    @property
+    def label(self) -> str:
+        """What text output calls this output."""
+        return self.display_as or self.name
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -76,11 +118,21 @@ class Aggregate:
 
     function: str  # summary | average | sum | boolean_summary
     output: str
-    format: str = ""  # optional printf/str.format of the result
+    format: str = ""  # optional printf ("%.1f") or str.format ("{:.1f}") of each shown value
+    labels: tuple[str, str] | None = None  # boolean_summary: what to call true and false
+
+    def __post_init__(self) -> None:
+        if self.function not in FUNCTIONS:
+            raise ValueError(f"aggregate of {self.output!r}: unknown function {self.function!r} "
+                             f"(known: {', '.join(sorted(FUNCTIONS))})")
+        if self.labels is not None and (len(self.labels) != 2 or self.function != "boolean_summary"):
+            raise ValueError(f"aggregate of {self.output!r}: labels are (true_label, false_label) of a "
+                             "boolean_summary")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"function": self.function, "output": self.output, "format": self.format}
+        labels = None if self.labels is None else {"true": self.labels[0], "false": self.labels[1]}
+        return {"function": self.function, "output": self.output, "format": self.format, "labels": labels}
 
 
 @dataclass(frozen=True)
@@ -94,6 +146,26 @@ class ActionSpec:
     timeout: float | None = None
     outputs: tuple[Output, ...] = ()
     aggregates: tuple[Aggregate, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.display not in DISPLAY_POLICIES:
+            raise ValueError(f"action {self.name!r}: display must be one of {', '.join(DISPLAY_POLICIES)}, "
+                             f"got {self.display!r}")
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ValueError(f"action {self.name!r}: timeout must be a positive number of seconds")
+        for kind, names in (("input", [i.name for i in self.inputs]), ("output", [o.name for o in self.outputs])):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"action {self.name!r}: {kind} {', '.join(dupes)} declared twice")
+        declared = {o.name for o in self.outputs}
+        for agg in self.aggregates:
+            if agg.output not in declared:
+                raise ValueError(f"action {self.name!r}: aggregate {agg.function}({agg.output}) needs "
+                                 f"{agg.output!r} declared in outputs")
+
+    def output(self, name: str) -> Output | None:
+        """The declared output called `name`, if any."""
+        return next((o for o in self.outputs if o.name == name), None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form of the action's DDL."""
@@ -135,10 +207,12 @@ def _check_type(inp: Input, value: Any) -> Any:
         # JSON has no NaN/Infinity: such a value could not even be put in a request.
         raise InputError(Status.INVALID_DATA, f"input '{inp.name}' must be a finite number, got {value!r}")
     if isinstance(value, str):
-        if inp.maxlength and len(value) > inp.maxlength:
-            raise InputError(Status.INVALID_DATA, f"input '{inp.name}' is longer than {inp.maxlength} characters")
-        if inp.validation is not None and not re.search(inp.validation, value):
-            raise InputError(Status.INVALID_DATA, f"input '{inp.name}' does not match /{inp.validation}/")
+        inp.check_text(value)
+    elif isinstance(value, list):
+        # A list of arguments is as dangerous as one: every string in it passes the same check.
+        for item in value:
+            if isinstance(item, str):
+                inp.check_text(item)
     return value
 
 
@@ -157,6 +231,27 @@ def validate_inputs(spec: ActionSpec, data: Mapping[str, Any]) -> dict[str, Any]
         elif inp.default is not None:
             out[inp.name] = inp.default
     return out
+
+
+def fill_output_defaults(spec: ActionSpec, data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data` with every declared output it lacks set to that output's default (the node does this before replying)."""
+    out = dict(data)
+    for o in spec.outputs:
+        out.setdefault(o.name, o.default)
+    return out
+
+
+def summarize(spec: ActionSpec, ok_data: Iterable[Mapping[str, Any]]) -> list[AggregateResult]:
+    """The action's aggregate summaries over the data of its OK replies (missing values count as the default)."""
+    rows = list(ok_data)
+    results = []
+    for agg in spec.aggregates:
+        out = spec.output(agg.output)
+        default = out.default if out is not None else None
+        results.append(compute(agg.function, (row.get(agg.output, default) for row in rows), output=agg.output,
+                               label=out.label if out is not None else agg.output, format=agg.format,
+                               labels=agg.labels))
+    return results
 
 
 _TRUE = {"true", "yes", "y", "1", "on"}

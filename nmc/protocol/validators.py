@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import ipaddress as _ip
 import re
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Callable, Mapping
 
 __all__ = ["VALIDATORS", "Validator", "hostname", "ipaddress", "ipv4address", "ipv6address", "is_validator_name",
            "shellsafe"]
@@ -63,7 +63,7 @@ def ipaddress(value: str) -> str | None:
 
 def hostname(value: str) -> str | None:
     """An RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens."""
-    name = value[:-1] if value.endswith(".") else value
+    name = value.removesuffix(".")
     if not name or len(name) > 253 or not all(_LABEL.match(label) for label in name.split(".")):
         return "is not a valid host name"
     return None

@@ -24,7 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from nmc.security.ca import certificate_name
+from nmc.security.ca import certificate_name, certificate_roles
+from nmc.security.crl import Revocations, ca_fingerprint
 from nmc.security.errors import (
     CallerMismatchError,
     CertificateError,
@@ -40,6 +41,7 @@ from nmc.security.keys import (
     sign_bytes,
     verify_bytes,
 )
+from nmc.security.names import NamePolicy
 
 __all__ = [
     "CERTIFICATE_HEADER",
@@ -108,6 +110,8 @@ class _Trusted:
     """A certificate that chains to a CA, reduced to what each verify() needs."""
 
     name: str
+    serial: int
+    ca_fingerprint: bytes
     public_key: PublicKey
     not_before: float
     not_after: float
@@ -117,9 +121,21 @@ class _Trusted:
 
 
 class Verifier:
-    """Verifies signed bodies against the fleet CA certificates; returns the signer's name."""
+    """Verifies signed bodies against the fleet CA certificates; returns the signer's name.
 
-    def __init__(self, ca_certificates: Iterable[x509.Certificate], *, cache_size: int = 4096) -> None:
+    ``revocations`` (a CRL, usually a ``CrlFile`` that follows its file) is
+    consulted on every verify, so a revocation counts for certificates already
+    cached; ``names`` restricts the names each role (subject ``OU``) may have.
+    """
+
+    def __init__(
+        self,
+        ca_certificates: Iterable[x509.Certificate],
+        *,
+        cache_size: int = 4096,
+        revocations: Revocations | None = None,
+        names: NamePolicy | None = None,
+    ) -> None:
         cas = list(ca_certificates)
         if not cas:
             raise CertificateError("no CA certificates given: cannot verify anything")
@@ -128,11 +144,20 @@ class Verifier:
         self._cas = tuple(cas)
         self._cache: OrderedDict[str, _Trusted] = OrderedDict()
         self._cache_size = cache_size
+        self._revocations = revocations
+        self._names = names if names else None
 
     @classmethod
-    def from_pem(cls, bundle: bytes, *, cache_size: int = 4096) -> Verifier:
+    def from_pem(
+        cls,
+        bundle: bytes,
+        *,
+        cache_size: int = 4096,
+        revocations: Revocations | None = None,
+        names: NamePolicy | None = None,
+    ) -> Verifier:
         """A verifier trusting every certificate in a PEM bundle."""
-        return cls(load_certificates_pem(bundle), cache_size=cache_size)
+        return cls(load_certificates_pem(bundle), cache_size=cache_size, revocations=revocations, names=names)
 
     @property
     def ca_certificates(self) -> tuple[x509.Certificate, ...]:
@@ -154,6 +179,12 @@ class Verifier:
             raise CertificateError(f"missing {CERTIFICATE_HEADER} header")
         trusted = self._trusted(certificate_b64)
         _check_validity(trusted, time.time() if now is None else now)
+        if self._revocations is not None:
+            revoked = self._revocations.lookup(trusted.ca_fingerprint, trusted.serial)
+            if revoked is not None:
+                raise CertificateError(
+                    f"certificate {trusted.name!r} (serial {trusted.serial:x}) is revoked: {revoked.describe()}"
+                )
         try:
             signature = base64.b64decode(signature_b64, validate=True)
         except (binascii.Error, ValueError):
@@ -194,8 +225,14 @@ class Verifier:
             public_key = cert.public_key()
             if not isinstance(public_key, (ed25519.Ed25519PublicKey, rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
                 raise CertificateError(f"certificate {name!r} has an unsupported {type(public_key).__name__}")
+            if self._names is not None:
+                # After the chain check, so a foreign certificate is reported as foreign; the policy is
+                # fixed per Verifier, so a certificate that passes may be cached.
+                self._names.check(name, certificate_roles(cert))
             return _Trusted(
                 name=name,
+                serial=cert.serial_number,
+                ca_fingerprint=ca_fingerprint(ca),
                 public_key=public_key,
                 not_before=cert.not_valid_before_utc.timestamp(),
                 not_after=cert.not_valid_after_utc.timestamp(),

@@ -3,13 +3,14 @@
 An agent is a class with `name`, `description`, `version` and methods marked
 with `@action(...)`. The decorator records the action's DDL next to its
 code, so the metadata the client validates against cannot drift from what
-the node runs.
+the node runs. docs/agents.md is the guide to writing one.
 """
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Awaitable, Callable, ClassVar, Mapping, Protocol
 
 from nmc.protocol.ddl import ActionSpec, AgentSpec, Aggregate, Input, Output
@@ -61,7 +62,13 @@ class ActionRequest:
 def action(description: str = "", *, inputs: tuple[Input, ...] = (), display: str = "always",
            timeout: float | None = None, outputs: tuple[Output, ...] = (),
            aggregate: tuple[Aggregate, ...] = ()) -> Callable[[Callable[..., Awaitable[Mapping[str, Any]]]], Any]:
-    """Mark an async method as an action and attach its DDL."""
+    """Mark an async method as an action and attach its DDL.
+
+    `display` is the default of `nmc rpc --display`: always, ok (only OK replies) or failed;
+    `timeout` (seconds) overrides the node's agent_timeout; missing `outputs` are filled with
+    their defaults before the node replies; `aggregate` lists the summaries the client prints.
+    A bad declaration raises ValueError here, when the agent's module is imported.
+    """
     def mark(fn: Callable[..., Awaitable[Mapping[str, Any]]]) -> Any:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"action {fn.__name__} must be async")
@@ -79,9 +86,18 @@ class Agent:
     description: ClassVar[str] = ""
     version: ClassVar[str] = "1.0.0"
     concurrency: ClassVar[int] = 0  # actions of this agent running at once on a node; 0 = no limit
+    override: ClassVar[bool] = False  # a plugin agent may replace a built-in or earlier agent of the same name
 
-    def __init__(self, node: NodeContext) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Checked when the class is defined, so a bad plugin fails while loading, not on its first request.
+        if not isinstance(cls.concurrency, int) or isinstance(cls.concurrency, bool) or cls.concurrency < 0:
+            raise ValueError(f"agent {cls.name or cls.__name__}: concurrency must be an integer >= 0 (0 = no limit)")
+
+    def __init__(self, node: NodeContext, settings: Mapping[str, str] | None = None) -> None:
         self.node = node
+        # The node's `plugin.<name>.*` values (keys without the prefix): how an agent is configured per node.
+        self.settings: Mapping[str, str] = MappingProxyType(dict(settings or {}))
 
     @classmethod
     def spec(cls) -> AgentSpec:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import nats
 import structlog
@@ -26,6 +26,7 @@ from nmc.protocol.ddl import AgentSpec
 from nmc.protocol.factindex import FactIndex
 from nmc.protocol.subjects import PREFIX, encode_token
 from nmc.security import ReplayCache, Signer, Verifier
+from nmc.security.names import inbox_prefix, tls_identity
 from nmc.services.agent import Agent
 from nmc.services.facts import NodeFacts
 from nmc.services.micro import MicroService
@@ -49,6 +50,8 @@ class NodeSettings:
     tls: Any = None  # ssl.SSLContext for the broker connection, or None
     reconnect_wait: float = 0.5
     fact_index: FactIndex = field(default_factory=FactIndex)
+    # `plugin.<agent>.*` settings by agent name (keys without the prefix); each agent gets its own.
+    agent_settings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.identity:
@@ -57,14 +60,23 @@ class NodeSettings:
             raise ValueError("at least one NATS server URL is needed")
 
 
-def connect_options(name: str, servers: Sequence[str], tls: Any, reconnect_wait: float) -> dict[str, Any]:
-    """nats.connect() keywords shared by every nmc daemon: reconnect forever, quickly."""
+def connect_options(name: str, servers: Sequence[str], tls: Any, reconnect_wait: float, *,
+                    inbox: str | None = None) -> dict[str, Any]:
+    """nats.connect() keywords shared by every nmc daemon: reconnect forever, quickly.
+
+    Replies come to `_INBOX.<certificate name>`, the only inbox a broker configured by
+    nmc lets the certificate subscribe to: the name of the TLS client certificate
+    (marked on `tls` by nmc.ops.settings.tls_context), else `inbox`.
+    """
     opts: dict[str, Any] = {
         "servers": list(servers), "name": name, "max_reconnect_attempts": -1,
         "reconnect_time_wait": reconnect_wait, "allow_reconnect": True, "connect_timeout": 5,
     }
     if tls is not None:
         opts["tls"] = tls
+    owner = tls_identity(tls) or inbox
+    if owner is not None:
+        opts["inbox_prefix"] = inbox_prefix(owner)
     return opts
 
 
@@ -99,7 +111,8 @@ class Node:
     def __post_init__(self) -> None:
         self.identity = self.settings.identity
         self.collective = self.settings.collective
-        self._agents = {cls.name: cls(self) for cls in self.agent_classes}
+        self._agents = {cls.name: cls(self, settings=self.settings.agent_settings.get(cls.name, {}))
+                        for cls in self.agent_classes}
         self.pipeline = RequestPipeline(
             settings=PipelineSettings(identity=self.identity, collective=self.collective,
                                       max_request_bytes=self.settings.max_request_bytes,
@@ -125,7 +138,7 @@ class Node:
     async def start(self) -> None:
         """Connect, register the micro service and subscribe every request subject."""
         opts = connect_options(f"nmc-node {self.identity}", self.settings.servers, self.settings.tls,
-                               self.settings.reconnect_wait)
+                               self.settings.reconnect_wait, inbox=self.signer.name)
         self.nc = await nats.connect(
             **opts, error_cb=self._on_error, disconnected_cb=self._on_disconnect,
             reconnected_cb=self._on_reconnect)

@@ -17,8 +17,9 @@ from typing import Any, Mapping
 import structlog
 
 from nmc.audit.hooks import AuditRecord, Auditor, AuditUnavailable, NoAudit
+from nmc.audit.records import redact_inputs
 from nmc.authz.hooks import AllowAll, Authorizer, Decision
-from nmc.protocol.ddl import InputError, validate_inputs
+from nmc.protocol.ddl import InputError, fill_output_defaults, validate_inputs
 from nmc.protocol.envelope import EnvelopeError, Reply, Request
 from nmc.protocol.filter import FilterSyntaxError, matches, parse
 from nmc.protocol.status import Status
@@ -99,6 +100,14 @@ class RequestPipeline:
     authorizer: Authorizer = field(default_factory=AllowAll)
     auditor: Auditor = field(default_factory=NoAudit)
     _filters: OrderedDict[str, Any] = field(default_factory=OrderedDict)
+    _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # One semaphore per agent that limits itself (Agent.concurrency > 0): a puppet agent
+        # allowing one run at a time queues the second run, while every other agent keeps answering.
+        for name, agent in self.agents.items():
+            if type(agent).concurrency > 0:
+                self._slots[name] = asyncio.Semaphore(type(agent).concurrency)
 
     def _parsed_filter(self, expr: str) -> Any:
         # Every node parses the same few filters over and over: keep a small LRU.
@@ -182,10 +191,14 @@ class RequestPipeline:
 
     def _audit_record(self, request: Request, phase: str, decision: Decision, *, status: int | None = None,
                       duration_ms: float | None = None) -> AuditRecord:
+        # Inputs the action's DDL marks sensitive are "***" here, so no Auditor ever sees a secret.
+        agent = self.agents.get(request.agent)
+        spec = agent.spec().actions.get(request.action) if agent is not None else None
         return AuditRecord(phase=phase, request_id=request.id, request_time=request.time, caller=request.caller,
                            sender=request.sender, identity=self.settings.identity, collective=request.collective,
-                           agent=request.agent, action=request.action, data=request.data, allowed=decision.allowed,
-                           rule=decision.rule, status=status, duration_ms=duration_ms, time=time.time())
+                           agent=request.agent, action=request.action, data=redact_inputs(spec, request.data),
+                           allowed=decision.allowed, rule=decision.rule, status=status, duration_ms=duration_ms,
+                           time=time.time())
 
     async def _authorize(self, request: Request, snap: NodeFacts) -> Decision:
         """Ask the authorizer (the caller is the verified certificate name) and audit the decision."""
@@ -233,15 +246,27 @@ class RequestPipeline:
             raise _Rejected(exc.status, exc.reason) from exc
         limit = spec.timeout or self.settings.agent_timeout
         call = ActionRequest(data=data, caller=request.caller, request_id=request.id, sender=request.sender)
+        slot = self._slots.get(request.agent)
+        if slot is not None:
+            # Waiting for a free slot is bounded by the action's own timeout; the run then gets its full time.
+            try:
+                async with asyncio.timeout(limit):
+                    await slot.acquire()
+            except asyncio.TimeoutError as exc:
+                raise _Rejected(Status.UNKNOWN_ERROR, f"agent {request.agent} is busy: waited {limit:g}s for one of "
+                                                      f"its {type(agent).concurrency} slot(s)") from exc
         try:
-            result = await asyncio.wait_for(handler(call), timeout=limit)
+            result = fill_output_defaults(spec, await asyncio.wait_for(handler(call), timeout=limit))
         except ActionFailed as exc:
-            raise _Rejected(exc.status, exc.message, exc.data) from exc
+            raise _Rejected(exc.status, exc.message, fill_output_defaults(spec, exc.data)) from exc
         except asyncio.TimeoutError as exc:
             raise _Rejected(Status.UNKNOWN_ERROR, f"action timed out after {limit:g}s") from exc
         except Exception as exc:  # noqa: BLE001 - an agent bug must become a status, not a dead node
             log.exception("action_crashed", request_id=request.id, agent=request.agent, action=request.action)
             raise _Rejected(Status.UNKNOWN_ERROR, f"action failed: {type(exc).__name__}: {exc}"[:300]) from exc
+        finally:
+            if slot is not None:
+                slot.release()
         log.info("request_done", request_id=request.id, caller=request.caller, agent=request.agent,
                  action=request.action, status=0)
         return self._reply(request.id, Status.OK, "OK", result)

@@ -56,12 +56,26 @@ class Fleet:
 
     async def add(self, identity: str, facts: dict[str, Any] | None = None, classes: Sequence[str] = (),
                   agents: Sequence[type[Agent]] = BUILTIN_AGENTS, companions: Sequence[Companion] = (),
-                  **settings: Any) -> Node:
-        """Start one node with these facts (and companions: one instance per node, never shared)."""
+                  authorizer: Any = None, auditor: Any = None, **settings: Any) -> Node:
+        """Start one node with these facts (and companions: one instance per node, never shared).
+
+        `authorizer`: an Authorizer for this node only; one that is also a Companion (Local/ServiceAuthorizer)
+        is started with the node. A ServiceAuthorizer made with nc=None uses the node's connection.
+        `auditor`: an Auditor for this node only; one that is also a Companion (JetStreamAuditor) is started too.
+        """
+        extra: dict[str, Any] = {}
+        if authorizer is not None:
+            extra["authorizer"] = authorizer
+            if hasattr(authorizer, "start"):
+                companions = (authorizer, *companions)
+        if auditor is not None:
+            extra["auditor"] = auditor
+            if hasattr(auditor, "start"):
+                companions = (*companions, auditor)
         node = Node(settings=NodeSettings(identity=identity, collective=self.collective, servers=(self.url,),
                                           reconnect_wait=0.1, **settings),
                     signer=self.ca.signer(identity), verifier=self.ca.verifier(), agent_classes=agents,
-                    facts=NodeFacts(facts=facts or {}, classes=tuple(classes)), companions=companions)
+                    facts=NodeFacts(facts=facts or {}, classes=tuple(classes)), companions=companions, **extra)
         await node.start()
         self.nodes.append(node)
         return node

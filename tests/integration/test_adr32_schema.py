@@ -151,7 +151,8 @@ async def test_info_lists_exactly_the_subjects_each_node_listens_on(fleet, raw_n
         # What INFO says is what the service subscribed ...
         assert subjects == {ep.subscription.subject for ep in node.service.endpoints}
         # ... and that is the node's routing subjects (PROTOCOL.md section 1), no queue groups.
-        expected = {f"nmc.nmc.node.{encode_token(node.identity)}.>", "nmc.nmc.all.rpcutil.*"}
+        expected = {f"nmc.nmc.node.{encode_token(node.identity)}.>"}
+        expected |= {f"nmc.nmc.all.{cls.name}.*" for cls in node.agent_classes}
         expected |= {f"nmc.nmc.class.{c}.>" for c in node.facts.classes}
         expected |= {f"nmc.nmc.fact.{k}.{v}.>" for k, v in node.facts.facts.items()}
         assert subjects == expected, node.identity

@@ -19,6 +19,7 @@ import yaml
 from nmc import __version__
 from nmc.ops import pki
 from nmc.ops.broker import Broker, free_port
+from nmc.services.agents import BUILTIN_AGENTS
 
 NMC = [sys.executable, "-m", "nmc"]
 CENTOS = "CentOS release 5.5 (Final)"
@@ -221,8 +222,13 @@ def test_inventory_of_one_node_in_mcollective_layout(dev_env):
         "               Total Messages", "      Messages Passed Filters", "            Messages Filtered",
         "             Expired Messages", "                 Replies Sent"]
     assert all(re.fullmatch(r".*: \d+", ln) for ln in lines[7:12])
-    assert lines[12:18] == ["", "   Agents:", "      rpcutil", "", "   Configuration Management Classes:",
-                            "      " + "base".ljust(31) + "nginx".ljust(31) + "role::web"]
+    assert lines[12:14] == ["", "   Agents:"]
+    classes_at = lines.index("   Configuration Management Classes:")
+    agents = sorted(cls.name for cls in BUILTIN_AGENTS)  # three to a row, as mco prints them
+    assert lines[14:classes_at - 1] == ["      " + " ".join(f"{a:<15}" for a in agents[i:i + 3]).rstrip()
+                                        for i in range(0, len(agents), 3)]
+    assert lines[classes_at - 1:classes_at + 2] == ["", "   Configuration Management Classes:",
+                                                    "      " + "base".ljust(31) + "nginx".ljust(31) + "role::web"]
     facts = lines[lines.index("   Facts:") + 1:]
     assert "      country => de" in facts and "      role => web" in facts
     assert ('      os => {"family":"Debian","name":"Ubuntu","release":{"full":"22.04","major":"22"}}' in facts)

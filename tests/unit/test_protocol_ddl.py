@@ -10,7 +10,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from nmc.protocol.ddl import ActionSpec, AgentSpec, Input, InputError, coerce_cli_value, validate_inputs
+from nmc.protocol.ddl import (ActionSpec, AgentSpec, Aggregate, Input, InputError, Output, coerce_cli_value,
+                              validate_inputs)
 from nmc.protocol.envelope import Request
 from nmc.protocol.status import Status
 
@@ -197,9 +198,27 @@ def test_agent_spec_to_dict_shape() -> None:
         "actions": {
             "get_fact": {"name": "get_fact", "description": "one fact", "display": "ok", "timeout": 5.0,
                          "inputs": [{"name": "fact", "type": "string", "description": "which fact",
-                                     "optional": False, "default": None, "validation": "^x$", "maxlength": 9}]},
-            "ping": {"name": "ping", "description": "pong", "display": "always", "timeout": None, "inputs": []},
+                                     "optional": False, "default": None, "validation": "^x$", "maxlength": 9}],
+                         "outputs": [], "aggregates": []},
+            "ping": {"name": "ping", "description": "pong", "display": "always", "timeout": None, "inputs": [],
+                     "outputs": [], "aggregates": []},
         },
     }
     assert list(out["actions"]) == ["get_fact", "ping"]  # sorted by name
+    assert json.loads(json.dumps(out)) == out
+
+
+def test_outputs_and_aggregates_in_to_dict() -> None:
+    spec = ActionSpec("status", outputs=(Output("state", "service state", display_as="State", default="unknown"),
+                                         Output("enabled", type="boolean")),
+                      aggregates=(Aggregate("summary", "state"),
+                                  Aggregate("boolean_summary", "enabled", labels=("on", "off"))))
+    out = spec.to_dict()
+    assert out["outputs"] == [
+        {"name": "state", "description": "service state", "display_as": "State", "default": "unknown",
+         "type": "any"},
+        {"name": "enabled", "description": "", "display_as": "enabled", "default": None, "type": "boolean"}]
+    assert out["aggregates"] == [
+        {"function": "summary", "output": "state", "format": "", "labels": None},
+        {"function": "boolean_summary", "output": "enabled", "format": "", "labels": {"true": "on", "false": "off"}}]
     assert json.loads(json.dumps(out)) == out

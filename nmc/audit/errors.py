@@ -1,0 +1,61 @@
+"""Exceptions of nmc.audit, each carrying the fields a caller needs to act on it.
+
+The tree::
+
+    Exception
+     +-- AuditUnavailable        (nmc.audit.hooks) auditing is required and no record could be kept
+     +-- AuditError              base of everything below
+          +-- AuditRecordError   bytes that are not a PROTOCOL.md section 6 record (`reason`)
+          +-- SpoolError         the local spool file cannot take or give back records (`path`, `reason`)
+          |    +-- SpoolFull     the spool reached its size limit (`limit`)
+          +-- SinkError          a sink could not write a record (`sink`, `reason`)
+          +-- AuditStreamError   the NMC_AUDIT stream could not be created, updated or read (`reason`)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["AuditError", "AuditRecordError", "AuditStreamError", "SinkError", "SpoolError", "SpoolFull"]
+
+
+class AuditError(Exception):
+    """Base class of nmc.audit's own errors."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class AuditRecordError(AuditError):
+    """A message that is not a valid audit record."""
+
+
+class SpoolError(AuditError):
+    """The spool file could not be read or written."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"audit spool {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class SpoolFull(SpoolError):
+    """The spool holds `limit` bytes already; a further record would exceed it."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        super().__init__(path, f"spool is full ({limit} bytes, audit.spool_max_bytes)")
+        self.limit = limit
+
+
+class SinkError(AuditError):
+    """A sink (file, syslog) failed to take records; nothing of the batch is acknowledged."""
+
+    def __init__(self, sink: str, reason: str) -> None:
+        super().__init__(f"{sink}: {reason}")
+        self.sink = sink
+        self.reason = reason
+
+
+class AuditStreamError(AuditError):
+    """The NMC_AUDIT stream could not be set up or read."""

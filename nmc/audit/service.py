@@ -1,0 +1,294 @@
+"""The audit service (`nmc serve audit`): NMC_AUDIT -> JSON-lines file (rotated) and, optionally, syslog.
+
+A durable pull consumer (`nmc-audit`, explicit ack) fetches records in
+batches. For each batch the service drops records it already wrote (a bounded
+set of recent ids, read back from the file at start: see nmc.audit.dedup),
+sends the rest to syslog, appends them to the file (flushed and fsync'd) and
+only then acknowledges the batch. A crash before the acks means redelivery,
+and the redelivered records are recognised as written. A restart resumes at
+the consumer's position. It also registers the ADR-32 service `nmc-audit`,
+so `nats micro ls` and the `$SRV` verbs find it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+
+from nmc import __version__
+from nmc.audit.dedup import RecentIds
+from nmc.audit.errors import AuditRecordError, AuditStreamError, SinkError
+from nmc.audit.formats import FILE_FORMATS, SYSLOG_FACILITIES
+from nmc.audit.records import decode_record, record_msg_id
+from nmc.audit.sinks import FileSink, SyslogSink, SyslogTarget
+from nmc.audit.stream import DEFAULT_MAX_AGE, STREAM, STREAM_SUBJECTS, ensure_stream
+from nmc.services.micro import MicroService
+from nmc.services.node import connect_options
+
+__all__ = ["SERVICE_NAME", "AuditService", "AuditServiceSettings"]
+
+SERVICE_NAME = "nmc-audit"
+log = structlog.get_logger("nmc.audit")
+_BACKOFF_MIN, _BACKOFF_MAX = 0.2, 5.0
+
+
+@dataclass(frozen=True)
+class AuditServiceSettings:
+    """Everything the audit service needs: brokers, the file, syslog and the consumer."""
+
+    file: Path
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    format: str = "json"  # json | mcollective
+    rotate_bytes: int = 100 << 20
+    keep: int = 10
+    syslog: SyslogTarget | None = None
+    syslog_facility: str = "local0"
+    consumer: str = "nmc-audit"
+    max_age: float = DEFAULT_MAX_AGE
+    dedup_ids: int = 100_000
+    batch: int = 256
+    ack_wait: float = 30.0  # seconds before JetStream redelivers a record the service has not acknowledged
+    tls: Any = None
+    reconnect_wait: float = 0.5
+    fetch_wait: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.servers:
+            raise ValueError("at least one NATS server URL is needed")
+        if not self.consumer or any(c in self.consumer for c in " .*>"):
+            raise ValueError(f"audit consumer name must be one word without . * > or spaces, got {self.consumer!r}")
+        for name in ("dedup_ids", "batch"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"audit {name} must be positive, got {getattr(self, name)}")
+        if not (math.isfinite(self.ack_wait) and self.ack_wait > 0):
+            raise ValueError(f"audit ack_wait must be a positive number of seconds, got {self.ack_wait!r}")
+        if self.format not in FILE_FORMATS:
+            raise ValueError(f"audit.format must be one of {', '.join(FILE_FORMATS)}, got {self.format!r}")
+        if self.syslog_facility not in SYSLOG_FACILITIES:
+            raise ValueError(f"audit.syslog_facility must be one of {', '.join(SYSLOG_FACILITIES)}, "
+                             f"got {self.syslog_facility!r}")
+        if self.rotate_bytes <= 0 or self.keep < 0:
+            raise ValueError("audit.rotate_bytes must be positive and audit.keep 0 or more")
+
+
+@dataclass
+class ServiceCounters:
+    """What the service did since it started."""
+
+    written: int = 0
+    duplicates: int = 0
+    bad: int = 0
+    batches: int = 0
+    sink_errors: int = 0
+
+
+class AuditService:
+    """Consumes NMC_AUDIT and writes every record once to the file (and to syslog)."""
+
+    def __init__(self, settings: AuditServiceSettings) -> None:
+        self.settings = settings
+        self.file = FileSink(settings.file, format=settings.format, rotate_bytes=settings.rotate_bytes,
+                             keep=settings.keep)
+        self.syslog = (SyslogSink(settings.syslog, facility=settings.syslog_facility)
+                       if settings.syslog is not None else None)
+        self.counters = ServiceCounters()
+        self.recent: RecentIds | None = None
+        self.nc: NATS | None = None
+        self.micro: MicroService | None = None
+        self._js: JetStreamContext | None = None
+        self._sub: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._log = log.bind(consumer=settings.consumer, file=str(settings.file))
+
+    async def start(self) -> None:
+        """Read back recent ids, connect, register `nmc-audit` and start consuming (SinkError, nats errors)."""
+        self.recent = await self.file.open(self.settings.dedup_ids)
+        opts = connect_options(SERVICE_NAME, self.settings.servers, self.settings.tls, self.settings.reconnect_wait)
+        self.nc = await nats.connect(**opts, error_cb=self._on_error, disconnected_cb=self._on_disconnect,
+                                     reconnected_cb=self._on_reconnect)
+        self._js = self.nc.jetstream()
+        metadata = {"stream": STREAM, "consumer": self.settings.consumer, "file": str(self.settings.file),
+                    "format": self.settings.format, "syslog": str(self.settings.syslog or "")}
+        self.micro = MicroService(self.nc, name=SERVICE_NAME, version=__version__,
+                                  description="nmc audit service: NMC_AUDIT to a JSON-lines file and syslog",
+                                  metadata=metadata)
+        await self.micro.start()
+        self._task = asyncio.create_task(self._run(), name="nmc-audit-consume")
+        self._log.info("audit_service_started", servers=list(self.settings.servers), remembered=len(self.recent),
+                       syslog=str(self.settings.syslog or ""), format=self.settings.format, service_id=self.micro.id)
+
+    async def stop(self) -> None:
+        """Finish the batch in hand (written and acknowledged), then disconnect."""
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.micro is not None:
+            await self.micro.stop(grace=1.0)
+        if self.syslog is not None:
+            await self.syslog.close()
+        if self.nc is not None and not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.flush(timeout=2)  # the last acks
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        self._log.info("audit_service_stopped", written=self.counters.written, duplicates=self.counters.duplicates)
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait `seconds` or until stop() is called; True if stopping."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        return self._stopping.is_set()
+
+    async def _subscribe(self) -> Any:
+        """Make sure stream and durable consumer exist (create or update), then bind a pull subscription."""
+        assert self._js is not None
+        try:
+            await ensure_stream(self._js, self.settings.max_age)
+        except AuditStreamError as exc:
+            # It may exist and just not be ours to change (no permission to update): consume it anyway.
+            try:
+                await self._js.stream_info(STREAM)
+            except Exception:  # noqa: BLE001 - the stream is really not there: report the first error
+                raise exc from None
+            self._log.warning("audit_stream_not_updated", error=exc.reason, max_age=self.settings.max_age)
+        config = ConsumerConfig(durable_name=self.settings.consumer, name=self.settings.consumer,
+                                ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                                filter_subject=STREAM_SUBJECTS[0], ack_wait=self.settings.ack_wait, max_deliver=-1,
+                                max_ack_pending=self.settings.batch * 4,
+                                description="nmc audit service: writes every record to its file")
+        try:
+            await self._js.add_consumer(STREAM, config)
+        except Exception as exc:  # noqa: BLE001 - reported with the stream's reason, retried by the caller
+            raise AuditStreamError(f"consumer {self.settings.consumer}: {getattr(exc, 'description', None) or exc}") from exc
+        return await self._js.pull_subscribe_bind(durable=self.settings.consumer, stream=STREAM)
+
+    async def _run(self) -> None:
+        delay = _BACKOFF_MIN
+        while not self._stopping.is_set():
+            if self._sub is None:
+                try:
+                    self._sub = await self._subscribe()
+                    delay = _BACKOFF_MIN
+                except AuditStreamError as exc:
+                    self._log.warning("audit_consumer_unavailable", error=exc.reason, retry_in=delay)
+                    if await self._pause(delay):
+                        return
+                    delay = min(delay * 2, _BACKOFF_MAX)
+                    continue
+            fetch = asyncio.ensure_future(self._sub.fetch(self.settings.batch, timeout=self.settings.fetch_wait))
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            done, _ = await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if fetch not in done:
+                fetch.cancel()
+                with contextlib.suppress(BaseException):
+                    await fetch
+                return
+            stopping.cancel()
+            try:
+                msgs = fetch.result()
+            except nats.errors.TimeoutError:
+                continue  # nothing new
+            except nats.errors.Error as exc:
+                # A consumer deleted under us, a connection problem: rebuild the subscription.
+                self._log.warning("audit_fetch_failed", error=f"{type(exc).__name__}: {exc}")
+                await self._drop_subscription()
+                if await self._pause(delay):
+                    return
+                delay = min(delay * 2, _BACKOFF_MAX)
+                continue
+            delay = _BACKOFF_MIN
+            await self._handle(msgs)
+
+    async def _drop_subscription(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _handle(self, msgs: list[Any]) -> None:
+        """Write the new records of one batch to every sink, then acknowledge the whole batch."""
+        assert self.recent is not None
+        fresh: list[dict[str, Any]] = []
+        ids: list[str] = []
+        batch_ids: set[str] = set()
+        duplicates = 0
+        for msg in msgs:
+            try:
+                record = decode_record(msg.data)
+            except AuditRecordError as exc:
+                # Not ours to fix: keep it out of the file, say where it is in the stream.
+                self.counters.bad += 1
+                self._log.error("audit_bad_record", error=exc.reason, subject=msg.subject,
+                                stream_seq=_stream_seq(msg))
+                continue
+            msg_id = record_msg_id(record)
+            if msg_id in self.recent or msg_id in batch_ids:
+                duplicates += 1
+                continue
+            batch_ids.add(msg_id)
+            fresh.append(record)
+            ids.append(msg_id)
+        if fresh and not await self._write(fresh):
+            return  # stopping with the batch unwritten: unacknowledged, so it is redelivered
+        for msg_id in ids:
+            self.recent.add(msg_id)
+        for msg in msgs:
+            with contextlib.suppress(nats.errors.Error):
+                await msg.ack()
+        self.counters.written += len(fresh)
+        self.counters.batches += 1
+        if duplicates:
+            self.counters.duplicates += duplicates
+            self._log.info("audit_duplicates_dropped", count=duplicates)
+        self._log.debug("audit_batch_written", records=len(fresh))
+
+    async def _write(self, records: list[dict[str, Any]]) -> bool:
+        """Syslog first, then the file (the file is what duplicates are recognised by); retry until it works."""
+        delay = _BACKOFF_MIN
+        syslog_done = self.syslog is None
+        while True:
+            try:
+                if not syslog_done:
+                    assert self.syslog is not None
+                    await self.syslog.write(records)
+                    syslog_done = True
+                await self.file.write(records)
+                return True
+            except SinkError as exc:
+                self.counters.sink_errors += 1
+                self._log.error("audit_sink_failed", sink=exc.sink, error=exc.reason, records=len(records),
+                                retry_in=delay)
+                if await self._pause(delay):
+                    return False
+                delay = min(delay * 2, _BACKOFF_MAX)
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._log.warning("nats_error", error=str(exc) or type(exc).__name__)
+
+    async def _on_disconnect(self) -> None:
+        if not self._stopping.is_set():
+            self._log.warning("nats_disconnected")
+
+    async def _on_reconnect(self) -> None:
+        self._log.info("nats_reconnected")
+
+
+def _stream_seq(msg: Any) -> int | None:
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:  # noqa: BLE001 - metadata is only for the log line
+        return None

@@ -1,0 +1,184 @@
+"""The action-policy service `nmc-policy`: answers PROTOCOL.md section 5 questions (asyncio/NATS edge).
+
+One ADR-32 micro service instance per process, endpoint `check` on
+`nmc.<c>.authz.check` in queue group `nmc-policy`, so replicas share the
+load and cover for each other. Each question must be signed by the node it
+is about; each answer is signed with the service's own certificate. Every
+decision is logged. The policy directory is re-read when it changes and a
+signed reload notice tells nodes to drop their cached decisions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from nmc import __version__
+from nmc.authz.policyset import PolicySet
+from nmc.authz.watch import PolicyWatcher
+from nmc.authz.wire import (
+    AuthzAnswer,
+    AuthzQuestion,
+    EnvelopeError,
+    ReloadNotice,
+    reloaded_subject,
+)
+from nmc.nats_compat import synced_flush
+from nmc.protocol.subjects import authz_subject
+from nmc.security import (
+    CERTIFICATE_HEADER,
+    SIGNATURE_HEADER,
+    SecurityError,
+    Signer,
+    Verifier,
+)
+from nmc.services.micro import MicroService
+
+__all__ = ["QUEUE_GROUP", "SERVICE_NAME", "PolicyService", "PolicyServiceSettings"]
+
+SERVICE_NAME = "nmc-policy"
+QUEUE_GROUP = "nmc-policy"
+log = structlog.get_logger("nmc.authz")
+
+
+@dataclass(frozen=True)
+class PolicyServiceSettings:
+    """Where the service listens and which directory it serves."""
+
+    collective: str
+    policydir: Path
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    tls: Any = None  # ssl.SSLContext for the broker connection, or None
+    poll_interval: float = 1.0
+    reconnect_wait: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.servers:
+            raise ValueError("at least one NATS server URL is needed")
+        if not self.poll_interval > 0:
+            raise ValueError(f"poll_interval must be positive, got {self.poll_interval!r}")
+
+
+def _ids(body: bytes) -> tuple[str, str]:
+    """request_id and identity from a body we refuse, so the error answer still reaches the right wait."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return "", ""
+    if not isinstance(obj, dict):
+        return "", ""
+    rid, ident = obj.get("request_id"), obj.get("identity")
+    return (rid if isinstance(rid, str) else "")[:128], (ident if isinstance(ident, str) else "")[:256]
+
+
+class PolicyService:
+    """One `nmc-policy` instance on its own NATS connection."""
+
+    def __init__(self, settings: PolicyServiceSettings, signer: Signer, verifier: Verifier) -> None:
+        self.settings = settings
+        self.signer = signer
+        self.verifier = verifier
+        self.watcher = PolicyWatcher(settings.policydir, interval=settings.poll_interval, on_change=self._announce)
+        self.nc: NATS | None = None
+        self.service: MicroService | None = None
+        self._log = log.bind(service=SERVICE_NAME, signer=signer.name)
+        self._stopped = False
+
+    @property
+    def policies(self) -> PolicySet:
+        """The policies in force right now."""
+        return self.watcher.policies
+
+    async def start(self) -> None:
+        """Load the policies, connect, subscribe in the queue group, announce, start watching for changes."""
+        self.watcher.load_now()
+        opts: dict[str, Any] = {"servers": list(self.settings.servers), "name": f"{SERVICE_NAME} {self.signer.name}",
+                                "max_reconnect_attempts": -1, "reconnect_time_wait": self.settings.reconnect_wait,
+                                "allow_reconnect": True, "connect_timeout": 5}
+        if self.settings.tls is not None:
+            opts["tls"] = self.settings.tls
+        self.nc = await nats.connect(**opts)
+        self.service = MicroService(self.nc, name=SERVICE_NAME, version=__version__,
+                                    description="nmc action-policy service",
+                                    metadata={"collective": self.settings.collective, "signer": self.signer.name,
+                                              "version": __version__})
+        await self.service.start()
+        await self.service.add_endpoint("check", authz_subject(self.settings.collective), self._on_check,
+                                        queue_group=QUEUE_GROUP, metadata={"collective": self.settings.collective})
+        await synced_flush(self.nc)
+        self.watcher.start()
+        await self._announce(self.policies)
+        self._log.info("policy_service_started", collective=self.settings.collective,
+                       policydir=str(self.settings.policydir), service_id=self.service.id,
+                       files=len(self.policies.files), errors=len(self.policies.errors))
+
+    async def stop(self) -> None:
+        """Stop answering (running answers finish), stop watching, close the connection. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.watcher.stop()
+        if self.service is not None:
+            # Drain, not unsubscribe: a question the broker already handed to this replica is still
+            # answered, so stopping one of two replicas never costs a node a denial.
+            for ep in self.service.endpoints:
+                sub, ep.subscription = ep.subscription, None
+                if sub is not None and self.nc is not None and self.nc.is_connected:
+                    await sub.drain()
+            if self.nc is not None and not self.nc.is_closed:
+                await self.service.stop()
+        if self.nc is not None and not self.nc.is_closed:
+            await self.nc.drain()
+        self._log.info("policy_service_stopped")
+
+    async def reload_now(self) -> bool:
+        """Re-read the directory at once (SIGHUP); True when something changed."""
+        return await self.watcher.check()
+
+    async def _announce(self, policies: PolicySet) -> None:
+        if self.nc is None or not self.nc.is_connected:
+            return
+        body = ReloadNotice(time=time.time(), files=len(policies.files), errors=len(policies.errors)).to_bytes()
+        await self.nc.publish(reloaded_subject(self.settings.collective), body, headers=self.signer.headers(body))
+        self._log.info("policy_reloaded", files=len(policies.files), errors=len(policies.errors))
+
+    async def _on_check(self, msg: Msg) -> str | None:
+        if not msg.reply:
+            return "question without a reply subject"
+        headers = msg.headers or {}
+        try:
+            name = self.verifier.verify(msg.data, headers.get(SIGNATURE_HEADER), headers.get(CERTIFICATE_HEADER))
+            question = AuthzQuestion.from_bytes(msg.data)
+            if question.identity != name:
+                raise SecurityError(f"a question about node {question.identity!r} signed by {name!r}")
+        except (SecurityError, EnvelopeError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            request_id, identity = _ids(msg.data)
+            self._log.warning("authz_question_refused", request_id=request_id or None, reason=reason)
+            await self._answer(msg.reply, AuthzAnswer(request_id=request_id, identity=identity, allowed=False,
+                                                      rule="", reason=f"question refused: {reason}",
+                                                      time=time.time(), error=True))
+            return reason
+        decision = self.policies.decide(caller=question.caller, agent=question.agent, action=question.action,
+                                        facts=question.facts, classes=question.classes, identity=question.identity)
+        self._log.info("authz_decision", request_id=question.request_id, caller=question.caller,
+                       agent=question.agent, action=question.action, identity=question.identity,
+                       allowed=decision.allowed, rule=decision.rule, reason=decision.reason)
+        await self._answer(msg.reply, AuthzAnswer(request_id=question.request_id, identity=question.identity,
+                                                  allowed=decision.allowed, rule=decision.rule,
+                                                  reason=decision.reason, time=time.time()))
+        return None
+
+    async def _answer(self, reply: str, answer: AuthzAnswer) -> None:
+        if self.nc is None:
+            return
+        body = answer.to_bytes()
+        await self.nc.publish(reply, body, headers=self.signer.headers(body))

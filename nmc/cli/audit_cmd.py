@@ -1,0 +1,176 @@
+"""`nmc audit ...`: read the fleet's audit trail straight from the NMC_AUDIT stream (no audit service needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import click
+import nats
+import nats.errors
+
+from nmc.audit.errors import AuditStreamError
+from nmc.audit.formats import json_line, text_line
+from nmc.audit.reader import AuditQuery, read_records
+from nmc.audit.stream import STREAM, ensure_stream
+from nmc.cli.common import load_client_config
+from nmc.ops.config import Config, ConfigError
+from nmc.ops.settings import SettingsError, client_servers, parse_duration, tls_context
+from nmc.security.names import inbox_prefix, tls_identity
+
+__all__ = ["audit", "parse_when"]
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """`--since`/`--until`: an RFC 3339 / ISO 8601 time (local time without an offset), unix seconds, or an age (2h, 7d)."""
+    text = text.strip()
+    with contextlib.suppress(ValueError):
+        return datetime.fromtimestamp(float(text), timezone.utc)
+    age = parse_duration(text)
+    if age is not None:
+        return now - timedelta(seconds=age)
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither a time (2025-11-25T10:00:00Z, 2025-11-25, unix seconds) "
+                                 "nor an age (90s, 15m, 2h, 7d)") from None
+    return stamp if stamp.tzinfo is not None else stamp.astimezone()
+
+
+@contextlib.asynccontextmanager
+async def _connect(config: Config) -> AsyncIterator[Any]:
+    servers = client_servers(config)
+    tls = tls_context(config)
+    # A broker configured by nmc lets a certificate read replies only in its own inbox.
+    identity = tls_identity(tls)
+    inbox = {"inbox_prefix": inbox_prefix(identity)} if identity else {}
+    try:
+        nc = await nats.connect(servers=list(servers), name="nmc audit", connect_timeout=2, tls=tls,
+                                max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=_quiet, **inbox)
+    except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+        raise SettingsError(f"cannot connect to NATS at {', '.join(servers)}: {exc or type(exc).__name__} "
+                            "(is the broker running? `nmc dev up` starts one)") from exc
+    try:
+        yield nc
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+async def _quiet(exc: Exception) -> None:
+    """Connection trouble while following is retried; the command says so itself when it gives up."""
+
+
+def _run(ctx: click.Context, coro: Any) -> None:
+    debug = bool((ctx.find_root().obj or {}).get("debug"))
+    try:
+        asyncio.run(coro)
+    except (SettingsError, ConfigError, AuditStreamError) as exc:
+        if debug:
+            raise
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+async def _print(ctx: click.Context, query: AuditQuery, *, last: int | None, follow: bool, as_json: bool) -> int:
+    config = load_client_config(ctx)
+    shown = 0
+    async with _connect(config) as nc:
+        async for record in read_records(nc.jetstream(), query, last=last, follow=follow):
+            click.echo(json_line(record) if as_json else text_line(record))
+            shown += 1
+            if follow:
+                sys.stdout.flush()  # a pipe (| grep) sees each record as it comes
+    return shown
+
+
+@click.group()
+def audit() -> None:
+    """The audit trail: who ran what, where, when, allowed or not, and how it ended."""
+
+
+@audit.command("tail")
+@click.option("-n", "--lines", "count", type=click.IntRange(min=0), default=10, show_default=True,
+              help="How many of the newest records to show first.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new records as they arrive (Ctrl-C stops).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, as the audit file has them.")
+@click.pass_context
+def tail(ctx: click.Context, count: int, follow: bool, as_json: bool) -> None:
+    """Show the newest audit records, like tail(1); with -f, follow the stream.
+
+    Reads the NMC_AUDIT stream directly: works with no audit service running.
+
+    \b
+    Example:
+      nmc audit tail -n 20
+      nmc audit tail -f --json | jq .
+    """
+    _run(ctx, _print(ctx, AuditQuery(), last=count, follow=follow, as_json=as_json))
+
+
+@audit.command("query")
+@click.option("--caller", help="Only this caller, e.g. cert=alice.")
+@click.option("--agent", help="Only this agent.")
+@click.option("--action", help="Only this action.")
+@click.option("--identity", "-I", help="Only records of this node.")
+@click.option("--collective", "-T", help="Only this collective (default: all).")
+@click.option("--phase", type=click.Choice(["decision", "result"]), help="Only decisions or only results.")
+@click.option("--since", metavar="TIME|AGE", help="From this time (2025-11-25T10:00:00Z, 2025-11-25) or age (2h, 7d).")
+@click.option("--until", metavar="TIME|AGE", help="Up to this time or age.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, as the audit file has them.")
+@click.pass_context
+def query(ctx: click.Context, caller: str | None, agent: str | None, action: str | None, identity: str | None,
+          collective: str | None, phase: str | None, since: str | None, until: str | None, as_json: bool) -> None:
+    """Find audit records by caller, agent, action, node and time.
+
+    Every option given must match. Reads the NMC_AUDIT stream directly (only
+    as far back as the stream keeps records, audit.max_age); the audit
+    service's files hold the long-term trail.
+
+    \b
+    Example:
+      nmc audit query --caller cert=alice --since 2h
+      nmc audit query --agent puppet --action runonce -I web1.example.com --json
+    """
+    now = datetime.now(timezone.utc)
+    q = AuditQuery(caller=caller, agent=agent, action=action, identity=identity, collective=collective, phase=phase,
+                   since=parse_when(since, now) if since else None, until=parse_when(until, now) if until else None)
+    _run(ctx, _print(ctx, q, last=None, follow=False, as_json=as_json))
+
+
+@audit.command("setup")
+@click.option("--max-age", default="30d", show_default=True, metavar="AGE",
+              help="How long the stream keeps records (90s, 12h, 30d; 0 = forever).")
+@click.pass_context
+def setup(ctx: click.Context, max_age: str) -> None:
+    """Create the NMC_AUDIT stream (or set its max age) before any node or audit service runs.
+
+    \b
+    Example:
+      nmc audit setup --max-age 90d
+    """
+    seconds = parse_duration(max_age)
+    if seconds is None:
+        raise click.BadParameter(f"{max_age!r} is not an age (90s, 12h, 30d, 0)", param_hint="--max-age")
+
+    async def go() -> None:
+        async with _connect(load_client_config(ctx)) as nc:
+            info = await ensure_stream(nc.jetstream(), seconds)
+        age = "forever" if not info.config.max_age else _age(info.config.max_age)
+        click.echo(f"stream {STREAM}: subjects {', '.join(info.config.subjects or [])}, {info.state.messages} "
+                   f"records, kept {age}")
+
+    _run(ctx, go())
+
+
+def _age(seconds: float) -> str:
+    """90d, 12h, 15m or 42s: the largest unit that divides `seconds`."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

@@ -1,0 +1,363 @@
+"""The puppet agent: start Puppet runs, enable and disable Puppet, report its state (MCollective's puppet agent).
+
+A run is started in the background and the request answers at once, as in
+MCollective: waiting for runs is the client's business (`nmc puppet runall`,
+`nmc puppet runonce --batch`), which polls `status`. Everything the agent
+reports comes from Puppet's own files (see `puppetstate`), and it writes the
+run lock for the runs it starts, so `puppet apply` runs (which take no lock
+of their own) look exactly like agent runs to `status`, to a later
+`runonce` and to `puppet agent` itself.
+
+Settings (`plugin.puppet.*` in server.cfg): `command`, `statedir`,
+`summary`, `pidfile`, `splaylimit`; docs/puppet.md describes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shlex
+import subprocess
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from nmc import __version__
+from nmc.protocol.ddl import Aggregate, Input, Output
+from nmc.protocol.status import Status
+from nmc.services.agent import ActionFailed, ActionRequest, Agent, NodeContext, action
+from nmc.services.agents import puppetstate
+from nmc.services.agents.puppetstate import (
+    PuppetSettings,
+    PuppetSettingsError,
+    PuppetState,
+    PuppetStateError,
+)
+
+__all__ = ["TAGS_PATTERN", "Puppet", "describe_age", "run_argv"]
+
+log = structlog.get_logger("nmc.puppet")
+
+# Puppet's tag syntax (Puppet::Util::Tagging: a word character, then word characters, '.', ':' or '-'),
+# as a comma-separated list.
+_TAG = r"\w[\w.:-]*"
+TAGS_PATTERN = rf"^\s*{_TAG}(\s*,\s*{_TAG})*\s*$"
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+APPLYING, IDLING, DISABLED, STOPPED = "applying a catalog", "idling", "disabled", "stopped"
+
+
+def describe_age(seconds: float) -> str:
+    """`130` -> "2 minutes 10 seconds" (MCollective's wording for run ages)."""
+    left = max(0, int(seconds))
+    parts: list[str] = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, left = divmod(left, size)
+        if count or (unit == "second" and not parts):
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+    return " ".join(parts[:2])
+
+
+def run_argv(command: tuple[str, ...], *, noop: bool = False, tags: str | None = None) -> list[str]:
+    """The configured command plus `--noop` and `--tags a,b` (both `puppet agent` and `puppet apply` take them)."""
+    argv = list(command)
+    if noop:
+        argv.append("--noop")
+    names = [t.strip() for t in (tags or "").split(",") if t.strip()]
+    if names:
+        argv += ["--tags", ",".join(names)]
+    return argv
+
+
+def _status_text(state: PuppetState) -> str:
+    """MCollective's order: a run in progress shows even when Puppet was disabled during it."""
+    if state.applying:
+        return APPLYING
+    if state.disabled:
+        return DISABLED
+    return IDLING if state.daemon_pid is not None else STOPPED
+
+
+def _resources(summary: Mapping[str, Any] | None) -> dict[str, int]:
+    res = (summary or {}).get("resources") or {}
+    return {f"{key}_resources": int(res.get(key) or 0)
+            for key in ("changed", "failed", "total", "out_of_sync", "corrective_change")}
+
+
+def _status_data(state: PuppetState, now: float) -> dict[str, Any]:
+    text = _status_text(state)
+    lastrun = state.lastrun
+    since = int(now - lastrun) if lastrun else None
+    ran = f"last completed run {describe_age(since)} ago" if since is not None else "never completed a run"
+    shown = f"disabled: '{state.disable_message}'" if text == DISABLED and state.disable_message else text
+    res = _resources(state.summary)
+    return {
+        "status": text, "applying": state.applying, "enabled": not state.disabled,
+        "idling": text == IDLING, "daemon_present": state.daemon_pid is not None,
+        "disable_message": state.disable_message, "pid": state.run_pid,
+        "lastrun": lastrun, "since_lastrun": since, "message": f"Currently {shown}; {ran}",
+        "changed_resources": res["changed_resources"], "failed_resources": res["failed_resources"],
+        "total_resources": res["total_resources"],
+    }
+
+
+_STATUS_OUTPUTS = (
+    Output("status", "Puppet's state: applying a catalog, idling, disabled or stopped", "Status", type="string"),
+    Output("applying", "A catalog run is in progress", "Applying", default=False, type="boolean"),
+    Output("enabled", "Runs are allowed (no agent_disabled.lock)", "Enabled", default=False, type="boolean"),
+    Output("idling", "The puppet agent daemon is running and not applying", "Idling", default=False, type="boolean"),
+    Output("daemon_present", "A puppet agent daemon is running", "Daemon Running", default=False, type="boolean"),
+    Output("disable_message", "Why Puppet was disabled", "Lock Message", default="", type="string"),
+    Output("pid", "PID of the run in progress", "Run PID"),
+    Output("lastrun", "Epoch seconds of the last completed run (0: never)", "Last Run", default=0, type="integer"),
+    Output("since_lastrun", "Seconds since the last completed run", "Since Last Run"),
+    Output("message", "Status in words", "Message", default="", type="string"),
+    Output("changed_resources", "Resources changed by the last run", "Changed Resources", default=0, type="integer"),
+    Output("failed_resources", "Resources that failed in the last run", "Failed Resources", default=0, type="integer"),
+    Output("total_resources", "Resources in the last run's catalog", "Total Resources", default=0, type="integer"),
+)
+
+
+class Puppet(Agent):
+    """Run Puppet on demand, enable or disable it, and report its state from Puppet's own files."""
+
+    name = "puppet"
+    description = "Run Puppet, enable or disable it, and report its state (MCollective's puppet agent)"
+    version = __version__
+
+    def __init__(self, node: NodeContext, settings: Mapping[str, str] | None = None) -> None:
+        super().__init__(node, settings)
+        self._config: PuppetSettings | None = None
+        self._config_error = ""
+        try:
+            self._config = PuppetSettings.from_mapping(self.settings)
+        except PuppetSettingsError as exc:
+            # The node still serves its other agents; every puppet action names the broken key.
+            self._config_error = str(exc)
+            log.warning("puppet_misconfigured", identity=node.identity, reason=self._config_error)
+        self._guard = asyncio.Lock()  # runonce/enable/disable decide and act without another request in between
+        self._task: asyncio.Task[None] | None = None  # the started or scheduled run
+        self._child: int | None = None  # PID of the run this agent started, while it runs
+        self._start_at = 0.0  # when a splayed run is due (time.time())
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+
+    def _cfg(self) -> PuppetSettings:
+        if self._config is None:
+            raise ActionFailed(f"the puppet agent is misconfigured: {self._config_error}", status=Status.UNKNOWN_ERROR)
+        return self._config
+
+    async def _state(self, cfg: PuppetSettings) -> PuppetState:
+        try:
+            return await asyncio.to_thread(puppetstate.read_state, cfg, self._child)
+        except PuppetStateError as exc:
+            raise ActionFailed(f"cannot read Puppet's state: {exc}", status=Status.UNKNOWN_ERROR) from exc
+
+    def _scheduled(self) -> bool:
+        return self._task is not None and not self._task.done() and self._child is None
+
+    async def _spawn(self, cfg: PuppetSettings, argv: list[str]) -> asyncio.subprocess.Process:
+        """Start the run in its own session (a node restart does not kill it) and take Puppet's run lock for it."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True)
+        except OSError as exc:
+            raise ActionFailed(f"cannot start {shlex.join(argv)}: {exc.strerror or exc}",
+                               status=Status.UNKNOWN_ERROR) from exc
+        self._child = proc.pid
+        try:
+            await asyncio.to_thread(puppetstate.write_run_lock, cfg, proc.pid)
+        except PuppetStateError as exc:
+            log.warning("puppet_lock_failed", identity=self.node.identity, pid=proc.pid, reason=str(exc))
+        log.info("puppet_run_started", identity=self.node.identity, pid=proc.pid, command=shlex.join(argv))
+        return proc
+
+    async def _watch(self, cfg: PuppetSettings, proc: asyncio.subprocess.Process) -> None:
+        """Wait for the run to end, then give up the run lock (unless Puppet already removed it)."""
+        started = time.monotonic()
+        code = await proc.wait()
+        try:
+            await asyncio.to_thread(puppetstate.clear_run_lock, cfg, proc.pid)
+        except PuppetStateError as exc:
+            log.warning("puppet_unlock_failed", identity=self.node.identity, pid=proc.pid, reason=str(exc))
+        if self._child == proc.pid:  # a newer run may already have started once this one's PID was dead
+            self._child = None
+        log.info("puppet_run_finished", identity=self.node.identity, pid=proc.pid, exitcode=code,
+                 seconds=round(time.monotonic() - started, 3))
+
+    async def _run_after(self, cfg: PuppetSettings, argv: list[str], delay: float) -> None:
+        """The splayed run: wait, then start unless Puppet got disabled or busy meanwhile."""
+        await asyncio.sleep(delay)  # the splay itself: spreading runs over time is the point
+        async with self._guard:
+            state = await asyncio.to_thread(puppetstate.read_state, cfg, None)
+            if state.disabled or state.applying:
+                log.info("puppet_splayed_run_skipped", identity=self.node.identity,
+                         reason="disabled" if state.disabled else "already applying")
+                return
+            try:
+                proc = await self._spawn(cfg, argv)
+            except ActionFailed as exc:
+                log.warning("puppet_run_not_started", identity=self.node.identity, reason=exc.message)
+                return
+        await self._watch(cfg, proc)
+
+    # -- actions ---------------------------------------------------------------------------------------------
+
+    @action("Start a Puppet run in the background (returns at once)", inputs=(
+        Input("noop", "boolean", "Do a no-op run: report what would change, change nothing", default=False),
+        Input("tags", "string", "Apply only resources with these tags (comma-separated)", validation=TAGS_PATTERN,
+              maxlength=1024),
+        Input("splay", "boolean", "Wait a random time up to splaylimit seconds before starting", default=False),
+        Input("splaylimit", "integer", "Longest splay in seconds (default: plugin.puppet.splaylimit)"),
+        Input("force", "boolean", "Start now: no splay, whatever splay says", default=False),
+    ), outputs=(
+        Output("summary", "What was done", "Summary", default="", type="string"),
+        Output("initiated_at", "Epoch seconds when the run was requested", "Initiated at", default=0, type="integer"),
+        Output("pid", "PID of the started run (none while splaying)", "PID"),
+        Output("splay", "Seconds the run waits before starting", "Splay", default=0, type="float"),
+        Output("lastrun", "Last completed run before this one (epoch seconds)", "Previous Run", default=0,
+               type="integer"),
+    ))
+    async def runonce(self, req: ActionRequest) -> Mapping[str, Any]:
+        """Refuse when disabled or busy; otherwise start (or schedule) one run."""
+        cfg = self._cfg()
+        limit = req.data.get("splaylimit")
+        if limit is not None and limit <= 0:
+            raise ActionFailed("splaylimit must be a positive number of seconds", status=Status.INVALID_DATA)
+        initiated = int(time.time())
+        async with self._guard:
+            state = await self._state(cfg)
+            base = {"initiated_at": initiated, "lastrun": state.lastrun}
+            if state.disabled:
+                raise ActionFailed(f"Puppet is disabled: '{state.disable_message}'", data=base)
+            if state.applying:
+                raise ActionFailed("Puppet is currently applying a catalog, cannot run now",
+                                   data={**base, "pid": state.run_pid})
+            if self._scheduled():
+                raise ActionFailed(f"A Puppet run is already scheduled to start in "
+                                   f"{max(0.0, self._start_at - time.time()):.0f} s", data=base)
+            argv = run_argv(cfg.command, noop=req.data["noop"], tags=req.data.get("tags"))
+            splay_limit = cfg.splaylimit if limit is None else limit
+            if req.data["splay"] and not req.data["force"] and splay_limit > 0:
+                delay = random.uniform(0, splay_limit)
+                self._start_at = time.time() + delay
+                self._task = asyncio.create_task(self._run_after(cfg, argv, delay))
+                return {**base, "splay": round(delay, 3), "pid": None,
+                        "summary": f"Started a Puppet run using the '{shlex.join(argv)}' command after a splay of "
+                                   f"{delay:.0f} s"}
+            proc = await self._spawn(cfg, argv)
+            self._task = asyncio.create_task(self._watch(cfg, proc))
+        return {**base, "splay": 0.0, "pid": proc.pid,
+                "summary": f"Started a Puppet run using the '{shlex.join(argv)}' command"}
+
+    @action("Puppet's state: applying, enabled, last run", outputs=_STATUS_OUTPUTS, aggregate=(
+        Aggregate("summary", "status"),
+        Aggregate("boolean_summary", "enabled", labels=("enabled", "disabled")),
+    ))
+    async def status(self, req: ActionRequest) -> Mapping[str, Any]:
+        """What `puppet agent` would say about itself, from its lock files and last run summary."""
+        cfg = self._cfg()
+        return _status_data(await self._state(cfg), time.time())
+
+    @action("Allow Puppet runs again (remove agent_disabled.lock)", outputs=_STATUS_OUTPUTS[:6])
+    async def enable(self, req: ActionRequest) -> Mapping[str, Any]:
+        """`puppet agent --enable`; enabling an enabled Puppet is refused, as in MCollective."""
+        cfg = self._cfg()
+        async with self._guard:
+            try:
+                removed = await asyncio.to_thread(puppetstate.enable, cfg)
+            except PuppetStateError as exc:
+                raise ActionFailed(f"Could not enable Puppet: {exc}", status=Status.UNKNOWN_ERROR) from exc
+            data = _status_data(await self._state(cfg), time.time())
+        if not removed:
+            raise ActionFailed("Could not enable Puppet: Already enabled", data=data)
+        log.info("puppet_enabled", identity=self.node.identity, caller=req.caller)
+        return data
+
+    @action("Stop Puppet from running (write agent_disabled.lock)", inputs=(
+        Input("message", "string", "Why; default: 'Disabled via nmc by <caller>'", validation=_NO_CONTROL,
+              maxlength=1024),
+    ), outputs=_STATUS_OUTPUTS[:6])
+    async def disable(self, req: ActionRequest) -> Mapping[str, Any]:
+        """`puppet agent --disable MESSAGE`; a run in progress finishes, later ones are refused."""
+        cfg = self._cfg()
+        message = req.data.get("message") or f"Disabled via nmc by {req.caller}"
+        async with self._guard:
+            try:
+                written = await asyncio.to_thread(puppetstate.disable, cfg, message)
+            except PuppetStateError as exc:
+                raise ActionFailed(f"Could not disable Puppet: {exc}", status=Status.UNKNOWN_ERROR) from exc
+            data = _status_data(await self._state(cfg), time.time())
+        if not written:
+            raise ActionFailed(f"Could not disable Puppet: Already disabled: '{data['disable_message']}'", data=data)
+        log.info("puppet_disabled", identity=self.node.identity, caller=req.caller, reason=message)
+        return data
+
+    @action("The last run's summary (last_run_summary.yaml) with derived figures", outputs=(
+        Output("lastrun", "Epoch seconds of the last run", "Last Run", default=0, type="integer"),
+        Output("since_lastrun", "Seconds since the last run", "Since Last Run"),
+        Output("config_version", "Catalog version applied", "Config Version", default="", type="string"),
+        Output("puppet_version", "Puppet version", "Puppet Version", default="", type="string"),
+        Output("changed_resources", "Resources changed", "Changed Resources", default=0, type="integer"),
+        Output("failed_resources", "Resources failed", "Failed Resources", default=0, type="integer"),
+        Output("out_of_sync_resources", "Resources out of sync", "Out of Sync Resources", default=0,
+               type="integer"),
+        Output("corrected_resources", "Resources corrected (drift)", "Corrected Resources", default=0,
+               type="integer"),
+        Output("total_resources", "Resources managed", "Total Resources", default=0, type="integer"),
+        Output("total_time", "Seconds the run took", "Total Time", default=0.0, type="float"),
+        Output("config_retrieval_time", "Seconds spent getting the catalog", "Config Retrieval Time",
+               default=0.0, type="float"),
+        Output("failed_events", "Events that failed", "Failed Events", default=0, type="integer"),
+        Output("resources", "The summary's resources section", "Resources", default={}),
+        Output("time", "The summary's time section", "Time", default={}),
+        Output("changes", "The summary's changes section", "Changes", default={}),
+        Output("events", "The summary's events section", "Events", default={}),
+        Output("version", "The summary's version section", "Version", default={}),
+    ), aggregate=(
+        Aggregate("average", "total_time", format="%.2f"),
+        Aggregate("sum", "failed_resources"),
+        Aggregate("summary", "config_version"),
+    ))
+    async def last_run_summary(self, req: ActionRequest) -> Mapping[str, Any]:
+        """The parsed summary; Aborted when Puppet has not run yet."""
+        cfg = self._cfg()
+        try:
+            summary = await asyncio.to_thread(puppetstate.read_summary, cfg.summary)
+        except PuppetStateError as exc:
+            raise ActionFailed(f"cannot read the last run summary: {exc}", status=Status.UNKNOWN_ERROR) from exc
+        if summary is None:
+            raise ActionFailed(f"Puppet has not run yet: no {cfg.summary}")
+        return _summary_data(summary, time.time())
+
+
+def _section(summary: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = summary.get(name)
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def _summary_data(summary: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """The sections as Puppet wrote them, plus MCollective's derived figures."""
+    times, version = _section(summary, "time"), _section(summary, "version")
+    lastrun = int(_number(times.get("last_run")))
+    res = _section(summary, "resources")
+    return {
+        "version": version, "resources": res, "time": times, "changes": _section(summary, "changes"),
+        "events": _section(summary, "events"),
+        "lastrun": lastrun, "since_lastrun": int(now - lastrun) if lastrun else None,
+        "config_version": str(version.get("config") or ""), "puppet_version": str(version.get("puppet") or ""),
+        "changed_resources": int(_number(res.get("changed"))), "failed_resources": int(_number(res.get("failed"))),
+        "out_of_sync_resources": int(_number(res.get("out_of_sync"))),
+        "corrected_resources": int(_number(res.get("corrective_change"))),
+        "total_resources": int(_number(res.get("total"))),
+        "total_time": round(_number(times.get("total")), 3),
+        "config_retrieval_time": round(_number(times.get("config_retrieval")), 3),
+        "failed_events": int(_number(_section(summary, "events").get("failure"))),
+    }
+

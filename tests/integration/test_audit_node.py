@@ -1,0 +1,245 @@
+"""The node's side of auditing on a real nats-server with JetStream: stream, spool, resend, required, redaction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+from nats.js.api import DiscardPolicy, StorageType
+
+from nmc.audit.hooks import AuditRecord
+from nmc.audit.publisher import AuditSettings, JetStreamAuditor
+from nmc.audit.reader import AuditQuery, read_records
+from nmc.audit.records import encode_record
+from nmc.audit.spool import SpoolEntry
+from nmc.audit.stream import STREAM, ensure_stream
+from nmc.authz.hooks import Decision
+from nmc.client.fleet import ClientSettings, FleetClient
+from nmc.protocol.ddl import Input
+from nmc.protocol.filter import combine
+from nmc.protocol.status import Status
+from nmc.services.agent import ActionRequest, Agent, action
+from tests.integration.auditkit import connect, until
+
+
+class Vault(Agent):
+    name = "vault"
+    description = "test agent with a secret input"
+    ran: list[str] = []
+
+    @action("log in", inputs=(Input("user", optional=False), Input("password", optional=False, sensitive=True)))
+    async def login(self, req: ActionRequest) -> dict[str, Any]:
+        Vault.ran.append(req.request_id)
+        return {"ok": req.data["password"] == "hunter2"}
+
+
+class Gate(Agent):
+    name = "gate"
+    description = "an action that waits until the test opens the gate"
+    opened = asyncio.Event()
+    entered = asyncio.Event()
+
+    @action("wait for the gate")
+    async def wait(self, req: ActionRequest) -> dict[str, Any]:
+        Gate.entered.set()
+        await Gate.opened.wait()
+        return {}
+
+
+class DenyAll:
+    async def authorize(self, *, caller: str, agent: str, action: str, identity: str, facts: Mapping[str, Any],
+                        classes: Collection[str], facts_version: int, request_id: str) -> Decision:
+        return Decision(False, "test.policy:1", "nobody may")
+
+
+def auditor(tmp_path: Path, name: str, **kw: Any) -> JetStreamAuditor:
+    return JetStreamAuditor(AuditSettings(spool=tmp_path / "spool" / f"{name}.spool", ack_timeout=0.5, **kw))
+
+
+async def stream_records(nc, **query: Any) -> list[dict[str, Any]]:
+    return [r async for r in read_records(nc.jetstream(), AuditQuery(**query))]
+
+
+async def test_decision_and_result_reach_the_stream_with_dedup_ids_and_secrets_redacted(fleet, nats_url, tmp_path):
+    Vault.ran.clear()
+    for i in (1, 2):
+        await fleet.add(f"n{i}.test", agents=[Vault], auditor=auditor(tmp_path, f"n{i}"))
+    nc = await connect(nats_url)
+    try:
+        async with fleet.client() as fc:
+            result = await fc.call("vault", "login", {"user": "alice", "password": "hunter2"},
+                                   expect=["n1.test", "n2.test"])
+        assert sorted(r.identity for r in result.results) == ["n1.test", "n2.test"]
+        assert all(r.data == {"ok": True} for r in result.results)  # the action saw the real password
+        records = await stream_records(nc)
+        assert sorted((r["identity"], r["phase"]) for r in records) == [
+            ("n1.test", "decision"), ("n1.test", "result"), ("n2.test", "decision"), ("n2.test", "result")]
+        for r in records:
+            assert r["data"] == {"user": "alice", "password": "***"}
+            assert (r["caller"], r["agent"], r["action"], r["request_id"]) == ("cert=alice", "vault", "login", result.request_id)
+            assert r["allowed"] is True
+        results = [r for r in records if r["phase"] == "result"]
+        assert all(r["status"] == 0 and r["duration_ms"] >= 0 for r in results)
+        # The stream message carries the de-duplication id and lives on the node's own subject.
+        msg = await nc.jetstream().get_last_msg(STREAM, "nmc.audit.nmc.n1%2Etest")
+        assert msg.headers["Nats-Msg-Id"] == f"{result.request_id}:n1.test:result"
+        assert [r["identity"] for r in await stream_records(nc, identity="n2.test")] == ["n2.test", "n2.test"]
+    finally:
+        await nc.close()
+
+
+async def test_a_denied_request_leaves_a_decision_record_and_runs_nothing(fleet, nats_url, tmp_path):
+    Vault.ran.clear()
+    await fleet.add("n1.test", agents=[Vault], auditor=auditor(tmp_path, "n1"), authorizer=DenyAll())
+    nc = await connect(nats_url)
+    try:
+        async with fleet.client() as fc:
+            result = await fc.call("vault", "login", {"user": "bob", "password": "x"}, expect=["n1.test"])
+        assert result.results[0].status == Status.ABORTED and Vault.ran == []
+        records = await stream_records(nc)
+        assert [(r["phase"], r["allowed"], r["rule"], r["caller"]) for r in records] == [
+            ("decision", False, "test.policy:1", "cert=alice")]
+    finally:
+        await nc.close()
+
+
+async def test_results_made_while_the_broker_is_down_are_spooled_and_resent_in_order(fleet, nats_server, tmp_path):
+    Gate.opened.clear()
+    Gate.entered.clear()
+    node_auditor = auditor(tmp_path, "n1")
+    node = await fleet.add("n1.test", agents=[Gate], auditor=node_auditor)
+    try:
+        await _outage(fleet, nats_server, node, node_auditor)
+    finally:
+        if not nats_server.running:
+            await asyncio.to_thread(nats_server.start)
+    await until(lambda: _true(len(node_auditor.spool) == 0), 20, "the spool to be resent")
+    nc = await connect(nats_server.url)
+    try:
+        records = await stream_records(nc)
+        assert [(r["request_id"].startswith("later-"), r["phase"]) for r in records] == \
+            [(False, "decision"), (False, "result")] + [(True, "decision")] * 5
+        assert [r["request_id"] for r in records[2:]] == [f"later-{i}" for i in range(5)]
+        assert node_auditor.settings.spool.read_bytes() == b""
+    finally:
+        await nc.close()
+
+
+async def _outage(fleet, nats_server, node, node_auditor) -> None:
+    nc = await connect(nats_server.url)
+    fc = FleetClient(nc=nc, signer=fleet.ca.signer("alice"), verifier=fleet.ca.verifier(),
+                     settings=ClientSettings(collective="nmc"))
+    try:
+        call = asyncio.create_task(fc.call("gate", "wait", {}, expect=["n1.test"], timeout=30))
+        await Gate.entered.wait()  # the decision record is in the stream, the action is running
+        await asyncio.to_thread(nats_server.stop)
+        await until(lambda: _true(not node.nc.is_connected), 10, "the node to notice the broker is gone")
+        Gate.opened.set()  # the action ends while the broker is down: its result can only go to the spool
+        await until(lambda: _true(len(node_auditor.spool) == 1), 10, "the result in the spool")
+        for i in range(5):
+            await node_auditor.record(AuditRecord(
+                phase="decision", request_id=f"later-{i}", request_time=0.0, caller="cert=test", sender="t",
+                identity="n1.test", collective="nmc", agent="gate", action="wait", time=1764072000.0 + i))
+        assert len(node_auditor.spool) == 6  # record() returned: each one is on disk
+        spooled = [json.loads(line) for line in node_auditor.settings.spool.read_text().splitlines()]
+        assert [e["record"]["phase"] for e in spooled] == ["result"] + ["decision"] * 5
+        assert [e["msg_id"] for e in spooled[1:]] == [f"later-{i}:n1.test:decision" for i in range(5)]
+        await asyncio.to_thread(nats_server.start)
+        call.cancel()  # its reply may have been lost with the broker; the records are what matters here
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+    finally:
+        await nc.close()
+
+
+async def test_the_spool_survives_a_node_restart_and_resends_are_deduplicated(fleet, nats_url, tmp_path):
+    nc = await connect(nats_url)
+    js = nc.jetstream()
+    try:
+        # A stream that refuses every record (full, discard new): the node must spool.
+        info = await ensure_stream(js)
+        config = info.config
+        config.max_msgs, config.discard = 1, DiscardPolicy.NEW
+        await js.update_stream(config)
+        stored = AuditRecord(phase="decision", request_id="stored-before", request_time=0.0, caller="cert=t",
+                             sender="t", identity="n1.test", collective="nmc", agent="rpcutil", action="ping",
+                             time=1764072000.0)
+        # A publish that "timed out" although the stream stored it: its resend must not make a second copy.
+        await js.publish("nmc.audit.nmc.n1%2Etest", encode_record(stored), headers={"Nats-Msg-Id": stored.msg_id})
+
+        first = auditor(tmp_path, "n1")
+        await first.spool.append(SpoolEntry("nmc.audit.nmc.n1%2Etest", stored.msg_id, encode_record(stored)))
+        node = await fleet.add("n1.test", auditor=first)
+        async with fleet.client() as fc:
+            pinged = await fc.call("rpcutil", "ping", {}, expect=["n1.test"])
+        assert pinged.results[0].ok
+        # The stream acknowledged the stored record's resend as a duplicate (even though it is full), so
+        # only this request's decision and result are left in the spool.
+        assert len(first.spool) == 2 and (await js.stream_info(STREAM)).state.messages == 1
+        await node.stop()
+
+        second = auditor(tmp_path, "n1")  # the node restarts with the same spool file
+        await fleet.add("n1.test", auditor=second)
+        assert await second.spool.load() == 2
+        config.max_msgs, config.discard = -1, DiscardPolicy.OLD  # the stream takes records again
+        await js.update_stream(config)
+        await until(lambda: _true(len(second.spool) == 0), 20, "the spool to be resent after the restart")
+        records = await stream_records(nc)
+        assert [(r["request_id"], r["phase"]) for r in records] == [
+            ("stored-before", "decision"), (pinged.request_id, "decision"), (pinged.request_id, "result")]
+        assert (await js.stream_info(STREAM)).state.messages == 3  # the resent copy was dropped by the stream
+    finally:
+        await nc.close()
+
+
+async def test_audit_required_refuses_actions_only_when_no_record_can_be_kept(fleet, nats_url, tmp_path):
+    Vault.ran.clear()
+    nc = await connect(nats_url)
+    js = nc.jetstream()
+    try:
+        config = (await ensure_stream(js)).config
+        config.max_msgs, config.discard = 0, DiscardPolicy.NEW  # nothing gets in
+        config.max_msgs = 1
+        await js.update_stream(config)
+        await js.publish("nmc.audit.x.filler", b"{}")  # the one slot is taken
+        (tmp_path / "not-a-dir").write_text("")
+        broken = JetStreamAuditor(AuditSettings(spool=tmp_path / "not-a-dir" / "n1.spool", required=True,
+                                                ack_timeout=0.5))
+        strict_ok = auditor(tmp_path, "n2", required=True)
+        lenient = JetStreamAuditor(AuditSettings(spool=tmp_path / "not-a-dir" / "n3.spool", ack_timeout=0.5))
+        await fleet.add("n1.test", agents=[Vault], auditor=broken)
+        await fleet.add("n2.test", agents=[Vault], auditor=strict_ok)
+        await fleet.add("n3.test", agents=[Vault], auditor=lenient)
+        async with fleet.client() as fc:
+            result = await fc.call("vault", "login", {"user": "u", "password": "p"},
+                                   expect=["n1.test", "n2.test", "n3.test"])
+        by_node = {r.identity: r for r in result.results}
+        assert by_node["n1.test"].status == Status.ABORTED
+        assert "audit required but unavailable" in by_node["n1.test"].message
+        assert by_node["n2.test"].ok and by_node["n3.test"].ok  # the spool took it / auditing is not required
+        assert sorted(Vault.ran) == [result.request_id] * 2
+        assert len(strict_ok.spool) == 2 and lenient.lost == 2
+    finally:
+        await nc.close()
+
+
+async def test_nodes_create_a_missing_stream(fleet, nats_url, tmp_path):
+    await fleet.add("n1.test", auditor=auditor(tmp_path, "n1", max_age=3600))
+    nc = await connect(nats_url)
+    try:
+        info = await nc.jetstream().stream_info(STREAM)
+        assert info.config.subjects == ["nmc.audit.>"] and info.config.max_age == 3600
+        assert info.config.duplicate_window >= 120 and info.config.storage == StorageType.FILE
+        async with fleet.client() as fc:
+            await fc.call("rpcutil", "ping", {}, filter_expr=combine(identities=["n1.test"]), expect=["n1.test"])
+        assert [r["phase"] for r in await stream_records(nc)] == ["decision", "result"]
+    finally:
+        await nc.close()
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -1,0 +1,201 @@
+"""The audit service on a real nats-server: file, duplicates, restarts, formats, ADR-32, and a real rsyslog."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nmc.audit.hooks import AuditRecord
+from nmc.audit.publisher import AuditSettings, JetStreamAuditor
+from nmc.audit.records import encode_record
+from nmc.audit.service import AuditService, AuditServiceSettings
+from nmc.audit.sinks import SyslogTarget
+from nmc.audit.stream import ensure_stream
+from tests.integration.auditkit import (
+    Rsyslog,
+    connect,
+    consumer_done,
+    read_records,
+    record_counts,
+    until,
+)
+from tests.integration.test_adr32_schema import assert_valid
+
+
+def rec(i: int, phase: str = "decision", identity: str = "n1.test", **kw: Any) -> AuditRecord:
+    fields: dict[str, Any] = dict(phase=phase, request_id=f"req-{i}", request_time=1764072000.0 + i, caller="cert=alice",
+                                  sender="admin", identity=identity, collective="nmc", agent="rpcutil", action="ping",
+                                  time=1764072000.0 + i)
+    fields.update(kw)
+    return AuditRecord(**fields)
+
+
+async def publish(js, record: AuditRecord, msg_id: str | None = None) -> None:
+    subject = f"nmc.audit.nmc.{record.identity.replace('.', '%2E')}"
+    await js.publish(subject, encode_record(record), headers={"Nats-Msg-Id": msg_id or record.msg_id})
+
+
+def settings(tmp_path: Path, url: str, **kw: Any) -> AuditServiceSettings:
+    return AuditServiceSettings(**{"file": tmp_path / "audit" / "audit.jsonl", "servers": (url,), "ack_wait": 1.0,
+                                   "fetch_wait": 0.2, **kw})
+
+
+async def test_each_record_is_written_once_across_restarts_and_crashes(nats_url, tmp_path):
+    nc = await connect(nats_url)
+    js = nc.jetstream()
+    service = AuditService(settings(tmp_path, nats_url))
+    try:
+        await ensure_stream(js)
+        for i in range(10):
+            await publish(js, rec(i))
+        # A node's resend that came after the stream's de-duplication window: a second copy in the stream.
+        await publish(js, rec(3), msg_id="resent-after-the-window")
+        await service.start()
+        await until(lambda: consumer_done(nc), 20, "the service to write and acknowledge 11 messages")
+        await service.stop()
+        assert [r["request_id"] for r in read_records(service.settings.file)] == [f"req-{i}" for i in range(10)]
+        assert service.counters.duplicates == 1
+
+        # While it is stopped more records arrive; it resumes at its consumer's position.
+        for i in range(10, 15):
+            await publish(js, rec(i))
+        # A crash after writing two of them but before acknowledging: the file has them, the stream redelivers.
+        with service.settings.file.open("a") as fh:
+            for i in (10, 11):
+                fh.write(json.dumps(rec(i).to_dict(), separators=(",", ":")) + "\n")
+            fh.write('{"protocol":"nmc.audit.v1","phase":"deci')  # and a torn last line
+        again = AuditService(settings(tmp_path, nats_url))
+        await again.start()
+        await until(lambda: consumer_done(nc), 20, "the restarted service to catch up")
+        await again.stop()
+        counts = record_counts(service.settings.file)
+        assert sorted(counts) == sorted((f"req-{i}", "n1.test", "decision") for i in range(15))
+        assert set(counts.values()) == {1}
+        assert again.counters.written == 3 and again.counters.duplicates == 2
+    finally:
+        await service.stop()
+        await nc.close()
+
+
+async def test_mcollective_format_and_bad_messages(nats_url, tmp_path):
+    nc = await connect(nats_url)
+    js = nc.jetstream()
+    service = AuditService(settings(tmp_path, nats_url, file=tmp_path / "audit.log", format="mcollective"))
+    try:
+        await ensure_stream(js)
+        await js.publish("nmc.audit.nmc.junk", b"not a record")  # someone else's mistake: logged, never written
+        await publish(js, rec(1, data={"fact": "country"}))
+        await publish(js, rec(1, "result", status=0, duration_ms=2.5))
+        await service.start()
+        await until(lambda: consumer_done(nc), 20, "the service to catch up")
+        lines = (tmp_path / "audit.log").read_text().splitlines()
+        assert len(lines) == 2 and service.counters.bad == 1
+        assert re.fullmatch(r"\[2025-11-25T12:00:01\.000000Z\] reqid=req-1: reqtime=1764072001 caller=cert=alice@admin "
+                            r'agent=rpcutil action=ping data=\{:fact=>"country"\} allowed=true rule=- status=- '
+                            r"duration_ms=- identity=n1\.test phase=decision", lines[0]), lines[0]
+        assert lines[1].endswith("status=0 duration_ms=2.5 identity=n1.test phase=result")
+    finally:
+        await service.stop()
+        await nc.close()
+
+
+async def test_the_service_is_an_adr32_service(nats_url, tmp_path):
+    nc = await connect(nats_url)
+    service = AuditService(settings(tmp_path, nats_url))
+    try:
+        await service.start()
+        for verb in ("PING", "INFO", "STATS"):
+            reply = json.loads((await nc.request(f"$SRV.{verb}.nmc-audit", b"", timeout=2)).data)
+            assert_valid(verb, reply)
+            assert reply["name"] == "nmc-audit"
+        info = json.loads((await nc.request("$SRV.INFO.nmc-audit", b"", timeout=2)).data)
+        assert info["metadata"]["stream"] == "NMC_AUDIT" and info["metadata"]["consumer"] == "nmc-audit"
+        assert info["metadata"]["file"] == str(service.settings.file)
+    finally:
+        await service.stop()
+        await nc.close()
+
+
+@pytest.fixture
+def rsyslog(tmp_path: Path):
+    daemon = Rsyslog(tmp_path / "rsyslog")
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp", "unix"])
+async def test_records_reach_a_real_rsyslog(fleet, nats_url, tmp_path, rsyslog, transport):
+    target = {"tcp": SyslogTarget("tcp", host="127.0.0.1", port=rsyslog.tcp_port),
+              "udp": SyslogTarget("udp", host="127.0.0.1", port=rsyslog.udp_port),
+              "unix": SyslogTarget("unix", path=str(rsyslog.unix_socket))}[transport]
+    service = AuditService(settings(tmp_path, nats_url, syslog=target))
+    nc = await connect(nats_url)
+    try:
+        await service.start()
+        for i in (1, 2):
+            await fleet.add(f"web{i}.test", auditor=JetStreamAuditor(AuditSettings(spool=tmp_path / f"web{i}.spool")))
+        async with fleet.client() as fc:
+            result = await fc.call("rpcutil", "get_fact", {"fact": "nope"}, expect=["web1.test", "web2.test"])
+
+        async def received() -> bool:
+            return len(rsyslog.lines()) >= 4
+
+        await until(received, 20, "rsyslog to write four records")
+        lines = rsyslog.lines()
+        parsed = []
+        for line in lines:
+            host, app, msgid, msg = line.split(" ", 3)
+            record = json.loads(msg)
+            assert (host, app, msgid) == (record["identity"], "nmc-audit", record["phase"])
+            parsed.append(record)
+        assert sorted((r["identity"], r["phase"]) for r in parsed) == [
+            ("web1.test", "decision"), ("web1.test", "result"), ("web2.test", "decision"), ("web2.test", "result")]
+        assert {r["request_id"] for r in parsed} == {result.request_id}
+        assert {r["status"] for r in parsed if r["phase"] == "result"} == {1}  # get_fact of a missing fact aborts
+        assert {(r["caller"], r["agent"], r["action"], r["data"]["fact"]) for r in parsed} == {
+            ("cert=alice", "rpcutil", "get_fact", "nope")}
+        # The same records are in the file, exactly once.
+        await until(lambda: consumer_done(nc), 20, "the service to acknowledge them")
+        assert sorted(record_counts(service.settings.file).values()) == [1, 1, 1, 1]
+    finally:
+        await service.stop()
+        await nc.close()
+
+
+async def test_nothing_is_acknowledged_while_syslog_cannot_take_it(fleet, nats_url, tmp_path):
+    rsyslog = Rsyslog(tmp_path / "rsyslog")  # configured, not started yet: its TCP port refuses connections
+    service = AuditService(settings(tmp_path, nats_url, syslog=SyslogTarget("tcp", host="127.0.0.1",
+                                                                            port=rsyslog.tcp_port)))
+    nc = await connect(nats_url)
+    js = nc.jetstream()
+    try:
+        await ensure_stream(js)
+        for i in range(3):
+            await publish(js, rec(i))
+        await service.start()
+
+        async def failing() -> bool:
+            return service.counters.sink_errors >= 2
+
+        await until(failing, 20, "the service to report the syslog failure")
+        info = await js.consumer_info("NMC_AUDIT", "nmc-audit")
+        assert info.num_ack_pending == 3 and not service.settings.file.exists()
+        rsyslog.start()
+        try:
+            await until(lambda: consumer_done(nc), 30, "the records to be written once syslog is back")
+
+            async def received() -> bool:
+                return len(rsyslog.lines()) == 3
+
+            await until(received, 20, "rsyslog to write the three records")
+        finally:
+            rsyslog.stop()
+        assert [r["request_id"] for r in read_records(service.settings.file)] == ["req-0", "req-1", "req-2"]
+    finally:
+        await service.stop()
+        await nc.close()

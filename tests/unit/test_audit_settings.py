@@ -1,0 +1,88 @@
+"""audit.* configuration keys to the node's and the audit service's settings (nmc.ops.settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nmc.audit.sinks import SyslogTarget
+from nmc.ops.config import ConfigError, load_config
+from nmc.ops.settings import (
+    SettingsError,
+    audit_service_settings,
+    audit_settings,
+    default_spool_path,
+    parse_duration,
+)
+
+
+def cfg(tmp_path: Path, text: str):
+    path = tmp_path / "etc" / "x.cfg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return load_config(path, kind="server", env={})
+
+
+def test_node_defaults(tmp_path: Path) -> None:
+    settings = audit_settings(cfg(tmp_path, ""), "web1.example.com")
+    assert settings is not None
+    assert settings.spool == default_spool_path("web1.example.com")
+    assert settings.spool.name == "web1.example.com.spool"
+    assert (settings.required, settings.ack_timeout, settings.max_age) == (False, 2.0, 30 * 86400)
+
+
+def test_node_keys(tmp_path: Path) -> None:
+    settings = audit_settings(cfg(tmp_path, "audit.spool = spool/a.spool\naudit.required = yes\naudit.ack_timeout = 0.5\n"
+                                           "audit.max_age = 12h\naudit.spool_max_bytes = 1000\n"), "n")
+    assert settings is not None
+    assert settings.spool == tmp_path / "etc" / "spool" / "a.spool"  # relative to the config file
+    assert (settings.required, settings.ack_timeout, settings.max_age, settings.spool_max_bytes) == (True, 0.5, 43200, 1000)
+    assert audit_settings(cfg(tmp_path, "audit.enabled = false\n"), "n") is None
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("audit.max_age = soon\n", "audit.max_age"),
+    ("audit.ack_timeout = -1\n", "ack timeout"),
+    ("audit.spool_max_bytes = 0\n", "audit.spool_max_bytes"),
+    ("audit.required = perhaps\n", "audit.required"),
+])
+def test_node_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises((SettingsError, ConfigError)) as info:
+        audit_settings(cfg(tmp_path, text), "n")
+    assert key in str(info.value)
+
+
+def test_service_keys(tmp_path: Path) -> None:
+    settings = audit_service_settings(cfg(tmp_path, "plugin.nats.servers = nats://a:4222,nats://b:4222\n"
+                                                    "audit.file = log/audit.jsonl\naudit.format = mcollective\n"
+                                                    "audit.rotate_bytes = 5000\naudit.keep = 3\n"
+                                                    "audit.syslog = tcp://127.0.0.1:6514\naudit.syslog_facility = authpriv\n"
+                                                    "audit.consumer = siem\naudit.max_age = 0\naudit.ack_wait = 5\n"))
+    assert settings.file == tmp_path / "etc" / "log" / "audit.jsonl"
+    assert settings.servers == ("nats://a:4222", "nats://b:4222")
+    assert (settings.format, settings.rotate_bytes, settings.keep) == ("mcollective", 5000, 3)
+    assert settings.syslog == SyslogTarget("tcp", host="127.0.0.1", port=6514)
+    assert (settings.syslog_facility, settings.consumer, settings.max_age, settings.ack_wait) == ("authpriv", "siem", 0, 5)
+    defaults = audit_service_settings(cfg(tmp_path, ""))
+    assert defaults.file.name == "audit.jsonl" and defaults.syslog is None and defaults.format == "json"
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("audit.syslog = http://x\n", "audit.syslog"),
+    ("audit.format = xml\n", "audit.format"),
+    ("audit.syslog_facility = nope\n", "audit.syslog_facility"),
+    ("audit.consumer = a.b\n", "consumer"),
+    ("audit.keep = -1\n", "audit.keep"),
+])
+def test_service_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        audit_service_settings(cfg(tmp_path, text))
+    assert key in info.value.reason
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("12h", 43200), ("30d", 2592000),
+                                               ("2w", 1209600), ("0", 0), ("1.5h", 5400), ("", None), ("x", None),
+                                               ("-1d", None), ("infd", None)])
+def test_parse_duration(text: str, seconds: float | None) -> None:
+    assert parse_duration(text) == seconds
