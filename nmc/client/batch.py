@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from nmc.client.fleet import CallResult, FleetClient
+from nmc.client.fleet import CallResult, FleetClient, NodeResult
 
 __all__ = ["BatchError", "call_in_batches", "parse_batch"]
 
@@ -46,7 +46,10 @@ async def call_in_batches(fc: FleetClient, agent: str, action: str, data: Mappin
     names = sorted(set(identities))
     batches = [names[i:i + size] for i in range(0, len(names), size)]
     started = time.monotonic()
-    results, missing, dropped, request_ids = [], [], 0, []
+    results: list[NodeResult] = []
+    missing: list[str] = []
+    request_ids: list[str] = []
+    dropped = 0
     for index, batch in enumerate(batches):
         part = await fc.call(agent, action, data, filter_expr=filter_expr, expect=batch, direct=True,
                              timeout=timeout)
