@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this che
 from nmc.ops import pki  # noqa: E402
 from nmc.ops.broker import Broker, BrokerSettings  # noqa: E402
 from nmc.ops.config import load_config  # noqa: E402
+from nmc.ops.logs import configure_logging  # noqa: E402
 from nmc.ops.serve import build_node  # noqa: E402
 
 
@@ -43,6 +44,7 @@ async def main() -> None:
     ap.add_argument("--nodes", type=int, default=20)
     ap.add_argument("--batch", type=int, default=3)
     args = ap.parse_args()
+    configure_logging(json=False, level="warning")
     tmp = Path(tempfile.mkdtemp(prefix="nmc-bench-batch-"))
     broker = Broker(BrokerSettings(port=0, store_dir=tmp / "js"), tmp / "broker")
     broker.start()
