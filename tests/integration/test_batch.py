@@ -70,3 +70,29 @@ def test_parse_batch_rejects(bad):
 
     with pytest.raises(BatchError, match="--batch takes N or N%"):
         parse_batch(bad, 10)
+
+
+class Slowpoke(Agent):
+    """Slow on one node only; times out when asked to wait longer than its DDL allows."""
+
+    name = "slowpoke"
+
+    @action("slow on slow.test, instant elsewhere", timeout=0.5)
+    async def go(self, req: ActionRequest) -> dict:
+        if self.node.identity == "slow.test":
+            await asyncio.sleep(5)  # longer than the DDL timeout: the node must cut it off
+        return {"at": time.time()}
+
+
+async def test_action_timeout_and_a_slow_node_does_not_delay_the_others(fleet):
+    for name in ("fast1.test", "fast2.test", "slow.test"):
+        await fleet.add(name, {}, agents=(*BUILTIN_AGENTS, Slowpoke))
+    arrivals = {}
+    async with fleet.client() as fc:
+        fc.on_reply = lambda r: arrivals.setdefault(r.identity, r.elapsed)
+        result = await fc.call("slowpoke", "go", {}, expect=["fast1.test", "fast2.test", "slow.test"], timeout=10)
+    by_node = {r.identity: r for r in result.results}
+    assert by_node["slow.test"].status == 5 and "timed out after 0.5s" in by_node["slow.test"].message
+    assert by_node["fast1.test"].ok and by_node["fast2.test"].ok
+    # The fast nodes' replies arrived long before the slow node's timeout ended.
+    assert max(arrivals["fast1.test"], arrivals["fast2.test"]) < arrivals["slow.test"] - 0.3
