@@ -116,7 +116,7 @@ async def read_records(js: JetStreamContext, query: AuditQuery = AuditQuery(), *
             while True:
                 try:
                     msgs = await sub.fetch(_FETCH, timeout=idle)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, asyncio.TimeoutError):  # nats-py raises either
                     if not follow:
                         return  # the consumer said there was more, but nothing came: the stream shrank
                     # Nothing new. Make sure the consumer still exists (a broker restart drops it).

@@ -200,7 +200,8 @@ class AuditService:
             stopping.cancel()
             try:
                 msgs = fetch.result()
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                # nats-py's fetch raises either, depending on where the wait ran out.
                 continue  # nothing new
             except nats.errors.Error as exc:
                 # A consumer deleted under us, a connection problem: rebuild the subscription.
