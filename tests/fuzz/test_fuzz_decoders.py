@@ -116,3 +116,27 @@ def test_security_errors_are_the_only_verifier_failures():
         except SecurityError:
             continue
         raise AssertionError("verify accepted garbage")
+
+
+policy_lines = st.lists(st.one_of(
+    st.text(max_size=60),
+    st.builds(lambda verb, sep, cols: verb + sep + sep.join(cols),
+              st.sampled_from(["allow", "deny", "policy default", "alow"]), st.sampled_from(["\t", "  ", " "]),
+              st.lists(st.sampled_from(["*", "cert=a", "/re(/", "sysadmins", "runonce status", "role=web",
+                                        "(a=1 or", "apache", "x=~/[/"]), max_size=5))), max_size=6).map("\n".join)
+
+
+@FUZZ
+@given(policy_lines, st.text(max_size=80))
+def test_policy_parser_never_crashes_and_decisions_fail_closed(text, groups_text):
+    from nmc.authz.policy import parse_groups, parse_policy
+    from nmc.authz.policyset import PolicySet
+
+    parse_policy(text, "puppet.policy")
+    parse_groups(groups_text)
+    policies = PolicySet.from_texts({"puppet.policy": text, "groups": groups_text})
+    decision = policies.decide(caller="cert=a", agent="puppet", action="runonce", facts={"role": "web"},
+                               classes=("apache",), identity="n1")
+    if policies.errors:
+        assert not decision.allowed, "a file with errors must deny"
+    assert "\n" not in decision.reason
