@@ -9,6 +9,7 @@ import click
 from nmc import __version__
 from nmc.cli.audit_cmd import audit
 from nmc.cli.broker_cmd import broker
+from nmc.cli.common import quiet_tls_eof_warning
 from nmc.cli.ca_cmd import ca
 from nmc.cli.config_cmd import config
 from nmc.cli.dev_cmd import dev
@@ -60,6 +61,7 @@ cli.add_command(policy)
 
 def main() -> None:
     """Console-script entry point: usage errors exit 4 (MCollective's rpc exit codes keep 1 and 2)."""
+    quiet_tls_eof_warning()  # daemons and dev up close TLS connections too
     try:
         rv = cli.main(prog_name="nmc", standalone_mode=False)
     except click.UsageError as exc:
