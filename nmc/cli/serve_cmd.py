@@ -1,9 +1,10 @@
-"""`nmc serve ...`: the daemons (node now; policy and audit services join this group)."""
+"""`nmc serve node|policy|audit`: the daemons, in the foreground for systemd or a terminal."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import click
 from nats.errors import NoServersError
@@ -11,12 +12,35 @@ from nats.errors import NoServersError
 from nmc.audit.errors import SinkError
 from nmc.ops.config import Config, ConfigError, load_config
 from nmc.ops.logs import configure_logging
-from nmc.ops.serve import (audit_config_path, build_audit_service, run_audit_service, build_node, build_policy_service, policy_config_path, run_nodes, run_policy_service,
-                           server_config_path)
+from nmc.ops.serve import (
+    audit_config_path,
+    build_audit_service,
+    build_node,
+    build_policy_service,
+    policy_config_path,
+    run_audit_service,
+    run_nodes,
+    run_policy_service,
+    server_config_path,
+)
 from nmc.ops.settings import SettingsError
 from nmc.services.facts import FactError
 
 __all__ = ["serve"]
+
+
+def _daemon_config(path: Path | None, log_format: str | None) -> Config:
+    """Load a daemon's config and set up its logs: JSON unless stderr is a terminal, to `logfile` if set."""
+    try:
+        config = load_config(path, kind="server")
+        fmt = log_format or os.environ.get("NMC_LOG_FORMAT") or (
+            "console" if click.get_text_stream("stderr").isatty() else "json")
+        logfile = config.get_path("logfile")
+        stream = open(logfile, "a", buffering=1, encoding="utf-8") if logfile else None  # noqa: SIM115 - lives as long as the daemon
+        configure_logging(json=fmt == "json", level=config.get("loglevel") or "info", stream=stream)
+    except (ConfigError, SettingsError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    return config
 
 
 @click.group()
@@ -40,14 +64,7 @@ def serve_node(config_path: str | None, log_format: str | None) -> None:
       nmc serve node --config /etc/nmc/server.cfg
     """
     path = server_config_path(config_path)
-    try:
-        config = load_config(path, kind="server")
-        fmt = log_format or os.environ.get("NMC_LOG_FORMAT") or ("console" if click.get_text_stream("stderr").isatty() else "json")
-        logfile = config.get_path("logfile")
-        stream = open(logfile, "a", buffering=1, encoding="utf-8") if logfile else None  # noqa: SIM115 - lives as long as the daemon
-        configure_logging(json=fmt == "json", level=config.get("loglevel") or "info", stream=stream)
-    except (ConfigError, SettingsError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    config = _daemon_config(path, log_format)
     asyncio.run(_serve(config))
 
 
@@ -79,12 +96,8 @@ def serve_policy(config_path: str | None, log_format: str | None) -> None:
       nmc serve policy --config /etc/nmc/policy.cfg
     """
     path = policy_config_path(config_path)
+    config = _daemon_config(path, log_format)
     try:
-        config = load_config(path, kind="server")
-        fmt = log_format or os.environ.get("NMC_LOG_FORMAT") or ("console" if click.get_text_stream("stderr").isatty() else "json")
-        logfile = config.get_path("logfile")
-        stream = open(logfile, "a", buffering=1, encoding="utf-8") if logfile else None  # noqa: SIM115 - lives as long as the daemon
-        configure_logging(json=fmt == "json", level=config.get("loglevel") or "info", stream=stream)
         service = build_policy_service(config)
     except (ConfigError, SettingsError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -114,12 +127,8 @@ def serve_audit(config_path: str | None, log_format: str | None) -> None:
       nmc serve audit --config /etc/nmc/audit.cfg
     """
     path = audit_config_path(config_path)
+    config = _daemon_config(path, log_format)
     try:
-        config = load_config(path, kind="server")
-        fmt = log_format or os.environ.get("NMC_LOG_FORMAT") or ("console" if click.get_text_stream("stderr").isatty() else "json")
-        logfile = config.get_path("logfile")
-        stream = open(logfile, "a", buffering=1, encoding="utf-8") if logfile else None  # noqa: SIM115 - lives as long as the daemon
-        configure_logging(json=fmt == "json", level=config.get("loglevel") or "info", stream=stream)
         service = build_audit_service(config)
     except (ConfigError, SettingsError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
