@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import click
@@ -17,7 +18,7 @@ import nats.errors
 
 from nmc.client.batch import BatchError, parse_batch
 from nmc.client.discovery import DISCOVERY_METHODS, DiscoveryError, Targeting
-from nmc.client.fleet import FleetClient
+from nmc.client.fleet import CallResult, FleetClient
 from nmc.client.request_many import NoRespondersError
 from nmc.ops.config import Config, ConfigError, find_client_config, load_config
 from nmc.ops.logs import configure_logging
@@ -32,7 +33,7 @@ from nmc.ops.settings import (
 from nmc.protocol.filter import FilterSyntaxError, combine
 from nmc.security.names import inbox_prefix, tls_identity
 
-__all__ = ["EXIT_FAILED", "EXIT_NO_RESPONSE", "EXIT_OK", "EXIT_USAGE", "batch_options", "batch_progress", "batch_size", "build_filter", "client_session",
+__all__ = ["EXIT_FAILED", "EXIT_NO_RESPONSE", "EXIT_OK", "EXIT_USAGE", "batch_options", "batch_progress", "batch_size", "build_filter", "client_session", "discover_and_call",
            "filter_options", "load_client_config", "output_options", "quiet_tls_eof_warning", "run", "take_targeting",
            "targeting_options"]
 
@@ -130,6 +131,23 @@ def batch_progress() -> Callable[[int, int, Any], None] | None:
         click.echo(f"\r * [{'=' * filled}{' ' * (width - filled)}] batch {done} / {total}", err=True,
                    nl=done == total)
     return report
+
+
+def discover_and_call(ctx: click.Context, config: Config, targeting: Targeting, expr: str, agent: str,
+                      action: str, data: Mapping[str, Any], *, timeout: float | None,
+                      discovery_timeout: float | None) -> CallResult | None:
+    """Discover by the chosen method, then one request to exactly those nodes; None when nobody was found."""
+    from nmc.client.discovery import discover
+
+    async def go() -> CallResult | None:
+        async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
+            found = await discover(fc, expr, targeting)
+            if not found.identities:
+                return None
+            return await fc.call(agent, action, data, filter_expr=expr, expect=found.identities,
+                                 direct=found.direct)
+
+    return run(ctx, go)
 
 
 def output_options(fn: F) -> F:

@@ -21,6 +21,7 @@ from nmc.cli.common import (
     batch_size,
     build_filter,
     client_session,
+    discover_and_call,
     filter_options,
     load_client_config,
     output_options,
@@ -61,18 +62,8 @@ def _call(ctx: click.Context, action: str, data: Mapping[str, Any], flags: dict[
           discovery_timeout: float | None) -> CallResult | None:
     """Discover, then one puppet request to the found nodes; None when nothing was found."""
     targeting = take_targeting(flags)
-    expr = _expr(flags)
-    config = load_client_config(ctx)
-
-    async def go() -> CallResult | None:
-        async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
-            found = await discover(fc, expr, targeting)
-            if not found.identities:
-                return None
-            return await fc.call("puppet", action, data, filter_expr=expr, expect=found.identities,
-                                 direct=found.direct)
-
-    return run(ctx, go)
+    return discover_and_call(ctx, load_client_config(ctx), targeting, _expr(flags), "puppet", action, data,
+                             timeout=timeout, discovery_timeout=discovery_timeout)
 
 
 def _finish(ctx: click.Context, result: CallResult | None, as_json: bool,

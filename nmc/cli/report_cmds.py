@@ -18,6 +18,7 @@ from nmc.cli.common import (
     EXIT_USAGE,
     build_filter,
     client_session,
+    discover_and_call,
     filter_options,
     load_client_config,
     output_options,
@@ -25,7 +26,6 @@ from nmc.cli.common import (
     take_targeting,
     targeting_options,
 )
-from nmc.client.discovery import discover
 from nmc.client.fleet import CallResult, NodeResult
 from nmc.client.inventory_script import (
     InventoryScript,
@@ -62,18 +62,8 @@ def _gather(ctx: click.Context, flags: dict[str, Any], action: str, data: Mappin
             timeout: float | None, discovery_timeout: float | None) -> CallResult | None:
     """Discover with the filter/targeting flags, then one rpcutil request to exactly those nodes (None: nobody)."""
     targeting = take_targeting(flags)
-    expr = _flags_filter(flags)
-    config = load_client_config(ctx)
-
-    async def go() -> CallResult | None:
-        async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
-            found = await discover(fc, expr, targeting)
-            if not found.identities:
-                return None
-            return await fc.call("rpcutil", action, data, filter_expr=expr, expect=found.identities,
-                                 direct=found.direct)
-
-    return run(ctx, go)
+    return discover_and_call(ctx, load_client_config(ctx), targeting, _flags_filter(flags), "rpcutil", action,
+                             data, timeout=timeout, discovery_timeout=discovery_timeout)
 
 
 def _exit_for(ctx: click.Context, result: CallResult, failed: int) -> None:
