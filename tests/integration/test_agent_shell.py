@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 from pathlib import Path
 
 from nmc.protocol.status import Status
 from nmc.services.agents.shell import DISABLED_MESSAGE
-
-
-async def gone(pid: int, within: float = 5.0) -> bool:
-    """True once `pid` no longer runs (a zombie counts as gone), waiting on a pidfd rather than polling."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    loop = asyncio.get_running_loop()
-    exited = loop.create_future()
-    loop.add_reader(fd, lambda: exited.done() or exited.set_result(True))
-    try:
-        await asyncio.wait({exited}, timeout=within)
-        return exited.done()
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
+from tests.proctools import gone
 
 
 async def run(fc, identity: str, **data):

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from nmc.protocol.filter import combine
-
-
-def _wait_for_log(proc: subprocess.Popen, event: str, timeout: float = 20) -> dict:
-    assert proc.stderr is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("event") == event:
-            return entry
-    raise AssertionError(f"daemon never logged {event!r}")
+from tests.proctools import wait_for_log as _wait_for_log
 
 
 async def _find(fleet, expr: str) -> set[str]:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nats
@@ -16,22 +14,7 @@ import nats
 from nmc.authz import reloaded_subject
 from nmc.nats_compat import synced_flush
 from nmc.protocol.status import Status
-
-
-def _wait_for_log(proc: subprocess.Popen, event: str, timeout: float = 20, **fields) -> dict:
-    assert proc.stderr is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("event") == event and all(entry.get(k) == v for k, v in fields.items()):
-            return entry
-    raise AssertionError(f"daemon never logged {event!r} {fields}")
+from tests.proctools import wait_for_log as _wait_for_log
 
 
 def _daemon(kind: str, cfg: Path) -> subprocess.Popen:

@@ -16,23 +16,8 @@ from nmc.services.agents._proc import (
     run_command,
     uses_placeholder,
 )
+from tests.proctools import gone
 
-
-async def gone(pid: int, within: float = 5.0) -> bool:
-    """True once `pid` no longer runs (exited; a zombie counts as gone), waiting on a pidfd, not polling."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    loop = asyncio.get_running_loop()
-    exited = loop.create_future()
-    loop.add_reader(fd, lambda: exited.done() or exited.set_result(True))
-    try:
-        await asyncio.wait({exited}, timeout=within)
-        return exited.done()
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
 
 
 def pids(text: str) -> list[int]:
