@@ -65,6 +65,7 @@ class AuditSettings:
     spool_max_bytes: int = 1 << 30
     create_stream: bool = True  # create NMC_AUDIT when it is missing (never changes an existing one)
     max_age: float = DEFAULT_MAX_AGE  # of a stream this node creates
+    replicas: int = 1  # of a stream this node creates (plugin.nats.jetstream_replicas)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.ack_timeout) and self.ack_timeout > 0):
@@ -220,7 +221,7 @@ class JetStreamAuditor:
             return
         self._ensured_at = loop.time()
         try:
-            await ensure_stream(self._js, self.settings.max_age, update=False)
+            await ensure_stream(self._js, self.settings.max_age, update=False, replicas=self.settings.replicas)
         except AuditStreamError as exc:
             self._log.warning("audit_stream_unavailable", error=exc.reason, spool=str(self.spool.path))
 

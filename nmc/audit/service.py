@@ -56,6 +56,7 @@ class AuditServiceSettings:
     syslog_facility: str = "local0"
     consumer: str = "nmc-audit"
     max_age: float = DEFAULT_MAX_AGE
+    replicas: int = 1  # JetStream servers keeping NMC_AUDIT (plugin.nats.jetstream_replicas)
     dedup_ids: int = 100_000
     batch: int = 256
     ack_wait: float = 30.0  # seconds before JetStream redelivers a record the service has not acknowledged
@@ -157,14 +158,15 @@ class AuditService:
         """Make sure stream and durable consumer exist (create or update), then bind a pull subscription."""
         assert self._js is not None
         try:
-            await ensure_stream(self._js, self.settings.max_age)
+            await ensure_stream(self._js, self.settings.max_age, replicas=self.settings.replicas)
         except AuditStreamError as exc:
             # It may exist and just not be ours to change (no permission to update): consume it anyway.
             try:
                 await self._js.stream_info(STREAM)
             except Exception:  # noqa: BLE001 - the stream is really not there: report the first error
                 raise exc from None
-            self._log.warning("audit_stream_not_updated", error=exc.reason, max_age=self.settings.max_age)
+            self._log.warning("audit_stream_not_updated", error=exc.reason, max_age=self.settings.max_age,
+                              replicas=self.settings.replicas)
         config = ConsumerConfig(durable_name=self.settings.consumer, name=self.settings.consumer,
                                 ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
                                 filter_subject=STREAM_SUBJECTS[0], ack_wait=self.settings.ack_wait, max_deliver=-1,

@@ -19,7 +19,7 @@ from nmc.audit.reader import AuditQuery, read_records
 from nmc.audit.stream import STREAM, ensure_stream
 from nmc.cli.common import load_client_config
 from nmc.ops.config import Config, ConfigError
-from nmc.ops.settings import SettingsError, client_servers, parse_duration, tls_context
+from nmc.ops.settings import SettingsError, client_servers, jetstream_replicas, parse_duration, tls_context
 from nmc.security.names import inbox_prefix, tls_identity
 
 __all__ = ["audit", "parse_when"]
@@ -159,11 +159,12 @@ def setup(ctx: click.Context, max_age: str) -> None:
         raise click.BadParameter(f"{max_age!r} is not an age (90s, 12h, 30d, 0)", param_hint="--max-age")
 
     async def go() -> None:
-        async with _connect(load_client_config(ctx)) as nc:
-            info = await ensure_stream(nc.jetstream(), seconds)
+        config = load_client_config(ctx)
+        async with _connect(config) as nc:
+            info = await ensure_stream(nc.jetstream(), seconds, replicas=jetstream_replicas(config))
         age = "forever" if not info.config.max_age else _age(info.config.max_age)
         click.echo(f"stream {STREAM}: subjects {', '.join(info.config.subjects or [])}, {info.state.messages} "
-                   f"records, kept {age}")
+                   f"records, kept {age}, {info.config.num_replicas or 1} replica(s)")
 
     _run(ctx, go())
 

@@ -2,11 +2,14 @@
 
 `nmc ops broker --tls` and `nmc ops broker config` add TLS, mutual TLS with
 verify_and_map and one NATS user per certificate of the CA, with permissions
-by role (nmc.ops.brokercfg).
+by role (nmc.ops.brokercfg). `--cluster N` runs a local cluster;
+`config --route/--leafnode-port/--leaf-of` writes one server's part of a
+cluster, a hub or a site's leaf (nmc.ops.cluster, docs/clusters.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
@@ -25,6 +28,15 @@ from nmc.ops.brokercfg import (
     Scope,
     TrustSources,
     secure_broker_settings,
+)
+from nmc.ops.cluster import (
+    DEFAULT_CLUSTER_NAME,
+    DEFAULT_HUB_DOMAIN,
+    ClusterSpec,
+    LeafHub,
+    LeafRemote,
+    LocalCluster,
+    secure_peers,
 )
 
 __all__ = ["broker"]
@@ -155,7 +167,8 @@ def _role_patterns(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _secure(settings: BrokerSettings, tls: dict[str, Any]) -> tuple[BrokerSettings, Authorization]:
+def _secure(settings: BrokerSettings, tls: dict[str, Any], *, server_roles: tuple[str, ...] = ("broker",),
+            domain: str = "") -> tuple[BrokerSettings, Authorization]:
     """`settings` with TLS and generated users, from the --ca-dir/... options; one-line errors."""
     ca_dir = tls["ca_dir"]
     if ca_dir is None and tls["ca_file"] is None:
@@ -163,8 +176,9 @@ def _secure(settings: BrokerSettings, tls: dict[str, Any]) -> tuple[BrokerSettin
     try:
         sources = TrustSources(ca_dir=ca_dir, ca_file=tls["ca_file"], crl_file=tls["crl_file"],
                                server_cert=tls["tls_cert"], server_key=tls["tls_key"], server_name=tls["server_name"],
-                               extra_certs=tuple(tls["extra_certs"]), role_patterns=_role_patterns(tls["role_patterns"]))
-        scope = Scope(collective=tls["collective"], registry_bucket=tls["registry_bucket"])
+                               extra_certs=tuple(tls["extra_certs"]), role_patterns=_role_patterns(tls["role_patterns"]),
+                               server_roles=server_roles)
+        scope = Scope(collective=tls["collective"], registry_bucket=tls["registry_bucket"], jetstream_domain=domain)
         return secure_broker_settings(settings, sources, scope)
     except (BrokerError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -188,9 +202,14 @@ _TLS_KEYS = ("ca_dir", "collective", "registry_bucket", "server_name", "ca_file"
               help="TLS with client certificates (verify_and_map) and one user per certificate, permissions by role.")
 @_apply(_TLS_OPTIONS)
 @click.option("--print-config", is_flag=True, help="Print the nats-server configuration and exit.")
+@click.option("--cluster", "cluster_size", type=click.IntRange(2, 9), default=None, metavar="N",
+              help="Run N servers (e.g. 3) as one cluster with routes and clustered JetStream; client ports count up "
+                   "from --port, route ports from --cluster-port.")
+@click.option("--cluster-port", type=click.IntRange(0, 65535), default=6222, show_default=True,
+              help="First route port of --cluster (0: any free ports).")
 @click.pass_context
 def broker(ctx: click.Context, port: int, host: str, allow_remote: bool, store: Path, http_port: int | None, tls: bool,
-           print_config: bool, **tls_options: Any) -> None:
+           print_config: bool, cluster_size: int | None, cluster_port: int, **tls_options: Any) -> None:
     """Run a NATS broker with JetStream for a dev or small fleet, in the foreground.
 
     Stops cleanly on Ctrl-C or SIGTERM. With --tls, SIGHUP re-reads the CA
@@ -202,8 +221,13 @@ def broker(ctx: click.Context, port: int, host: str, allow_remote: bool, store: 
       nmc ops broker --tls --ca-dir ./nmc-ca
       nmc ops broker --print-config > nats-server.conf
       nmc ops broker config --ca-dir ./nmc-ca -o nats-server.conf
+      nmc ops broker --cluster 3 --port 4222 --cluster-port 6222
+      nmc ops broker --cluster 3 --tls --ca-dir ./nmc-ca
     """
     if ctx.invoked_subcommand is not None:
+        return
+    if cluster_size is not None:
+        _run_cluster(cluster_size, port, cluster_port, host, allow_remote, store, tls, print_config, tls_options)
         return
     settings = _listen_settings(port, host, allow_remote, store, http_port)
     auth: Authorization | None = None
@@ -244,13 +268,90 @@ def broker(ctx: click.Context, port: int, host: str, allow_remote: bool, store: 
         server.stop()
 
 
+def _run_cluster(size: int, port: int, cluster_port: int, host: str, allow_remote: bool, store: Path, tls: bool,
+                 print_config: bool, tls_options: dict[str, Any]) -> None:
+    """`nmc ops broker --cluster N`: N servers in the foreground until Ctrl-C or SIGTERM."""
+    base = _listen_settings(0, host, allow_remote, store, None)
+    auth: Authorization | None = None
+    if tls:
+        base, auth = _secure(base, tls_options)
+    root = store.absolute().parent
+    try:
+        cluster = LocalCluster(base, size, root, name=DEFAULT_CLUSTER_NAME, first_port=port,
+                               first_route_port=cluster_port, auth=auth)
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
+    if print_config:
+        for server in cluster.brokers:
+            click.echo(f"# ---- {server.settings.server_name}")
+            click.echo(render_config(server.settings), nl=False)
+        return
+    try:
+        with _sigterm_stops():
+            try:
+                cluster.start()
+            except BrokerError as exc:
+                raise click.ClickException(str(exc)) from None
+            for server in cluster.brokers:
+                click.echo(f"{server.settings.server_name}: {server.url} (monitoring {server.monitor_url}, "
+                           f"log {server.log_path})")
+            if auth is not None:
+                click.echo(f"TLS with verify_and_map on every server and on routes: {_summary(auth)}")
+            click.echo(f"nmc cluster ready ({size} servers, JetStream clustered); in server.cfg and client.cfg:")
+            click.echo(f"plugin.nats.servers = {cluster.servers_value}")
+            click.echo(f"plugin.nats.jetstream_replicas = {min(size, 3)}")
+            while all(server.running for server in cluster.brokers):
+                time.sleep(_FOLLOW_INTERVAL)
+            dead = [s for s in cluster.brokers if not s.running]
+            raise click.ClickException(f"{dead[0].settings.server_name} exited with code {dead[0].exit_code}: "
+                                       + " | ".join(dead[0].log_lines(3)))
+    except (KeyboardInterrupt, _Terminated):
+        click.echo("cluster stopped", err=True)
+    finally:
+        cluster.stop()
+
+
+def _peer_blocks(settings: BrokerSettings, auth: Authorization | None, opts: dict[str, Any]) -> BrokerSettings:
+    """The cluster/leaf blocks from the config command's --route/--leafnode-port/--leaf-of options."""
+    cluster = hub = remote = None
+    if opts["routes"]:
+        cluster = ClusterSpec(name=opts["cluster_name"], host=settings.host, port=opts["cluster_port"],
+                              routes=tuple(opts["routes"]))
+    if opts["leafnode_port"] is not None:
+        hub = LeafHub(host=settings.host, port=opts["leafnode_port"], domain=opts["hub_domain"])
+    if opts["leaf_of"]:
+        remote = LeafRemote(urls=tuple(opts["leaf_of"]), hub_domain=opts["hub_domain"])
+    return secure_peers(settings, auth, cluster=cluster, hub=hub, remote=remote)
+
+
+_PEER_OPTIONS = [
+    click.option("--name", "nats_name", default=None, metavar="NAME",
+                 help="This server's server_name (unique in a cluster) [default: the --server-cert name with --route, "
+                      "else nmc]."),
+    click.option("--route", "routes", multiple=True, metavar="URL",
+                 help="A route of this server's cluster, nats-route://host:6222 (repeatable; list every server, "
+                      "this one included, on each)."),
+    click.option("--cluster-name", default=DEFAULT_CLUSTER_NAME, show_default=True, help="Name of the cluster."),
+    click.option("--cluster-port", type=click.IntRange(1, 65535), default=6222, show_default=True,
+                 help="Port this server listens on for routes (on --host)."),
+    click.option("--leafnode-port", type=click.IntRange(1, 65535), default=None,
+                 help="Make this server a hub: accept leaf servers of sites on this port (e.g. 7422)."),
+    click.option("--leaf-of", "leaf_of", multiple=True, metavar="URL",
+                 help="Make this server a site's leaf of the hub at URL (tls://hub:7422; repeatable: one hub's servers)."),
+    click.option("--hub-domain", default=DEFAULT_HUB_DOMAIN, show_default=True,
+                 help="JetStream domain of the hub (a hub sets it, its leafs map $JS.API to it)."),
+]
+_PEER_KEYS = ("routes", "cluster_name", "cluster_port", "leafnode_port", "leaf_of", "hub_domain")
+
+
 @broker.command("config")
 @_apply(_LISTEN_OPTIONS)
 @_apply(_TLS_OPTIONS)
+@_apply(_PEER_OPTIONS)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the configuration here instead of standard output.")
 def config(port: int, host: str, allow_remote: bool, store: Path, http_port: int | None, output: Path | None,
-           **tls_options: Any) -> None:
+           nats_name: str | None, **options: Any) -> None:
     """Write a nats-server configuration with TLS, verify_and_map and one user per certificate.
 
     Each certificate of the CA directory that is not revoked or expired and
@@ -267,8 +368,29 @@ def config(port: int, host: str, allow_remote: bool, store: Path, http_port: int
           --tls-cert /etc/puppetlabs/puppet/ssl/certs/broker.example.com.pem \\
           --tls-key /etc/puppetlabs/puppet/ssl/private_keys/broker.example.com.pem \\
           --certs /etc/puppetlabs/puppetserver/ca/signed --role-pattern 'user=*.users' --role-pattern 'node=*'
+
+    \b
+    Clusters and sites (docs/clusters.md), one config per server:
+      nmc ops broker config --ca-dir ./nmc-ca --server-cert nats1.example.com --host 0.0.0.0 --allow-remote \\
+          --route nats-route://nats1.example.com:6222 --route nats-route://nats2.example.com:6222 \\
+          --route nats-route://nats3.example.com:6222 --leafnode-port 7422 -o nats1.conf
+      nmc ops broker config --ca-dir ./nmc-ca --server-cert leaf.site1.example.com \\
+          --leaf-of tls://nats1.example.com:7422 --leaf-of tls://nats2.example.com:7422 -o site1.conf
     """
-    settings, auth = _secure(_listen_settings(port, host, allow_remote, store, http_port), tls_options)
+    peers = {key: options.pop(key) for key in _PEER_KEYS}
+    leaf = bool(peers["leaf_of"])
+    if leaf and (peers["routes"] or peers["leafnode_port"] is not None):
+        raise click.UsageError("--leaf-of makes a site's leaf: it takes no --route or --leafnode-port")
+    settings = _listen_settings(port, host, allow_remote, store, http_port)
+    name = nats_name or (options["server_name"] if peers["routes"] or leaf or peers["leafnode_port"] else None)
+    try:
+        if name is not None:
+            settings = dataclasses.replace(settings, server_name=name)
+        settings, auth = _secure(settings, options, server_roles=("broker", "leaf") if leaf else ("broker",),
+                                 domain=peers["hub_domain"] if peers["leafnode_port"] is not None else "")
+        settings = _peer_blocks(settings, auth, peers)
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
     text = render_config(settings)
     if output is None:
         click.echo(text, nl=False)

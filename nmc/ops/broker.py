@@ -120,6 +120,7 @@ class BrokerSettings:
     host: str = "127.0.0.1"
     port: int = 4222  # 0: any free port (Broker picks one up front so its URL is known)
     store_dir: Path | None = None  # JetStream file store; None disables JetStream
+    jetstream_domain: str = ""  # a hub's JetStream domain: leaf servers reach it as $JS.<domain>.API
     http_port: int | None = None  # monitoring endpoint; 0: any free port
     server_name: str = "nmc"
     tls_cert: Path | None = None
@@ -130,7 +131,7 @@ class BrokerSettings:
     tls_pinned: tuple[str, ...] = ()  # pinned_certs: hex SHA-256 of the admitted client keys (SPKI DER)
     authorization: str = ""  # an `authorization { ... }` block (nmc.ops.brokercfg renders one per CA)
     max_payload: int | None = None
-    extra: str = ""  # raw config appended verbatim (accounts, cluster, leafnodes)
+    extra: str = ""  # raw config appended verbatim (accounts; nmc.ops.cluster appends cluster and leafnodes blocks)
     allow_remote: bool = False
 
     def __post_init__(self) -> None:
@@ -157,6 +158,9 @@ class BrokerSettings:
         for pin in self.tls_pinned:
             if not re.fullmatch(r"[0-9a-f]{64}", pin):
                 raise BrokerError(f"pinned certificate {pin!r} is not a hex SHA-256")
+        if self.jetstream_domain and (self.store_dir is None or not re.fullmatch(r"[A-Za-z0-9_-]+", self.jetstream_domain)):
+            raise BrokerError(f"JetStream domain {self.jetstream_domain!r} needs JetStream (a store directory) and a "
+                              "name of letters, digits, '-' and '_'")
         if self.max_payload is not None and self.max_payload <= 0:
             raise BrokerError(f"max payload must be positive, got {self.max_payload}")
 
@@ -190,7 +194,10 @@ def render_config(settings: BrokerSettings) -> str:
     if settings.http_port is not None:
         lines.append(f"http: {_quote(_hostport(settings.host, settings.http_port))}")
     if settings.store_dir is not None:
-        lines += ["jetstream {", f"  store_dir: {_quote(settings.store_dir)}", "}"]
+        lines += ["jetstream {", f"  store_dir: {_quote(settings.store_dir)}"]
+        if settings.jetstream_domain:
+            lines.append(f"  domain: {_quote(settings.jetstream_domain)}")
+        lines.append("}")
     if settings.tls_cert is not None and settings.tls_key is not None:
         lines += ["tls {", f"  cert_file: {_quote(settings.tls_cert)}", f"  key_file: {_quote(settings.tls_key)}"]
         if settings.tls_ca is not None:

@@ -11,7 +11,10 @@ the roles its certificate carries (subject ``OU``):
   and the audit stream through consumers delivering to its inbox, and
   subscribes to nothing but ``_INBOX.<its name>.>``;
 - ``policy``: answers ``nmc.*.authz.check``, announces reloads;
-- ``audit``: owns the ``NMC_AUDIT`` stream and its durable consumer.
+- ``audit``: owns the ``NMC_AUDIT`` stream and its durable consumer;
+- ``leaf``: a site's leaf server (docs/clusters.md): on the hub, its
+  connection carries the traffic of a whole site's nodes and users, so it
+  gets their permissions for every name, and nothing beyond the collective.
 
 Everything else is denied. ``pinned_certs`` lists the public keys of the
 certificates admitted (issued, not revoked, not expired), so a revoked
@@ -53,6 +56,7 @@ from nmc.security.names import inbox_prefix, nats_user
 __all__ = [
     "AUDIT_STREAM",
     "BROKER_ROLE",
+    "LEAF_ROLE",
     "ROLE_PERMISSIONS",
     "Authorization",
     "BrokerUser",
@@ -61,6 +65,7 @@ __all__ = [
     "Skipped",
     "TrustSources",
     "audit_permissions",
+    "leaf_permissions",
     "node_permissions",
     "plan_users",
     "policy_permissions",
@@ -72,6 +77,7 @@ __all__ = [
 
 AUDIT_STREAM = "NMC_AUDIT"
 BROKER_ROLE = "broker"
+LEAF_ROLE = "leaf"
 _JS = "$JS.API"
 
 
@@ -83,6 +89,7 @@ class Scope:
     registry_bucket: str = DEFAULT_BUCKET
     audit_stream: str = AUDIT_STREAM
     audit_consumer: str = "nmc-audit"  # the audit service's durable: no user may read, move or delete it
+    jetstream_domain: str = ""  # a hub's domain: its leaf servers send JetStream API requests as $JS.<domain>.API
 
     def __post_init__(self) -> None:
         """Refuse names that would not make valid subjects."""
@@ -213,8 +220,34 @@ def audit_permissions(name: str, scope: Scope) -> Permissions:
     )
 
 
+def leaf_permissions(name: str, scope: Scope) -> Permissions:
+    """A site's leaf server: what the site's nodes and users may do, for any of their names.
+
+    The hub cannot see which certificate sent a message through a leaf connection: the
+    site's leaf server checks its own clients (the same CA, verify_and_map, per-role
+    users). The hub trusts it for the whole collective's requests, answers, audit
+    records and registry keys, and for nothing else (no $SYS, no stream deletion,
+    never the audit service's durable consumer).
+    """
+    base = scope.base
+    node, user = node_permissions(name, scope), user_permissions(name, scope)
+    # A site's leaf server maps $JS.API to the hub's domain: that is the subject the hub sees.
+    api = f"$JS.{scope.jetstream_domain}.API" if scope.jetstream_domain else _JS
+    js = [api + s[len(_JS):] for s in (*node.publish, *user.publish) if s.startswith(_JS)]
+    deny = tuple(api + s[len(_JS):] for s in user.publish_deny)
+    return Permissions(
+        publish=(f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>", f"{base}.node.>", f"{base}.authz.>",
+                 f"{PREFIX}.audit.{encode_token(scope.collective)}.>", f"$KV.{scope.registry_bucket}.>",
+                 "$SRV.>", "_INBOX.>", *_merge(js, ())),
+        subscribe=(f"{base}.>", "$SRV.>", "_INBOX.>"),
+        allow_responses=True,
+        publish_deny=deny,
+    )
+
+
 ROLE_PERMISSIONS: Mapping[str, Callable[[str, Scope], Permissions]] = MappingProxyType({
     "audit": audit_permissions,
+    "leaf": leaf_permissions,
     "node": node_permissions,
     "policy": policy_permissions,
     "user": user_permissions,
@@ -254,6 +287,16 @@ class Authorization:
 
     users: tuple[BrokerUser, ...] = ()
     skipped: tuple[Skipped, ...] = ()
+    brokers: tuple[tuple[str, str], ...] = ()  # (name, pin) of admitted broker certificates: route peers
+
+    def role_pins(self, role: str) -> tuple[str, ...]:
+        """The admitted keys of users with `role` (e.g. the leaf servers a hub accepts), sorted."""
+        return tuple(sorted({pin for user in self.users if role in user.roles for pin in user.pins}))
+
+    def broker_pins(self, names: Iterable[str]) -> tuple[str, ...]:
+        """The admitted keys of the broker certificates named `names` (a cluster's members), sorted."""
+        wanted = set(names)
+        return tuple(sorted({pin for name, pin in self.brokers if name in wanted}))
 
     @property
     def pins(self) -> tuple[str, ...]:
@@ -303,6 +346,7 @@ def plan_users(
             raise ValueError(f"unknown broker role {role!r} in a role pattern: use {', '.join(ROLE_PERMISSIONS)}")
     merged: dict[str, tuple[str, set[str], set[str]]] = {}
     skipped: list[Skipped] = []
+    brokers: set[tuple[str, str]] = set()
     seen: set[bytes] = set()
     for cert in certificates:
         der = cert.public_bytes(serialization.Encoding.DER)
@@ -315,6 +359,8 @@ def plan_users(
             name = cert.subject.rfc4514_string()
         reason = _refusal(cert, ca_certificates, revocations, moment)
         roles = [r for r in certificate_roles(cert) if r in ROLE_PERMISSIONS]
+        if reason is None and BROKER_ROLE in certificate_roles(cert):
+            brokers.add((name, spki_pin(cert)))
         if reason is None and not roles:
             if BROKER_ROLE in certificate_roles(cert) or _is_ca(cert):
                 continue  # the broker's own certificate (or a CA) is no client
@@ -339,7 +385,7 @@ def plan_users(
             permissions = permissions | ROLE_PERMISSIONS[role](name, scope)
         users.append(BrokerUser(user=user, name=name, roles=tuple(sorted(user_roles)), pins=tuple(sorted(pins)),
                                 permissions=permissions))
-    return Authorization(users=tuple(users), skipped=tuple(skipped))
+    return Authorization(users=tuple(users), skipped=tuple(skipped), brokers=tuple(sorted(brokers)))
 
 
 def _refusal(cert: x509.Certificate, cas: Sequence[x509.Certificate], revocations: Revocations | None,
@@ -413,6 +459,7 @@ class TrustSources:
     server_name: str = "broker"
     extra_certs: tuple[Path, ...] = ()
     role_patterns: tuple[tuple[str, str], ...] = ()
+    server_roles: tuple[str, ...] = (BROKER_ROLE,)  # of the broker's own certificate; a site's leaf adds "leaf"
 
     def __post_init__(self) -> None:
         """A CA directory or the files it would provide."""
@@ -420,6 +467,13 @@ class TrustSources:
             raise BrokerError("a TLS broker needs --ca-dir, or --ca-file with --tls-cert and --tls-key")
         if (self.server_cert is None) != (self.server_key is None):
             raise BrokerError("--tls-cert and --tls-key go together")
+
+
+def _name_of(cert: x509.Certificate) -> str:
+    try:
+        return certificate_name(cert)
+    except SecurityError:
+        return cert.subject.rfc4514_string()
 
 
 def _read_certificates(path: Path) -> list[x509.Certificate]:
@@ -450,7 +504,7 @@ def secure_broker_settings(
             if server_cert is None or server_key is None:
                 paths = pki.issued_paths(sources.ca_dir, sources.server_name)
                 if not paths.certificate.exists() or not paths.key.exists():
-                    pki.issue(sources.ca_dir, sources.server_name, roles=(BROKER_ROLE,), server=True, force=True)
+                    pki.issue(sources.ca_dir, sources.server_name, roles=sources.server_roles, server=True, force=True)
                 server_cert, server_key = paths.certificate, paths.key
             certificates = [cert for _, cert in pki.issued_certificates(sources.ca_dir)]
         else:
@@ -463,8 +517,14 @@ def secure_broker_settings(
     for extra in sources.extra_certs:
         certificates += _read_certificates(extra)
     # The broker's own certificate is no client, whatever a role pattern says (Puppet's signed/ holds it too).
-    own = {c.public_bytes(serialization.Encoding.DER) for c in _read_certificates(server_cert)}
+    own_certs = _read_certificates(server_cert)
+    own = {c.public_bytes(serialization.Encoding.DER) for c in own_certs}
     certificates = [c for c in certificates if c.public_bytes(serialization.Encoding.DER) not in own]
+    missing = [r for r in sources.server_roles if own_certs and r not in certificate_roles(own_certs[0])]
+    if missing:
+        raise BrokerError(f"{server_cert}: the broker's certificate lacks role {', '.join(missing)} (reissue it: "
+                          f"nmc ops ca issue NAME --server {' '.join('--role ' + r for r in sources.server_roles)} "
+                          f"--force)")
     cas = _read_certificates(ca_file)
     revocations: RevocationList | None = None
     if crl_file is not None and crl_file.exists():
@@ -477,6 +537,9 @@ def secure_broker_settings(
                           role_patterns=sources.role_patterns, now=now)
     except ValueError as exc:
         raise BrokerError(str(exc)) from None
+    # The broker's own key is a route peer of itself (servers of one machine may share a certificate).
+    own_pins = {(_name_of(c), spki_pin(c)) for c in own_certs}
+    auth = replace(auth, brokers=tuple(sorted({*auth.brokers, *own_pins})))
     secured = replace(settings, tls_cert=Path(os.path.abspath(server_cert)), tls_key=Path(os.path.abspath(server_key)),
                       tls_ca=Path(os.path.abspath(ca_file)), tls_map=True, tls_pinned=auth.pins,
                       authorization=render_authorization(auth))

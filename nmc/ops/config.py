@@ -65,6 +65,9 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "loglevel": KeySpec("info", "log level: debug, info, warning or error"),
     "logfile": KeySpec("", "file to log to; empty means stderr", is_path=True),
     "plugin.nats.servers": KeySpec("nats://127.0.0.1:4222", "comma-separated broker URLs"),
+    "plugin.nats.jetstream_replicas": KeySpec("1", "JetStream servers that keep each stream nmc creates (NMC_AUDIT,"
+                                              " the registry bucket): 3 in a 3-server cluster survives losing one;"
+                                              " more than 1 needs a cluster (docs/clusters.md)"),
     "plugin.nats.tls_ca": KeySpec("", "CA that signed the broker's TLS certificate (all three tls_* unset and a"
                                   " tls:// URL: the plugin.security.* files are used)", is_path=True),
     "plugin.nats.tls_cert": KeySpec("", "TLS client certificate for the broker", is_path=True),

@@ -30,7 +30,7 @@ from nmc.services.facts import FactSources
 from nmc.services.node import NodeSettings
 from nmc.services.registry import RegistrySettings
 
-__all__ = ["SettingsError", "audit_max_age", "audit_service_settings", "audit_settings", "default_spool_path", "parse_duration", "authz_settings", "client_settings", "policy_service_settings", "fact_refresh_interval", "fact_sources", "load_signer", "load_verifier",
+__all__ = ["SettingsError", "audit_max_age", "audit_service_settings", "audit_settings", "default_spool_path", "parse_duration", "authz_settings", "client_settings", "policy_service_settings", "fact_refresh_interval", "fact_sources", "jetstream_replicas", "load_signer", "load_verifier",
            "node_settings", "registry_settings", "tls_context"]
 
 
@@ -131,6 +131,18 @@ def _servers(config: Config) -> tuple[str, ...]:
     return servers
 
 
+def jetstream_replicas(config: Config) -> int:
+    """`plugin.nats.jetstream_replicas`: how many JetStream servers keep each stream nmc creates (1 to 5)."""
+    key = "plugin.nats.jetstream_replicas"
+    value = config.get_int(key, 1)  # ConfigError (one line, with the origin) if not a number
+    if value is None:
+        return 1
+    if not 1 <= value <= 5:
+        raise SettingsError(f"{key} must be between 1 and 5 (JetStream's limit), got {value} "
+                            f"(set at {config.origin(key)})")
+    return value
+
+
 def fact_index(config: Config) -> FactIndex:
     """The shared fact_index setting, parsed."""
     try:
@@ -197,7 +209,7 @@ def registry_settings(config: Config) -> RegistrySettings | None:
     if interval < 0:
         raise SettingsError(f"registerinterval must be 0 (off) or a positive number of seconds, got {interval:g} "
                             f"(set at {config.origin('registerinterval')})")
-    return RegistrySettings(bucket=_registry_bucket(config), interval=interval)
+    return RegistrySettings(bucket=_registry_bucket(config), interval=interval, replicas=jetstream_replicas(config))
 
 
 FACT_SOURCE_NAMES = ("builtin", "facter", "yaml")
@@ -326,7 +338,7 @@ def audit_settings(config: Config, identity: str) -> AuditSettings | None:
                              required=bool(config.get_bool("audit.required", False)),
                              ack_timeout=config.get_float("audit.ack_timeout", 2.0) or 2.0,
                              spool_max_bytes=_audit_int(config, "audit.spool_max_bytes", 1 << 30, 1),
-                             max_age=audit_max_age(config))
+                             max_age=audit_max_age(config), replicas=jetstream_replicas(config))
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
 
@@ -354,7 +366,7 @@ def audit_service_settings(config: Config) -> AuditServiceSettings:
             keep=_audit_int(config, "audit.keep", 10, 0),
             syslog=syslog, syslog_facility=(config.get("audit.syslog_facility") or "local0").strip().lower(),
             consumer=(config.get("audit.consumer") or "nmc-audit").strip(),
-            max_age=audit_max_age(config),
+            max_age=audit_max_age(config), replicas=jetstream_replicas(config),
             ack_wait=config.get_float("audit.ack_wait", 30.0) or 30.0,
             dedup_ids=_audit_int(config, "audit.dedup_ids", 100_000, 1))
     except ValueError as exc:

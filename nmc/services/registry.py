@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["RegistryPublisher", "RegistrySettings"]
 
 log = structlog.get_logger("nmc.registry")
+# nats-server's error code for "replicas > 1 not supported in non-clustered mode".
+_NOT_CLUSTERED = 10074
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,12 @@ class RegistrySettings:
     bucket: str = DEFAULT_BUCKET
     interval: float = 60.0  # seconds between puts (MCollective's registerinterval)
     ttl: float | None = None  # seconds a record lives without a refresh (the bucket's max age)
+    replicas: int = 1  # JetStream servers keeping a bucket this node creates (plugin.nats.jetstream_replicas)
 
     def __post_init__(self) -> None:
         check_bucket(self.bucket)
+        if not 1 <= self.replicas <= 5:
+            raise ValueError(f"registry replicas must be between 1 and 5, got {self.replicas!r}")
         if not (math.isfinite(self.interval) and self.interval > 0):
             raise ValueError(f"registry interval must be a positive number of seconds, got {self.interval!r}")
         if self.ttl is not None and not (math.isfinite(self.ttl) and self.ttl > self.interval):
@@ -139,21 +144,30 @@ class RegistryPublisher:
     async def _open(self, nc: NATS) -> KeyValue:
         """The bucket, created if missing; another node creating it at the same moment is fine."""
         js = nc.jetstream()
-        bucket, ttl = self.settings.bucket, self.settings.record_ttl
+        bucket, ttl, replicas = self.settings.bucket, self.settings.record_ttl, self.settings.replicas
         try:
             kv = await js.key_value(bucket)
         except BucketNotFoundError:
             try:
                 # Same config from every node makes a concurrent create idempotent on the server.
-                kv = await js.create_key_value(bucket=bucket, ttl=ttl, history=1,
+                kv = await js.create_key_value(bucket=bucket, ttl=ttl, history=1, replicas=replicas,
                                                description="nmc registry: identity -> facts, classes, agents")
-            except APIError:
+            except APIError as exc:
+                if exc.err_code == _NOT_CLUSTERED:
+                    raise RuntimeError(f"bucket {bucket}: {replicas} replicas need a JetStream cluster and this broker "
+                                       f"is not clustered (plugin.nats.jetstream_replicas)") from exc
                 # Lost a race against a node with other settings (e.g. another ttl): use its bucket.
                 kv = await js.key_value(bucket)
             else:
-                self._log.info("registry_bucket_created", ttl=ttl)
+                self._log.info("registry_bucket_created", ttl=ttl, replicas=replicas)
                 return kv
-        bucket_ttl = (await kv.status()).ttl
+        status = await kv.status()
+        have = status.stream_info.config.num_replicas or 1
+        if have != replicas:
+            # Never changed behind the operator's back: nodes use the bucket as it is.
+            self._log.warning("registry_replicas_differ", bucket_replicas=have, replicas=replicas,
+                              hint="nats stream edit KV_<bucket> --replicas N changes it in a cluster")
+        bucket_ttl = status.ttl
         if bucket_ttl is not None and bucket_ttl <= self.settings.interval:
             self._log.warning("registry_ttl_too_short", bucket_ttl=bucket_ttl, interval=self.settings.interval,
                               hint="records expire between refreshes; recreate the bucket or lower registerinterval")

@@ -62,7 +62,9 @@ class Fleet:
         `authorizer`: an Authorizer for this node only; one that is also a Companion (Local/ServiceAuthorizer)
         is started with the node. A ServiceAuthorizer made with nc=None uses the node's connection.
         `auditor`: an Auditor for this node only; one that is also a Companion (JetStreamAuditor) is started too.
+        `servers=(url, ...)`: the broker URLs of this node (default: the fleet's url), e.g. servers of a cluster.
         """
+        servers = tuple(settings.pop("servers", (self.url,)))
         extra: dict[str, Any] = {}
         if authorizer is not None:
             extra["authorizer"] = authorizer
@@ -72,7 +74,7 @@ class Fleet:
             extra["auditor"] = auditor
             if hasattr(auditor, "start"):
                 companions = (*companions, auditor)
-        node = Node(settings=NodeSettings(identity=identity, collective=self.collective, servers=(self.url,),
+        node = Node(settings=NodeSettings(identity=identity, collective=self.collective, servers=servers,
                                           reconnect_wait=0.1, **settings),
                     signer=self.ca.signer(identity), verifier=self.ca.verifier(), agent_classes=agents,
                     facts=NodeFacts(facts=facts or {}, classes=tuple(classes)), companions=companions, **extra)
@@ -95,9 +97,14 @@ class Fleet:
                 await node.stop()
 
     @contextlib.asynccontextmanager
-    async def client(self, name: str = "alice", **settings: Any) -> AsyncIterator[FleetClient]:
-        """A connected FleetClient signing as `name`."""
-        nc = await nats.connect(self.url)
+    async def client(self, name: str = "alice", servers: Sequence[str] | None = None,
+                     **settings: Any) -> AsyncIterator[FleetClient]:
+        """A connected FleetClient signing as `name`; with `servers`, connected to those (reconnecting forever)."""
+        if servers is None:
+            nc = await nats.connect(self.url)
+        else:
+            nc = await nats.connect(servers=list(servers), max_reconnect_attempts=-1, reconnect_time_wait=0.1,
+                                    connect_timeout=2)
         try:
             yield FleetClient(nc=nc, signer=self.ca.signer(name), verifier=self.ca.verifier(),
                               settings=ClientSettings(collective=self.collective, **settings))
