@@ -105,7 +105,7 @@ class PolicyService:
                                 "allow_reconnect": True, "connect_timeout": 5}
         if self.settings.tls is not None:
             opts["tls"] = self.settings.tls
-        self.nc = await nats.connect(**opts)
+        self.nc = await nats.connect(**opts, disconnected_cb=self._on_disconnect, reconnected_cb=self._on_reconnect)
         self.service = MicroService(self.nc, name=SERVICE_NAME, version=__version__,
                                     description="nmc action-policy service",
                                     metadata={"collective": self.settings.collective, "signer": self.signer.name,
@@ -119,6 +119,14 @@ class PolicyService:
         self._log.info("policy_service_started", collective=self.settings.collective,
                        policydir=str(self.settings.policydir), service_id=self.service.id,
                        files=len(self.policies.files), errors=len(self.policies.errors))
+
+    async def _on_disconnect(self) -> None:
+        if not self._stopped:
+            self._log.warning("nats_disconnected")
+
+    async def _on_reconnect(self) -> None:
+        # Subscriptions are renewed by nats-py before this runs: from here on questions are answered again.
+        self._log.info("nats_reconnected")
 
     async def stop(self) -> None:
         """Stop answering (running answers finish), stop watching, close the connection. Idempotent."""

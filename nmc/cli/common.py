@@ -225,11 +225,21 @@ async def client_session(config: Config, *, timeout: float | None = None,
             await nc.close()
         raise SettingsError(f"cannot connect to NATS at {', '.join(servers)}: the broker closed the connection "
                             f"({_connect_hint(tls)})")
+    # Two attempts were right for the first connection (a broker that is not there is a one-line error
+    # at once), but once connected, reconnect for as long as the command runs: a broker restart in the
+    # middle of a batched run must not end it. Every request has its own timeout, so a broker that never
+    # comes back still ends the command, naming the nodes it could not reach. nats-py reads this option
+    # at each reconnection; -1 can only be set here, as it would make the first connect retry forever.
+    nc.options["max_reconnect_attempts"] = -1
     try:
         yield FleetClient(nc=nc, signer=signer, verifier=verifier, settings=settings)
     finally:
         with contextlib.suppress(Exception):
             await nc.drain()
+        if not nc.is_closed:
+            # drain() refuses while reconnecting (broker still away at the end): close instead.
+            with contextlib.suppress(Exception):
+                await nc.close()
 
 
 def _connect_hint(tls: Any) -> str:
@@ -258,6 +268,12 @@ def run(ctx: click.Context, coro_fn: Callable[[], Awaitable[T]]) -> T:
         if debug:
             raise
         raise click.ClickException(str(exc)) from exc
+    except nats.errors.ConnectionClosedError as exc:
+        # Only when nats-py gave the connection up for good (e.g. the broker refused it on reconnection).
+        if debug:
+            raise
+        raise click.ClickException("lost the connection to NATS and could not get it back; "
+                                   "results so far are not shown") from exc
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

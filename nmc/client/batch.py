@@ -14,9 +14,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import structlog
+
 from nmc.client.fleet import CallResult, FleetClient, NodeResult
 
 __all__ = ["BatchError", "call_in_batches", "parse_batch"]
+
+log = structlog.get_logger("nmc.client")
 
 _BATCH = re.compile(r"\A([1-9][0-9]*)(%?)\Z")
 
@@ -57,6 +61,9 @@ async def call_in_batches(fc: FleetClient, agent: str, action: str, data: Mappin
         missing.extend(part.no_response)
         dropped += part.dropped
         request_ids.append(part.request_id)
+        # With --debug, the moment each batch ended and who stayed silent (the fault tests wait on this line).
+        log.debug("batch_finished", batch=index + 1, batches=len(batches), replies=len(part.results),
+                  no_response=list(part.no_response))
         if on_batch is not None:
             on_batch(index + 1, len(batches), part)
         if sleep > 0 and index + 1 < len(batches):
