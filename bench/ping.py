@@ -13,7 +13,6 @@ Usage: python bench/ping.py [--nodes 20] [--runs 7]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
@@ -21,8 +20,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import NMC, ROOT, env_for, run_nmc_json, timing
 
 
 def main() -> None:
@@ -31,10 +33,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "NMC_CONFIG": f"{tmp}/dev/client.cfg", "HOME": tmp}
-        fleet = subprocess.Popen([sys.executable, "-m", "nmc", "dev", "up", "--nodes", str(args.nodes),
+        env = env_for({"NMC_CONFIG": f"{tmp}/dev/client.cfg", "HOME": tmp})
+        fleet = subprocess.Popen([*NMC, "dev", "up", "--nodes", str(args.nodes),
                                   "--dir", f"{tmp}/dev", "--port", "0"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
         try:
             assert fleet.stdout is not None
             for line in fleet.stdout:
@@ -42,19 +44,15 @@ def main() -> None:
                     break
             walls, lasts, tails = [], [], []
             for i in range(args.runs + 1):
-                start = time.perf_counter()
-                out = subprocess.run([sys.executable, "-m", "nmc", "ping", "--json"], capture_output=True,
-                                     text=True, env=env, check=True)
-                wall = (time.perf_counter() - start) * 1000
-                data = json.loads(out.stdout)
-                if len(data["replies"]) != args.nodes:
-                    raise SystemExit(f"expected {args.nodes} replies, got {len(data['replies'])}")
-                last = max(r["elapsed_ms"] for r in data["replies"])
+                t = timing(*run_nmc_json(["ping"], env))
+                if t.replies != args.nodes:
+                    raise SystemExit(f"expected {args.nodes} replies, got {t.replies}")
+                wall, last = t.wall_ms, t.last_ms
                 if i == 0:
                     continue  # warm-up: page cache, first TLS/handshake
                 walls.append(wall)
                 lasts.append(last)
-                tails.append(data["summary"]["elapsed_ms"] - last)
+                tails.append(t.tail_ms)
                 print(f"run {i}: wall {wall:7.1f} ms  last reply {last:6.1f} ms  gather ended {tails[-1]:6.1f} ms after it")
         finally:
             fleet.send_signal(signal.SIGINT)

@@ -19,6 +19,7 @@ from nmc.cli.policy_cmd import policy
 from nmc.cli.puppet_cmd import puppet
 from nmc.cli.report_cmds import facts, inventory
 from nmc.cli.serve_cmd import serve
+from nmc.cli.simulate_cmd import simulate, simulate_worker
 
 EXIT_USAGE = 4
 
@@ -46,11 +47,13 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
 
 @cli.group()
 def ops() -> None:
-    """Operator tools: certificate authority and the embedded broker."""
+    """Operator tools: certificate authority, the embedded broker and the fleet simulator."""
 
 
 ops.add_command(ca)
 ops.add_command(broker)
+ops.add_command(simulate)
+ops.add_command(simulate_worker)
 for command in (ping, find, rpc, facts, inventory, config, serve, dev):
     cli.add_command(command)
 cli.add_command(audit)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -113,12 +113,17 @@ class DevLayout:
 def _write_cfg(path: Path, values: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["# written by `nmc dev up`; throwaway, do not use in production"]
-    lines += [f"{k} = {v}" for k, v in values.items()]
+    lines += [f"{k} = {v}" for k, v in values.items() if v != ""]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc") -> list[Path]:
-    """Create CA, certificates and configs for `nodes` nodes; returns the server.cfg paths."""
+def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc",
+                node_overrides: Mapping[str, str] | None = None) -> list[Path]:
+    """Create CA, certificates and configs for `nodes` nodes; returns the server.cfg paths.
+
+    `node_overrides` replaces or adds server.cfg keys on every node (the simulator's
+    `--authz` and `--audit` choices); a value of "" drops the key.
+    """
     pki.init_ca(layout.ca_dir, common_name="nmc dev CA", force=True)
     ca = layout.ca_dir / "ca.pem"
     client = pki.issue(layout.ca_dir, CLIENT_NAME, roles=("user",), force=True)
@@ -142,7 +147,7 @@ def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc"
             "classesfile": "classes.txt",
             "audit.spool": "audit.spool",
             "authz.mode": "service", "authz.signers": POLICY_NAME,
-        })
+        } | dict(node_overrides or {}))
         server_cfgs.append(ndir / "server.cfg")
     _write_policy_service(layout, url, collective, ca)
     # Role `audit`: the broker lets it own the NMC_AUDIT stream and its durable consumer.
