@@ -37,6 +37,8 @@ class AuthzSettings:
             raise ValueError(f"authz.timeout must be a positive number of seconds, got {self.timeout!r}")
         if self.cache_ttl < 0:
             raise ValueError(f"authz.cache_ttl must be 0 (no cache) or more seconds, got {self.cache_ttl!r}")
+        if not self.poll_interval > 0:
+            raise ValueError(f"authz.poll_interval must be a positive number of seconds, got {self.poll_interval!r}")
 
 
 def node_authorizer(settings: AuthzSettings, *, signer: Signer, verifier: Verifier, collective: str) -> Authorizer:

@@ -137,6 +137,8 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
                              _SERVER),
     "authz.cache_ttl": KeySpec("60", "seconds a policy decision is cached; 0 = ask for every request"
                                " (service mode)", _SERVER),
+    "authz.poll_interval": KeySpec("1", "seconds between checks of authz.policydir for changed files (local mode"
+                                   " and the policy service); raise it for many nodes per machine", _SERVER),
     "plugindir": KeySpec("", "directory of agent plugins (*.py), several separated by ':'; clients read it"
                          " to know the agents' DDLs", is_path=True),
     # Built-in agents (docs/builtin-agents.md). Commands are argv templates: shell-style quoting, no shell.

@@ -266,7 +266,8 @@ def authz_settings(config: Config) -> AuthzSettings:
         return AuthzSettings(mode=mode, policydir=_policydir(config, required=mode == "local"),
                              signers=tuple(config.get_list("authz.signers")),
                              timeout=config.get_float("authz.timeout", 2.0) or 0.0,
-                             cache_ttl=config.get_float("authz.cache_ttl", 60.0) or 0.0)
+                             cache_ttl=config.get_float("authz.cache_ttl", 60.0) or 0.0,
+                             poll_interval=config.get_float("authz.poll_interval", 1.0) or 0.0)
     except ValueError as exc:
         key = str(exc).split()[0]
         where = f" (set at {config.origin(key)})" if key in config.settings else ""
@@ -277,8 +278,12 @@ def policy_service_settings(config: Config) -> PolicyServiceSettings:
     """Collective, brokers and policy directory of an `nmc serve policy` daemon."""
     policydir = _policydir(config, required=True)
     assert policydir is not None
-    return PolicyServiceSettings(collective=config.get("main_collective") or "nmc", policydir=policydir,
-                                 servers=_servers(config), tls=tls_context(config))
+    try:
+        return PolicyServiceSettings(collective=config.get("main_collective") or "nmc", policydir=policydir,
+                                     servers=_servers(config), tls=tls_context(config),
+                                     poll_interval=config.get_float("authz.poll_interval", 1.0) or 0.0)
+    except ValueError as exc:
+        raise SettingsError(f"authz.poll_interval: {exc} (set at {config.origin('authz.poll_interval')})") from exc
 
 
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}

@@ -106,7 +106,10 @@ def node_overrides(settings: SimSettings, layout: DevLayout) -> dict[str, str]:
     """server.cfg keys that differ from `nmc dev up`'s nodes ("" drops a key)."""
     values: dict[str, str] = {"authz.mode": settings.authz}
     if settings.authz == "local":
-        values |= {"authz.policydir": str(layout.policy_dir / "policies"), "authz.signers": ""}
+        # Each real node polls its own policy directory on its own machine; thousands of simulated
+        # nodes polling every second on one machine would measure the polling, not the fleet.
+        values |= {"authz.policydir": str(layout.policy_dir / "policies"), "authz.signers": "",
+                   "authz.poll_interval": "30"}
     elif settings.authz == "none":
         values["authz.signers"] = ""
     else:
