@@ -30,6 +30,7 @@ from typing import Literal
 
 from nmc.protocol.filter import And, ClassTerm, FilterSyntaxError, MatchAll, Node, parse
 from nmc.protocol.filter_ast import regex_problem
+from nmc.protocol.unsigned import UNSIGNED_CALLER
 
 __all__ = [
     "GROUPS_FILE",
@@ -278,9 +279,9 @@ def _condition(facts: Node, classes: list[Node]) -> Node:
 def _warnings(rule: Rule, name: str, line: int) -> list[PolicyIssue]:
     found: list[PolicyIssue] = []
     for caller in rule.callers:
-        if caller.kind == "exact" and not caller.text.startswith("cert="):
+        if caller.kind == "exact" and not caller.text.startswith("cert=") and caller.text != UNSIGNED_CALLER:
             found.append(PolicyIssue(name, line, f"caller {caller.text!r} can never match: nmc callers are always "
-                                                  "cert=<certificate name>", "warning"))
+                                                  f"cert=<certificate name> (or {UNSIGNED_CALLER})", "warning"))
         if caller.kind == "regex" and not (caller.text.startswith("/^") and caller.text.endswith("$/")):
             found.append(PolicyIssue(name, line, f"caller regex {caller.text} is not anchored (^...$): it matches "
                                                   "any caller that merely contains it", "warning"))
@@ -356,8 +357,8 @@ def parse_groups(text: str, name: str = GROUPS_FILE) -> Groups:
             continue
         if not callers:
             issues.append(PolicyIssue(name, number, f"group {group!r} has no members", "warning"))
-        elif not all(c.startswith("cert=") for c in callers):
-            odd = next(c for c in callers if not c.startswith("cert="))
+        elif not all(c.startswith("cert=") or c == UNSIGNED_CALLER for c in callers):
+            odd = next(c for c in callers if not (c.startswith("cert=") or c == UNSIGNED_CALLER))
             issues.append(PolicyIssue(name, number, f"group {group!r}: member {odd!r} can never match: nmc callers "
                                                     "are always cert=<certificate name>", "warning"))
         first[group] = number

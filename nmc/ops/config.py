@@ -78,6 +78,10 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "plugin.security.crl_file": KeySpec("", "certificate revocation list (PEM, signed by the CA); re-read when it"
                                         " changes", is_path=True),
     "plugin.security.crl_check_interval": KeySpec("2", "seconds between checks whether crl_file changed"),
+    "security.unsigned_actions": KeySpec("", "agent.action names this node answers WITHOUT a signature, comma-separated"
+                                         " (e.g. rpcutil.ping, rpcutil.get_fact): read-only actions only, caller"
+                                         " unsigned=nats, needs authz.mode local or service; empty = off"
+                                         " (docs/nats-tools.md)", _SERVER),
     "plugin.yaml": KeySpec("", "YAML facts file(s), several separated by ':'", _SERVER, is_path=True),
     "classesfile": KeySpec("", "classes file, one class per line", _SERVER, is_path=True),
     "factsource": KeySpec("builtin,yaml", "fact sources, comma-separated: builtin, yaml, facter; whatever"

@@ -17,6 +17,7 @@ from nmc.authz import LocalAuthorizer, PolicyService, ServiceAuthorizer, node_au
 from nmc.ops.config import Config, find_server_config
 from nmc.ops.settings import (audit_service_settings, audit_settings, SettingsError, authz_settings, fact_refresh_interval, policy_service_settings, fact_sources, load_signer, load_verifier,
                               node_settings, registry_settings)
+from nmc.protocol.unsigned import UnsignedConfigError
 from nmc.services.agent import Agent
 from nmc.services.factrefresh import FactRefresher
 from nmc.services.loader import PluginError, load_agents
@@ -63,8 +64,12 @@ async def build_node(config: Config, agents: Sequence[type[Agent]] | None = None
         companions.append(auditor)  # the same object is the pipeline's Auditor: it needs the node's connection
     else:
         log.warning("audit_disabled", identity=settings.identity, message="audit.enabled = false: no audit records")
-    return Node(settings=settings, signer=signer, verifier=verifier, agent_classes=agents, facts=facts,
-                companions=companions, authorizer=authorizer, auditor=auditor or NoAudit())
+    try:
+        return Node(settings=settings, signer=signer, verifier=verifier, agent_classes=agents, facts=facts,
+                    companions=companions, authorizer=authorizer, auditor=auditor or NoAudit())
+    except UnsignedConfigError as exc:  # a mutating or unknown action in the allowlist: refuse to start
+        raise SettingsError(f"security.unsigned_actions: {exc.reason} "
+                            f"(set at {config.origin('security.unsigned_actions')})") from exc
 
 
 def _refreshers(node: Node) -> list[FactRefresher]:

@@ -22,6 +22,7 @@ from nmc.client.fleet import ClientSettings
 from nmc.ops.config import Config
 from nmc.protocol.factindex import DEFAULT_FACT_INDEX, FactIndex
 from nmc.protocol.registry import check_bucket
+from nmc.protocol.unsigned import UnsignedConfigError, parse_unsigned_actions
 from nmc.security import (SecurityError, Signer, Verifier, certificate_name, load_certificate_pem,
                           load_certificates_pem)
 from nmc.security.crl import CrlFile
@@ -184,7 +185,23 @@ def node_settings(config: Config) -> NodeSettings:
         tls=tls_context(config),
         fact_index=fact_index(config),
         agent_settings=_agent_settings(config),
+        unsigned_actions=_unsigned_actions(config),
     )
+
+
+def _unsigned_actions(config: Config) -> tuple[str, ...]:
+    """`security.unsigned_actions`, checked for form and for a policy to ask (the node checks readonly at start)."""
+    key = "security.unsigned_actions"
+    names = tuple(config.get_list(key))
+    try:
+        parse_unsigned_actions(names)
+    except UnsignedConfigError as exc:
+        raise SettingsError(f"{key}: {exc.reason} (set at {config.origin(key)})") from exc
+    if names and (config.get("authz.mode") or "none").strip().lower() == "none":
+        # Two gates by design: this list names what may be asked unsigned, the policy who may (unsigned=nats).
+        raise SettingsError(f"{key} needs authz.mode = local or service: with authz.mode = none no policy would "
+                            f"decide what the unsigned caller may read (set at {config.origin(key)})")
+    return names
 
 
 def _agent_settings(config: Config) -> dict[str, dict[str, str]]:

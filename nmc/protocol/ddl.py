@@ -146,6 +146,9 @@ class ActionSpec:
     timeout: float | None = None
     outputs: tuple[Output, ...] = ()
     aggregates: tuple[Aggregate, ...] = ()
+    # The action only reads (changes nothing on the node), so running it again is harmless: only such
+    # actions may be answered without a signature (security.unsigned_actions, docs/nats-tools.md).
+    readonly: bool = False
 
     def __post_init__(self) -> None:
         if self.display not in DISPLAY_POLICIES:
@@ -169,10 +172,13 @@ class ActionSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form of the action's DDL."""
-        return {"name": self.name, "description": self.description, "display": self.display,
-                "timeout": self.timeout, "inputs": [i.to_dict() for i in self.inputs],
-                "outputs": [o.to_dict() for o in self.outputs],
-                "aggregates": [a.to_dict() for a in self.aggregates]}
+        out: dict[str, Any] = {"name": self.name, "description": self.description, "display": self.display,
+                               "timeout": self.timeout, "inputs": [i.to_dict() for i in self.inputs],
+                               "outputs": [o.to_dict() for o in self.outputs],
+                               "aggregates": [a.to_dict() for a in self.aggregates]}
+        if self.readonly:  # only when set, like an input's `sensitive`, so other DDL documents keep their shape
+            out["readonly"] = True
+        return out
 
 
 @dataclass(frozen=True)

@@ -61,12 +61,14 @@ class ActionRequest:
 
 def action(description: str = "", *, inputs: tuple[Input, ...] = (), display: str = "always",
            timeout: float | None = None, outputs: tuple[Output, ...] = (),
-           aggregate: tuple[Aggregate, ...] = ()) -> Callable[[Callable[..., Awaitable[Mapping[str, Any]]]], Any]:
+           aggregate: tuple[Aggregate, ...] = (),
+           readonly: bool = False) -> Callable[[Callable[..., Awaitable[Mapping[str, Any]]]], Any]:
     """Mark an async method as an action and attach its DDL.
 
     `display` is the default of `nmc rpc --display`: always, ok (only OK replies) or failed;
     `timeout` (seconds) overrides the node's agent_timeout; missing `outputs` are filled with
-    their defaults before the node replies; `aggregate` lists the summaries the client prints.
+    their defaults before the node replies; `aggregate` lists the summaries the client prints;
+    `readonly=True` promises the action changes nothing, which lets a node answer it unsigned.
     A bad declaration raises ValueError here, when the agent's module is imported.
     """
     def mark(fn: Callable[..., Awaitable[Mapping[str, Any]]]) -> Any:
@@ -74,7 +76,7 @@ def action(description: str = "", *, inputs: tuple[Input, ...] = (), display: st
             raise TypeError(f"action {fn.__name__} must be async")
         setattr(fn, _SPEC_ATTR, ActionSpec(name=fn.__name__, description=description, inputs=inputs,
                                            display=display, timeout=timeout, outputs=outputs,
-                                           aggregates=aggregate))
+                                           aggregates=aggregate, readonly=readonly))
         return fn
     return mark
 

@@ -52,6 +52,8 @@ class NodeSettings:
     fact_index: FactIndex = field(default_factory=FactIndex)
     # `plugin.<agent>.*` settings by agent name (keys without the prefix); each agent gets its own.
     agent_settings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # `agent.action` names answered without a signature (security.unsigned_actions; read-only ones only).
+    unsigned_actions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.identity:
@@ -116,7 +118,8 @@ class Node:
         self.pipeline = RequestPipeline(
             settings=PipelineSettings(identity=self.identity, collective=self.collective,
                                       max_request_bytes=self.settings.max_request_bytes,
-                                      agent_timeout=self.settings.agent_timeout),
+                                      agent_timeout=self.settings.agent_timeout,
+                                      unsigned_actions=self.settings.unsigned_actions),
             verifier=self.verifier, agents=self._agents, snapshot=self.snapshot, replay=ReplayCache(),
             authorizer=self.authorizer, auditor=self.auditor)
         self.service: MicroService | None = None
@@ -153,6 +156,10 @@ class Node:
             await companion.start(self)
         self._log.info("node_started", servers=list(self.settings.servers), agents=sorted(self._agents),
                        service_id=self.service.id)
+        if self.settings.unsigned_actions:  # a deliberate hole in "everything is signed": say so at every start
+            self._log.warning("unsigned_queries_on", actions=sorted(self.settings.unsigned_actions),
+                              message="these read-only actions are answered without a signature, as caller "
+                                      "unsigned=nats, where the action policy allows it")
 
     async def _subscribe_requests(self) -> None:
         assert self.service is not None

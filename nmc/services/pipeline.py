@@ -4,6 +4,12 @@ Order (Choria's HandleMessage): size -> decode -> verify signature, caller,
 ttl, replay -> match filter (silent when it does not match) -> find agent
 and action -> validate inputs -> run the action with its time limit ->
 reply. Errors map to status codes in exactly one place: `_failure()`.
+
+A message without signature headers may instead be an unsigned read-only
+query (nmc/protocol/unsigned.py): admitted only for an allowlisted action on
+the node's own subject, it then takes the same path from authorization on,
+as caller `unsigned=nats`. Every other unsigned message is refused as before,
+with a hint saying why unsigned was not enough.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from nmc.audit.hooks import AuditRecord, Auditor, AuditUnavailable, NoAudit
 from nmc.audit.records import redact_inputs
 from nmc.authz.hooks import AllowAll, Authorizer, Decision
 from nmc.protocol.ddl import InputError, fill_output_defaults, validate_inputs
-from nmc.protocol.envelope import EnvelopeError, Reply, Request
+from nmc.protocol.envelope import EnvelopeError, Reply, Request, new_request_id
 from nmc.protocol.filter import FilterSyntaxError, matches, parse
 from nmc.protocol.status import Status
 from nmc.protocol.subjects import RequestSubject, SubjectError, parse_request_subject
+from nmc.protocol.unsigned import (UnsignedConfigError, check_unsigned_actions, parse_unsigned_actions,
+                                   unsigned_data, unsigned_refusal, unsigned_request)
 from nmc.security import (
     CERTIFICATE_HEADER,
     SIGNATURE_HEADER,
@@ -50,6 +58,8 @@ class PipelineSettings:
     max_request_bytes: int = 1024 * 1024
     max_ttl: float = 3600.0  # bounds the replay cache: a caller cannot ask us to remember forever
     agent_timeout: float = 60.0
+    # `agent.action` names answered without a signature (security.unsigned_actions); empty: none.
+    unsigned_actions: tuple[str, ...] = ()
 
 
 @dataclass
@@ -63,6 +73,7 @@ class Counters:
     filtered: int = 0
     replies: int = 0
     ttlexpired: int = 0
+    unsigned: int = 0  # unsigned read-only queries admitted (they count in none of the above security counters)
 
     def as_dict(self) -> dict[str, int]:
         """Plain dict for replies."""
@@ -103,6 +114,13 @@ class RequestPipeline:
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # Checked here, whoever builds the pipeline: a mutating or unknown action, or no policy to ask,
+        # and the node refuses to start (UnsignedConfigError) rather than serve it unsigned.
+        self._unsigned = parse_unsigned_actions(self.settings.unsigned_actions)
+        check_unsigned_actions(self._unsigned, {name: agent.spec() for name, agent in self.agents.items()})
+        if self._unsigned and isinstance(self.authorizer, AllowAll):
+            raise UnsignedConfigError("needs authz.mode = local or service: with authz.mode = none no policy "
+                                      "would decide what the unsigned caller may read")
         # One semaphore per agent that limits itself (Agent.concurrency > 0): a puppet agent
         # allowing one run at a time queues the second run, while every other agent keeps answering.
         for name, agent in self.agents.items():
@@ -129,9 +147,13 @@ class RequestPipeline:
         """Process one request message; never raises for bad input."""
         self.counters.total += 1
         request: Request | None = None
+        hint = ""
         try:
-            request = self._decode(subject, body)
-            self._authenticate(request, body, headers or {})
+            if not headers or (SIGNATURE_HEADER not in headers and CERTIFICATE_HEADER not in headers):
+                request, hint = self._admit_unsigned(subject, body)
+            if request is None:
+                request = self._decode(subject, body)
+                self._authenticate(request, body, headers or {})
             snap: NodeFacts = self.snapshot()
             if not self._matches(request, snap):
                 self.counters.filtered += 1
@@ -139,17 +161,42 @@ class RequestPipeline:
             self.counters.passed += 1
             reply = await self._run(request, snap)
         except _Rejected as exc:
+            if hint:  # an unsigned message refused as before: say why unsigned was not enough
+                exc = _Rejected(exc.status, f"{exc.reason}; hint: {hint}", exc.data)
             # Answer with the request id whenever the body parsed, so the client can
             # show the refusal instead of counting this node as silent.
             return self._failure(request.id if request is not None else "", exc, subject)
         self.counters.replies += 1
         return Outcome(reply)
 
-    def _decode(self, subject: str, body: bytes) -> Request:
-        """Size and shape checks; raises _Rejected with the exact reason."""
+    def _check_size(self, body: bytes) -> None:
         if len(body) > self.settings.max_request_bytes:
             raise _Rejected(Status.INVALID_DATA, f"request of {len(body)} bytes exceeds the limit of "
                                                  f"{self.settings.max_request_bytes} bytes")
+
+    def _admit_unsigned(self, subject: str, body: bytes) -> tuple[Request | None, str]:
+        """An unsigned message: (the request to run, "") when admitted, else (None, hint for the refusal)."""
+        try:
+            routed = parse_request_subject(subject)
+        except SubjectError:
+            return None, ""  # the signed path's decode says what is wrong with the subject
+        refusal = unsigned_refusal(routed, self._unsigned, collective=self.settings.collective,
+                                   identity=self.settings.identity)
+        if refusal is not None:
+            return None, refusal
+        self._check_size(body)
+        try:
+            data = unsigned_data(body)
+        except EnvelopeError as exc:
+            raise _Rejected(Status.INVALID_DATA, exc.reason) from exc
+        # A fresh id, and nothing remembered: replay checks protect actions that change things, and
+        # remembering ids of messages anyone can send would let them fill the replay cache.
+        self.counters.unsigned += 1
+        return unsigned_request(routed, data, request_id=new_request_id(), now=time.time()), ""
+
+    def _decode(self, subject: str, body: bytes) -> Request:
+        """Size and shape checks; raises _Rejected with the exact reason."""
+        self._check_size(body)
         try:
             routed: RequestSubject = parse_request_subject(subject)
             request = Request.from_bytes(body)

@@ -147,7 +147,7 @@ class Package(Agent):
         return data
 
     @action("The installed state and version of a package", inputs=(_PACKAGE,), timeout=_STATUS_TIMEOUT,
-            outputs=_STATUS_OUTPUTS, aggregate=_SUMMARIES)
+            outputs=_STATUS_OUTPUTS, aggregate=_SUMMARIES, readonly=True)
     async def status(self, req: ActionRequest) -> Mapping[str, Any]:
         """{package, status, version, arch} from dpkg-query."""
         return await self._status(req.data["package"])

@@ -255,7 +255,7 @@ class Puppet(Agent):
     @action("Puppet's state: applying, enabled, last run", outputs=_STATUS_OUTPUTS, aggregate=(
         Aggregate("summary", "status"),
         Aggregate("boolean_summary", "enabled", labels=("enabled", "disabled")),
-    ))
+    ), readonly=True)
     async def status(self, req: ActionRequest) -> Mapping[str, Any]:
         """What `puppet agent` would say about itself, from its lock files and last run summary."""
         cfg = self._cfg()
@@ -320,7 +320,7 @@ class Puppet(Agent):
         Aggregate("average", "total_time", format="%.2f"),
         Aggregate("sum", "failed_resources"),
         Aggregate("summary", "config_version"),
-    ))
+    ), readonly=True)
     async def last_run_summary(self, req: ActionRequest) -> Mapping[str, Any]:
         """The parsed summary; Aborted when Puppet has not run yet."""
         cfg = self._cfg()

@@ -32,12 +32,12 @@ class RpcUtil(Agent):
     description = "General helpful actions that expose the node's own state"
     version = __version__
 
-    @action("Responds to requests for PING with PONG")
+    @action("Responds to requests for PING with PONG", readonly=True)
     async def ping(self, req: ActionRequest) -> Mapping[str, Any]:
         """Answer with the node's clock."""
         return {"pong": time.time()}
 
-    @action("System inventory: agents, facts, classes, version, uptime")
+    @action("System inventory: agents, facts, classes, version, uptime", readonly=True)
     async def inventory(self, req: ActionRequest) -> Mapping[str, Any]:
         """Everything a node says about itself in one reply."""
         snap = self.node.snapshot()
@@ -52,7 +52,7 @@ class RpcUtil(Agent):
 
     @action("Retrieve a single fact from the node", inputs=(
         Input("fact", "string", "The fact to retrieve (dotted paths reach into structured facts)",
-              optional=False, validation=r"^[\w.:@-]+$", maxlength=256),))
+              optional=False, validation=r"^[\w.:@-]+$", maxlength=256),), readonly=True)
     async def get_fact(self, req: ActionRequest) -> Mapping[str, Any]:
         """One fact's value; status Aborted when the node has no such fact."""
         found, value = _lookup(self.node.snapshot().facts, req.data["fact"])
@@ -61,13 +61,13 @@ class RpcUtil(Agent):
                                data={"fact": req.data["fact"], "value": None})
         return {"fact": req.data["fact"], "value": value}
 
-    @action("Inventory of all agents on the node")
+    @action("Inventory of all agents on the node", readonly=True)
     async def agent_inventory(self, req: ActionRequest) -> Mapping[str, Any]:
         """Name, version and description of every loaded agent."""
         return {"agents": [{"agent": s.name, "name": s.name, "version": s.version, "description": s.description,
                             "actions": sorted(s.actions)} for s in sorted(self.node.agent_specs(), key=lambda s: s.name)]}
 
-    @action("The node daemon's request statistics")
+    @action("The node daemon's request statistics", readonly=True)
     async def daemon_stats(self, req: ActionRequest) -> Mapping[str, Any]:
         """Counters in MCollective's daemon_stats shape, plus uptime and version."""
         return {**self.node.stats(), "uptime": round(time.time() - self.node.started, 3),

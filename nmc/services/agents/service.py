@@ -139,7 +139,7 @@ class Service(Agent):
         return data
 
     @action("Whether a service is running", inputs=(_SERVICE,), timeout=60.0, outputs=_STATUS_OUTPUTS,
-            aggregate=_SUMMARY)
+            aggregate=_SUMMARY, readonly=True)
     async def status(self, req: ActionRequest) -> Mapping[str, Any]:
         """{service, status: running|stopped}; Aborted for a service the node does not know."""
         return await self._status(req.data["service"])
