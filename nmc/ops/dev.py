@@ -8,6 +8,7 @@ shell just works while the fleet runs.
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -118,11 +119,12 @@ def _write_cfg(path: Path, values: dict[str, str]) -> None:
 
 
 def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc",
-                node_overrides: Mapping[str, str] | None = None) -> list[Path]:
+                node_overrides: Mapping[str, str] | None = None, puppet: bool = False) -> list[Path]:
     """Create CA, certificates and configs for `nodes` nodes; returns the server.cfg paths.
 
     `node_overrides` replaces or adds server.cfg keys on every node (the simulator's
-    `--authz` and `--audit` choices); a value of "" drops the key.
+    `--authz` and `--audit` choices); a value of "" drops the key. `puppet` gives every
+    node its own masterless Puppet site (see `_puppet_site`).
     """
     pki.init_ca(layout.ca_dir, common_name="nmc dev CA", force=True)
     ca = layout.ca_dir / "ca.pem"
@@ -147,7 +149,7 @@ def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc"
             "classesfile": "classes.txt",
             "audit.spool": "audit.spool",
             "authz.mode": "service", "authz.signers": POLICY_NAME,
-        } | dict(node_overrides or {}))
+        } | (_puppet_site(ndir, identity, facts["role"]) if puppet else {}) | dict(node_overrides or {}))
         server_cfgs.append(ndir / "server.cfg")
     _write_policy_service(layout, url, collective, ca)
     # Role `audit`: the broker lets it own the NMC_AUDIT stream and its durable consumer.
@@ -156,6 +158,27 @@ def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc"
                                   "plugin.security.ca_file": str(ca), "plugin.security.cert_file": str(audit.certificate),
                                   "plugin.security.key_file": str(audit.key)})
     return server_cfgs
+
+
+_PUPPET_DIRS = ("vardir", "confdir", "logdir", "rundir", "publicdir", "codedir")
+
+
+def _puppet_site(ndir: Path, identity: str, role: str) -> dict[str, str]:
+    """plugin.puppet.* for a masterless `puppet apply` of a one-resource manifest in the node's own dirs.
+
+    Without it every dev node would run `puppet agent` against a Puppet server that is not
+    there and share the machine's one statedir, so `nmc puppet runall` could not succeed.
+    """
+    site = ndir / "puppet"
+    for name in _PUPPET_DIRS:
+        (site / name).mkdir(parents=True, exist_ok=True)
+    manifest = site / "site.pp"
+    manifest.write_text(f"notify {{ 'nmc dev fleet: Puppet ran on {identity} ({role})': }}\n", encoding="utf-8")
+    dirs = [arg for name in _PUPPET_DIRS for arg in (f"--{name}", str(site / name))]
+    return {"plugin.puppet.command": shlex.join(["puppet", "apply", *dirs, str(manifest)]),
+            "plugin.puppet.statedir": str(site / "vardir" / "state"),
+            "plugin.puppet.summary": str(site / "publicdir" / "last_run_summary.yaml"),
+            "plugin.puppet.pidfile": str(site / "rundir" / "agent.pid")}
 
 
 def _write_policy_service(layout: DevLayout, url: str, collective: str, ca: Path) -> None:
@@ -186,7 +209,7 @@ class DevFleet:
         port = self.port if self.port and _port_free(self.port) else free_port()
         # The secure path is the default one: TLS, a certificate for every connection (verify_and_map)
         # and each certificate's permissions by role, rendered from the CA write_fleet makes.
-        cfgs = write_fleet(self.layout, self.nodes, f"tls://127.0.0.1:{port}")
+        cfgs = write_fleet(self.layout, self.nodes, f"tls://127.0.0.1:{port}", puppet=True)
         settings, _ = secure_broker_settings(
             BrokerSettings(port=port, store_dir=self.layout.broker_dir / "jetstream", server_name="nmc-dev"),
             TrustSources(ca_dir=self.layout.ca_dir))
