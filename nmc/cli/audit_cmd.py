@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -49,11 +50,19 @@ async def _connect(config: Config) -> AsyncIterator[Any]:
     identity = tls_identity(tls)
     inbox = {"inbox_prefix": inbox_prefix(identity)} if identity else {}
     try:
+        # Two attempts first: a broker that is not there is a one-line error at once, not an endless retry.
         nc = await nats.connect(servers=list(servers), name="nmc audit", connect_timeout=2, tls=tls,
-                                max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=_quiet, **inbox)
+                                max_reconnect_attempts=2, reconnect_time_wait=0.25, error_cb=_quiet, **inbox)
     except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
         raise SettingsError(f"cannot connect to NATS at {', '.join(servers)}: {exc or type(exc).__name__} "
                             "(is the broker running? `nmc dev up` starts one)") from exc
+    if not nc.is_connected:
+        # nats-py returns instead of raising when the broker hangs up during the TLS handshake.
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise SettingsError(f"cannot connect to NATS at {', '.join(servers)}: the broker closed the connection "
+                            "(is it running, and does it admit this certificate?)")
+    nc.options["max_reconnect_attempts"] = -1  # once connected, `tail -f` rides out broker restarts
     try:
         yield nc
     finally:
@@ -91,7 +100,14 @@ async def _print(ctx: click.Context, query: AuditQuery, *, last: int | None, fol
 
 @click.group()
 def audit() -> None:
-    """The audit trail: who ran what, where, when, allowed or not, and how it ended."""
+    """The audit trail: who ran what, where, when, allowed or not, and how it ended.
+
+    \b
+    Example:
+      nmc audit tail -n 20
+      nmc audit query --caller cert=alice --since 2h
+      nmc audit setup --max-age 90d
+    """
 
 
 @audit.command("tail")
@@ -139,20 +155,34 @@ def query(ctx: click.Context, caller: str | None, agent: str | None, action: str
     """
     now = datetime.now(timezone.utc)
     q = AuditQuery(caller=caller, agent=agent, action=action, identity=identity, collective=collective, phase=phase,
-                   since=parse_when(since, now) if since else None, until=parse_when(until, now) if until else None)
+                   since=_when(since, now, "--since"), until=_when(until, now, "--until"))
     _run(ctx, _print(ctx, q, last=None, follow=False, as_json=as_json))
+
+
+def _when(text: str | None, now: datetime, option: str) -> datetime | None:
+    """parse_when for one option; a bad value names the option it came from."""
+    if not text:
+        return None
+    try:
+        return parse_when(text, now)
+    except click.BadParameter as exc:
+        exc.param_hint = option
+        raise
 
 
 @audit.command("setup")
 @click.option("--max-age", default="30d", show_default=True, metavar="AGE",
               help="How long the stream keeps records (90s, 12h, 30d; 0 = forever).")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"stream", "subjects", "messages", "max_age_s" (0: forever), "replicas"} instead of text.')
 @click.pass_context
-def setup(ctx: click.Context, max_age: str) -> None:
+def setup(ctx: click.Context, max_age: str, as_json: bool) -> None:
     """Create the NMC_AUDIT stream (or set its max age) before any node or audit service runs.
 
     \b
     Example:
       nmc audit setup --max-age 90d
+      nmc audit setup --json | jq .messages
     """
     seconds = parse_duration(max_age)
     if seconds is None:
@@ -162,6 +192,11 @@ def setup(ctx: click.Context, max_age: str) -> None:
         config = load_client_config(ctx)
         async with _connect(config) as nc:
             info = await ensure_stream(nc.jetstream(), seconds, replicas=jetstream_replicas(config))
+        if as_json:
+            click.echo(json.dumps({"stream": STREAM, "subjects": list(info.config.subjects or []),
+                                   "messages": info.state.messages, "max_age_s": info.config.max_age or 0,
+                                   "replicas": info.config.num_replicas or 1}))
+            return
         age = "forever" if not info.config.max_age else _age(info.config.max_age)
         click.echo(f"stream {STREAM}: subjects {', '.join(info.config.subjects or [])}, {info.state.messages} "
                    f"records, kept {age}, {info.config.num_replicas or 1} replica(s)")

@@ -10,6 +10,7 @@ cluster, a hub or a site's leaf (nmc.ops.cluster, docs/clusters.md).
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
 import threading
 import time
@@ -184,6 +185,12 @@ def _secure(settings: BrokerSettings, tls: dict[str, Any], *, server_roles: tupl
         raise click.ClickException(str(exc)) from None
 
 
+def _summary_json(auth: Authorization, output: Path) -> dict[str, Any]:
+    """What `config --json` prints: the file written, the certificate users in it and who was left out."""
+    return {"output": str(output), "users": [{"name": u.name, "roles": list(u.roles)} for u in auth.users],
+            "skipped": [{"name": s.name, "reason": s.reason} for s in auth.skipped]}
+
+
 def _summary(auth: Authorization) -> str:
     users = ", ".join(f"{u.name} ({'+'.join(u.roles)})" for u in auth.users) or "none"
     text = f"{len(auth.users)} certificate user(s): {users}"
@@ -350,8 +357,11 @@ _PEER_KEYS = ("routes", "cluster_name", "cluster_port", "leafnode_port", "leaf_o
 @_apply(_PEER_OPTIONS)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the configuration here instead of standard output.")
+@click.option("--json", "as_json", is_flag=True,
+              help='With -o: print {"output", "users": [{"name", "roles"}], "skipped": [{"name", "reason"}]} on '
+                   "standard output instead of the one-line summary on standard error.")
 def config(port: int, host: str, allow_remote: bool, store: Path, http_port: int | None, output: Path | None,
-           nats_name: str | None, **options: Any) -> None:
+           nats_name: str | None, as_json: bool, **options: Any) -> None:
     """Write a nats-server configuration with TLS, verify_and_map and one user per certificate.
 
     Each certificate of the CA directory that is not revoked or expired and
@@ -363,6 +373,7 @@ def config(port: int, host: str, allow_remote: bool, store: Path, http_port: int
     \b
     Example:
       nmc ops broker config --ca-dir ./nmc-ca -o /etc/nats/nats-server.conf
+      nmc ops broker config --ca-dir ./nmc-ca -o nats-server.conf --json | jq '.users[].name'
       nmc ops broker config --ca-file /etc/puppetlabs/puppet/ssl/certs/ca.pem \\
           --crl-file /etc/puppetlabs/puppet/ssl/crl.pem \\
           --tls-cert /etc/puppetlabs/puppet/ssl/certs/broker.example.com.pem \\
@@ -377,6 +388,8 @@ def config(port: int, host: str, allow_remote: bool, store: Path, http_port: int
       nmc ops broker config --ca-dir ./nmc-ca --server-cert leaf.site1.example.com \\
           --leaf-of tls://nats1.example.com:7422 --leaf-of tls://nats2.example.com:7422 -o site1.conf
     """
+    if as_json and output is None:
+        raise click.UsageError("--json prints a summary on standard output, so the configuration needs -o FILE")
     peers = {key: options.pop(key) for key in _PEER_KEYS}
     leaf = bool(peers["leaf_of"])
     if leaf and (peers["routes"] or peers["leafnode_port"] is not None):
@@ -399,5 +412,8 @@ def config(port: int, host: str, allow_remote: bool, store: Path, http_port: int
             output.write_text(text, encoding="utf-8")
         except OSError as exc:
             raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
+        if as_json:
+            click.echo(json.dumps(_summary_json(auth, output), indent=2))
+            return
         click.echo(f"wrote {output}", err=True)
     click.echo(_summary(auth), err=True)

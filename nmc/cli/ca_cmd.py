@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -13,6 +14,8 @@ from nmc.security import KEY_TYPES, KeyType
 from nmc.security.crl import REASONS, ca_fingerprint
 
 __all__ = ["ca"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _DIR_OPTION = click.option(
     "--dir",
@@ -31,6 +34,11 @@ _KEY_TYPE_OPTION = click.option(
     show_default=True,
     help="Key algorithm (rsa is 2048-bit, signed PKCS#1 v1.5 + SHA-256).",
 )
+
+
+def _json_option(shape: str) -> Callable[[F], F]:
+    """--json on a command that writes files: what it wrote, as one JSON object (`shape` says which keys)."""
+    return click.option("--json", "as_json", is_flag=True, help=f"Print one JSON object {shape} instead of text.")
 
 
 @click.group()
@@ -52,12 +60,14 @@ def ca() -> None:
 @click.option("--common-name", default="nmc fleet CA", show_default=True, help="The CA's subject common name.")
 @click.option("--days", type=click.IntRange(min=1), default=3650, show_default=True, help="Validity in days.")
 @click.option("--force", is_flag=True, help="Replace an existing CA (every certificate it issued stops working).")
-def init(directory: Path, key_type: str, common_name: str, days: int, force: bool) -> None:
+@_json_option('{"name", "key_type", "directory", "certificate", "key"}')
+def init(directory: Path, key_type: str, common_name: str, days: int, force: bool, as_json: bool) -> None:
     """Create a new CA: writes DIR/ca.pem and DIR/ca.key (mode 0600).
 
     \b
     Example:
       nmc ops ca init --dir /etc/nmc/ca --key-type ed25519
+      nmc ops ca init --dir ./nmc-ca --json | jq -r .certificate
     """
     try:
         paths = pki.init_ca(
@@ -67,6 +77,10 @@ def init(directory: Path, key_type: str, common_name: str, days: int, force: boo
         raise click.ClickException(f"{exc.reason} (use --force to replace it)") from None
     except pki.PKIError as exc:
         raise click.ClickException(exc.reason) from None
+    if as_json:
+        click.echo(json.dumps({"name": common_name, "key_type": key_type, "directory": str(paths.directory),
+                               "certificate": str(paths.certificate), "key": str(paths.key)}, indent=2))
+        return
     click.echo(f"Created CA {common_name!r} ({key_type}) in {paths.directory}")
     click.echo(f"  certificate: {paths.certificate}  (give this to every node and client)")
     click.echo(f"  private key: {paths.key}  (keep it secret, off the fleet)")
@@ -80,8 +94,11 @@ def init(directory: Path, key_type: str, common_name: str, days: int, force: boo
 @click.option("--role", "roles", multiple=True, metavar="ROLE", help="Add a role (subject OU); repeatable.")
 @click.option("--server", is_flag=True, help="Also valid for TLS on 127.0.0.1/localhost (a broker's certificate).")
 @click.option("--force", is_flag=True, help="Replace an existing certificate of that name.")
+@_json_option("like `show --json`, plus \"key\" (the private key file) and \"replaced_serial\" (null unless --force "
+              "replaced one)")
 def issue(
-    name: str, directory: Path, key_type: str, days: int, roles: tuple[str, ...], server: bool, force: bool
+    name: str, directory: Path, key_type: str, days: int, roles: tuple[str, ...], server: bool, force: bool,
+    as_json: bool,
 ) -> None:
     """Issue a certificate for NAME: writes DIR/certs/NAME.pem and DIR/private/NAME.key.
 
@@ -96,6 +113,7 @@ def issue(
       nmc ops ca issue web1.example.com --role node --days 730
       nmc ops ca issue policy1 --role policy
       nmc ops ca issue broker --role broker --server
+      nmc ops ca issue bob --role user --json | jq -r .serial
     """
     previous = None
     if force:
@@ -112,6 +130,10 @@ def issue(
         raise click.ClickException(f"{exc.reason} (use --force to replace it)") from None
     except pki.PKIError as exc:
         raise click.ClickException(exc.reason) from None
+    if as_json:
+        click.echo(json.dumps({**info.to_dict(), "key": str(paths.key),
+                               "replaced_serial": None if previous is None else previous.serial}, indent=2))
+        return
     role_text = f", roles {', '.join(info.roles)}" if info.roles else ""
     click.echo(f"Issued certificate for {name!r} ({key_type}{role_text}), valid until {info.not_after.isoformat()}")
     click.echo(f"  certificate: {paths.certificate}")
@@ -197,7 +219,8 @@ def _serial(value: str | None) -> int | None:
               help="RFC 5280 reason recorded in the CRL.")
 @click.option("--days", type=click.IntRange(min=1), default=30, show_default=True,
               help="Days until the CRL's next update.")
-def revoke(name: str, directory: Path, serial: str | None, reason: str | None, days: int) -> None:
+@_json_option('{"name", "serial" (hex), "reason", "already_revoked", "crl", "entries"}')
+def revoke(name: str, directory: Path, serial: str | None, reason: str | None, days: int, as_json: bool) -> None:
     """Revoke NAME's certificate: adds it to DIR/crl.pem, signed by the CA.
 
     Nodes and services with plugin.security.crl_file pointing at a copy of
@@ -209,12 +232,18 @@ def revoke(name: str, directory: Path, serial: str | None, reason: str | None, d
     Example:
       nmc ops ca revoke alice --reason keyCompromise
       nmc ops ca revoke web1.example.com --serial 3f2a... --reason superseded
+      nmc ops ca revoke alice --json
     """
     canonical = None if reason is None else next(r for r in REASONS if r.lower() == reason.lower())
     try:
         result = pki.revoke(directory, name, serial=_serial(serial), reason=canonical, days=days)
     except pki.PKIError as exc:
         raise click.ClickException(exc.reason) from None
+    if as_json:
+        click.echo(json.dumps({"name": name, "serial": f"{result.serial:x}", "reason": result.reason,
+                               "already_revoked": result.already, "crl": str(result.crl),
+                               "entries": result.entries}, indent=2))
+        return
     state = "was already revoked" if result.already else "revoked"
     why = f" ({result.reason})" if result.reason else ""
     click.echo(f"Certificate for {name!r} (serial {result.serial:x}) {state}{why}")
@@ -226,15 +255,20 @@ def revoke(name: str, directory: Path, serial: str | None, reason: str | None, d
 @_DIR_OPTION
 @click.option("--days", type=click.IntRange(min=1), default=30, show_default=True,
               help="Days until the CRL's next update.")
-def crl(directory: Path, days: int) -> None:
+@_json_option('{"crl", "entries", "next_update_days"}')
+def crl(directory: Path, days: int, as_json: bool) -> None:
     """Write (or re-sign) DIR/crl.pem: the current revocations with a fresh date.
 
     \b
     Example:
       nmc ops ca crl --dir /etc/nmc/ca
+      nmc ops ca crl --json
     """
     try:
         path, count = pki.write_crl(directory, days=days)
     except pki.PKIError as exc:
         raise click.ClickException(exc.reason) from None
+    if as_json:
+        click.echo(json.dumps({"crl": str(path), "entries": count, "next_update_days": days}, indent=2))
+        return
     click.echo(f"Wrote {path}: {count} revoked certificate(s), next update in {days} days")

@@ -177,7 +177,13 @@ def load_client_config(ctx: click.Context) -> Config:
     path = Path(explicit) if explicit else find_client_config(os.environ, Path.home())
     configure_logging(json=False, level="debug" if obj.get("debug") else "warning")
     quiet_tls_eof_warning()
-    return load_config(path, kind="client")
+    try:
+        return load_config(path, kind="client")
+    except ConfigError as exc:
+        if obj.get("debug"):
+            raise
+        hint = " (given by --config or NMC_CONFIG)" if explicit and not Path(explicit).exists() else ""
+        raise click.ClickException(f"{exc}{hint}") from exc
 
 
 class _TlsEofNoise(logging.Filter):

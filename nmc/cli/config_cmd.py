@@ -95,7 +95,8 @@ def show(ctx: click.Context, server: bool, file: str | None, as_json: bool, keys
     wanted = [k.lower() for k in keys] or _visible_keys(cfg)
     missing = [k for k in wanted if k not in cfg.settings]
     if missing:
-        raise click.ClickException(f"not set and not a known {kind} key: {', '.join(missing)}")
+        raise click.ClickException(f"not set and not a known {kind} key: {', '.join(missing)} "
+                                   "(see `nmc config keys` for the keys nmc knows)")
     settings = [cfg.settings[k] for k in wanted]
     if as_json:
         click.echo(json.dumps([{"key": s.key, "value": s.value, "origin": s.origin} for s in settings], indent=2))

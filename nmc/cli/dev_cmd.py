@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,7 +21,12 @@ __all__ = ["dev"]
 
 @click.group()
 def dev() -> None:
-    """A throwaway local fleet for trying nmc and for development."""
+    """A throwaway local fleet for trying nmc and for development.
+
+    \b
+    Example:
+      nmc dev up --nodes 5
+    """
 
 
 @dev.command("up")
@@ -30,7 +36,10 @@ def dev() -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=4222, show_default=True,
               help="Broker port on 127.0.0.1 (a free one is used if it is taken).")
 @click.option("--verbose", "-v", is_flag=True, help="Show the nodes' request logs.")
-def up(nodes: int, directory: Path | None, port: int, verbose: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help='Once every node is up, print one JSON line {"broker", "client_config", "nodes", "audit_file", '
+                   '"policy_dir"} instead of the text (for scripts waiting on it).')
+def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bool) -> None:
     """Start a broker, a throwaway CA and N nodes with varied facts; Ctrl-C stops everything.
 
     Writes a client.cfg that `nmc` finds on its own, so a second shell can run
@@ -39,6 +48,7 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool) -> None:
     \b
     Example:
       nmc dev up --nodes 5
+      nmc dev up --nodes 3 --port 0 --json     # one ready line: {"broker": "tls://127.0.0.1:...", ...}
     """
     layout = DevLayout(directory or default_dev_dir())
     configure_logging(json=False, level="info" if verbose else "warning")
@@ -48,7 +58,8 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool) -> None:
     except (BrokerError, PKIError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        asyncio.run(_run_fleet(configs, lambda ids: _announce(layout, broker.url, ids, directory is not None),
+        announce = _announce_json if as_json else _announce
+        asyncio.run(_run_fleet(configs, lambda ids: announce(layout, broker.url, ids, directory is not None),
                                audit_config=fleet.audit_config(), policy_config=fleet.policy_config()))
     finally:
         broker.stop()
@@ -82,6 +93,13 @@ async def _run_nodes_with_policy(configs: Sequence[Config], announce: Callable[[
     finally:
         if policy is not None:
             await policy.stop()
+
+
+def _announce_json(layout: DevLayout, url: str, identities: list[str], custom_dir: bool) -> None:
+    """The ready line for scripts: one JSON object (click.echo flushes it, so a pipe sees it at once)."""
+    click.echo(json.dumps({"broker": url, "client_config": str(layout.client_cfg), "nodes": identities,
+                           "audit_file": str(layout.audit_dir / "audit.jsonl"),
+                           "policy_dir": str(layout.policy_dir / "policies")}))
 
 
 def _announce(layout: DevLayout, url: str, identities: list[str], custom_dir: bool) -> None:

@@ -26,6 +26,7 @@ from nmc.cli.common import (
 from nmc.client.batch import call_in_batches
 from nmc.client.discovery import discover
 from nmc.cli.plugin_cmd import known_agents
+from nmc.cli.completion import complete_action, complete_agent, complete_input
 from nmc.cli.render import (DISPLAY_MODES, call_json, default_display, print_call, print_jsonl, print_table,
                             shown_replies)
 from nmc.client.fleet import CallResult
@@ -79,7 +80,7 @@ def ping(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
     else:
         for r in sorted(result.results, key=lambda r: r.elapsed):
             click.echo(f"{r.identity:<40} time={r.elapsed * 1000:.2f} ms")
-        click.echo("\n\n---- ping statistics ----")
+        click.echo("\n\n" + click.style("---- ping statistics ----", bold=True))  # plain text off a terminal
         if times:
             click.echo(f"{len(times)} replies max: {times[-1]:.2f} min: {times[0]:.2f} "
                        f"avg: {statistics.fmean(times):.2f}")
@@ -147,9 +148,9 @@ def _parse_inputs(agent: str, action: str, pairs: tuple[str, ...],
 
 
 @click.command()
-@click.argument("agent")
-@click.argument("action")
-@click.argument("inputs", nargs=-1, metavar="[KEY=VALUE]...")
+@click.argument("agent", shell_complete=complete_agent)
+@click.argument("action", shell_complete=complete_action)
+@click.argument("inputs", nargs=-1, metavar="[KEY=VALUE]...", shell_complete=complete_input)
 @filter_options
 @targeting_options
 @output_options

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from nmc.cli.common import load_client_config
+from nmc.cli.completion import complete_agent
 from nmc.ops.config import Config
 from nmc.protocol.ddl import ActionSpec, AgentSpec
 from nmc.services.loader import LoadedAgent, PluginError, load_agents
@@ -63,7 +64,7 @@ def list_plugins(ctx: click.Context, as_json: bool) -> None:
 
 
 @plugin.command("ddl")
-@click.argument("agent")
+@click.argument("agent", shell_complete=complete_agent)
 @click.option("--json", "fmt", flag_value="json", default=True, help="Print the DDL as JSON (the default).")
 @click.option("--text", "fmt", flag_value="text", help="Print the DDL for people.")
 @click.pass_context

@@ -28,7 +28,13 @@ class _PolicyCommandError(click.ClickException):
 
 @click.group()
 def policy() -> None:
-    """Action policies: what they decide, and whether they parse."""
+    """Action policies: what they decide, and whether they parse.
+
+    \b
+    Example:
+      nmc policy check alice puppet runonce --dir /etc/nmc/policies --fact environment=production
+      nmc policy lint /etc/nmc/policies
+    """
 
 
 def _default_policydir() -> Path:
@@ -55,7 +61,9 @@ def _load_facts(path: str | None, pairs: tuple[str, ...]) -> dict[str, Any]:
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        except OSError as exc:
+            raise _PolicyCommandError(f"--facts {path}: cannot read it: {exc.strerror or exc}") from exc
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
             raise _PolicyCommandError(f"--facts {path}: {exc}".splitlines()[0]) from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise _PolicyCommandError(f"--facts {path}: expected a mapping of fact names to values")
@@ -122,7 +130,10 @@ def check(caller: str, agent: str, action: str, directory: Path | None, facts_fi
 
 @policy.command("lint")
 @click.argument("directory", type=click.Path(path_type=Path))
-def lint(directory: Path) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"directory", "files_checked", "errors", "warnings", "issues": [{"file", "line", '
+                   '"severity", "message"}]} instead of text (line 0: the file as a whole).')
+def lint(directory: Path, as_json: bool) -> None:
     """Report every error and warning in a policy directory, as file:line.
 
     Exit status 1 when there is any error (a file with errors denies every
@@ -131,15 +142,21 @@ def lint(directory: Path) -> None:
     \b
     Example:
       nmc policy lint /etc/nmc/policies
+      nmc policy lint /etc/nmc/policies --json | jq '.issues[] | select(.severity == "error")'
     """
     policies = load_policy_dir(directory)
     issues = policies.issues
-    for issue in issues:
-        click.echo(str(issue))
     errors = sum(1 for i in issues if i.severity == "error")
     warnings = len(issues) - errors
     checked = len(policies.files) + (1 if policies.groups.present else 0)
-    summary = f"{directory}: {checked} file(s) checked, {errors} error(s), {warnings} warning(s)"
-    click.echo(summary)
+    if as_json:
+        click.echo(json.dumps({"directory": str(directory), "files_checked": checked, "errors": errors,
+                               "warnings": warnings,
+                               "issues": [{"file": i.source, "line": i.line, "severity": i.severity,
+                                           "message": i.message} for i in issues]}, indent=2))
+    else:
+        for issue in issues:
+            click.echo(str(issue))
+        click.echo(f"{directory}: {checked} file(s) checked, {errors} error(s), {warnings} warning(s)")
     if errors:
         raise click.exceptions.Exit(1)

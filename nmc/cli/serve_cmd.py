@@ -45,7 +45,14 @@ def _daemon_config(path: Path | None, log_format: str | None) -> Config:
 
 @click.group()
 def serve() -> None:
-    """Run nmc daemons in the foreground (for systemd or a terminal)."""
+    """Run nmc daemons in the foreground (for systemd or a terminal).
+
+    \b
+    Example:
+      nmc serve node --config /etc/nmc/server.cfg
+      nmc serve policy --config /etc/nmc/policy.cfg
+      nmc serve audit --config /etc/nmc/audit.cfg
+    """
 
 
 @serve.command("node")

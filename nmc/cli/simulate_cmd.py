@@ -61,7 +61,9 @@ def simulate(nodes: int, processes: int | None, directory: Path | None, port: in
       nmc -c ~/.local/state/nmc/sim/client.cfg ping     # in another shell
     """
     try:
-        settings = SimSettings(nodes=nodes, processes=processes or os.cpu_count() or 1, authz=authz, audit=audit,
+        # `--processes 0` is a mistake to report, not "the default": only an absent option means every CPU.
+        cpus = os.cpu_count() or 1
+        settings = SimSettings(nodes=nodes, processes=cpus if processes is None else processes, authz=authz, audit=audit,
                                port=port, log_level="info" if verbose else "warning")
     except SimulateError as exc:
         raise click.UsageError(str(exc)) from exc

@@ -520,7 +520,10 @@ def secure_broker_settings(
     own_certs = _read_certificates(server_cert)
     own = {c.public_bytes(serialization.Encoding.DER) for c in own_certs}
     certificates = [c for c in certificates if c.public_bytes(serialization.Encoding.DER) not in own]
-    missing = [r for r in sources.server_roles if own_certs and r not in certificate_roles(own_certs[0])]
+    # Certificates of another CA (Puppet's) carry no nmc roles at all: their roles come from name
+    # patterns, so only an nmc certificate that has roles but lacks these is a mistake worth stopping for.
+    own_roles = certificate_roles(own_certs[0]) if own_certs else ()
+    missing = [r for r in sources.server_roles if own_roles and r not in own_roles]
     if missing:
         raise BrokerError(f"{server_cert}: the broker's certificate lacks role {', '.join(missing)} (reissue it: "
                           f"nmc ops ca issue NAME --server {' '.join('--role ' + r for r in sources.server_roles)} "

@@ -7,6 +7,7 @@ structlog for a logger and binds context.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import TextIO
 
@@ -29,7 +30,8 @@ def configure_logging(*, json: bool, level: str = "info", stream: TextIO | None 
     if json:
         processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
     else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
+        # Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org), like the CLI.
+        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty() and not os.environ.get("NO_COLOR")))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level.lower(), logging.INFO)),

@@ -109,7 +109,7 @@ def test_setup_creates_the_stream_with_its_max_age(nats_url, tmp_path):
     env = {**os.environ, "NMC_CONFIG": str(cfg), "HOME": str(tmp_path)}
     out = nmc(env, "audit", "setup", "--max-age", "90d")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == f"stream {STREAM}: subjects nmc.audit.>, 0 records, kept 90d"
+    assert out.stdout.strip() == f"stream {STREAM}: subjects nmc.audit.>, 0 records, kept 90d, 1 replica(s)"
     missing = nmc(env, "audit", "setup", "--max-age", "soon")
     assert missing.returncode != 0 and "--max-age" in missing.stderr
 

@@ -230,7 +230,7 @@ async def test_client_side_validation_is_a_usage_error_and_sends_nothing(hello_f
     before = [n.pipeline.counters.total for n in fleet.nodes]
     ran = await nmc(env, "rpc", "hello", "greet", *args)
     assert ran.returncode == 4
-    assert ran.stderr.strip().splitlines()[-1] == f"Error: {message}"
+    assert ran.stderr.strip().splitlines() == [f"Error: {message} (see `nmc rpc --help`)"]
     assert [n.pipeline.counters.total for n in fleet.nodes] == before  # not even discovery was sent
 
 

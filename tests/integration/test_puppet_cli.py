@@ -125,4 +125,4 @@ async def test_runall_reports_each_node_and_status_shows_the_fleet(fleet, puppet
 async def test_usage_errors_exit_4_before_anything_is_sent(tmp_path, args, error):
     env = {**os.environ, "NMC_CONFIG": str(tmp_path / "missing.cfg"), "HOME": str(tmp_path)}
     rc, _, err = await nmc(env, "puppet", *args)
-    assert (rc, err.splitlines()[-1]) == (4, error)
+    assert (rc, err.strip().splitlines()) == (4, [f"{error} (see `nmc puppet {args[0]} --help`)"])

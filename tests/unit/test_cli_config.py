@@ -120,7 +120,8 @@ def test_show_missing_file_and_unknown_key_are_errors(runner: CliRunner, tmp_pat
     missing = runner.invoke(root, ["config", "show", "--file", str(tmp_path / "nope.cfg")])
     assert (missing.exit_code, missing.output) == (1, f"Error: config file not found: {tmp_path / 'nope.cfg'}\n")
     unknown = runner.invoke(root, ["config", "show", "--server", "--file", str(server_cfg), "no.such.key"])
-    assert (unknown.exit_code, unknown.output) == (1, "Error: not set and not a known server key: no.such.key\n")
+    assert (unknown.exit_code, unknown.output) == (
+        1, "Error: not set and not a known server key: no.such.key (see `nmc config keys` for the keys nmc knows)\n")
 
 
 def test_show_help_has_an_example(runner: CliRunner) -> None:

@@ -1,0 +1,51 @@
+"""`--json` on commands that talk to a broker: `nmc audit setup --json` and `nmc dev up --json`'s ready line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+NMC = [sys.executable, "-m", "nmc"]
+
+
+def nmc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*NMC, *args], check=False, capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_audit_setup_json(nats_url: str, tmp_path: Path):
+    cfg = tmp_path / "client.cfg"
+    cfg.write_text(f"plugin.nats.servers = {nats_url}\n")
+    env = {**os.environ, "NMC_CONFIG": str(cfg), "HOME": str(tmp_path)}
+    out = nmc(env, "audit", "setup", "--max-age", "2h", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"stream": "NMC_AUDIT", "subjects": ["nmc.audit.>"], "messages": 0,
+                                      "max_age_s": 7200, "replicas": 1}
+
+
+@pytest.mark.timeout(120)
+def test_dev_up_json_ready_line_is_enough_to_use_the_fleet(tmp_path: Path):
+    env = {**os.environ, "HOME": str(tmp_path)}
+    env.pop("NMC_CONFIG", None)
+    with (tmp_path / "dev.err").open("w") as err:
+        proc = subprocess.Popen([*NMC, "dev", "up", "--nodes", "2", "--dir", str(tmp_path / "dev"), "--port", "0",
+                                 "--json"], stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the first and only line once every node is up
+        ready = json.loads(line)
+        assert ready["nodes"] == ["node1.example.net", "node2.example.net"]
+        assert ready["broker"].startswith("tls://127.0.0.1:")
+        assert Path(ready["policy_dir"]).is_dir()
+        ping = nmc({**env, "NMC_CONFIG": ready["client_config"]}, "ping")
+        assert ping.returncode == 0, ping.stderr
+        assert "2 replies" in ping.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and rest == ""
