@@ -5,7 +5,9 @@ processes, a TLS broker, the simulator's default authz/audit), then runs the rea
 CLI as a subprocess, a discarded warm-up and then --runs times each:
 - ping:      `nmc ping`
 - routed:    `nmc rpc rpcutil ping -F role=web` (published to the fact subject: 2 in 5 nodes)
-- broadcast: `nmc rpc rpcutil ping` (every node)
+- broadcast: `nmc rpc rpcutil ping` (every node; discovery by broadcast ping first)
+- registry:  `nmc rpc rpcutil ping --dm registry` (every node; the node list from the JetStream
+  registry, so the call ends on the last expected reply with no stall timer at all)
 and prints, per size and command, the medians of:
 - wall: the whole command (Python start-up, discovery, the call, exit);
 - last: when the last reply arrived, after the request was published (the command's own timing);
@@ -15,6 +17,10 @@ and prints, per size and command, the medians of:
 
 Discovery (and the rpc's discovery) is given --discovery-timeout 60 so that a slow
 simulation machine cuts nothing short; the reply counts are printed to show it.
+Broadcast discovery still ends 0.3 s (`discovery_stall`) after the latest reply: on a
+small machine, thousands of simulated nodes share a few event loops and answer in
+bursts, so a gap longer than that ends discovery early; `--stall S` sets
+NMC_DISCOVERY_STALL for the commands (the counts column shows what was found).
 
 Usage: python bench/scale.py [--sizes 100,1000,5000] [--runs 5] [--processes P] [-- simulate options]
 """
@@ -39,6 +45,7 @@ COMMANDS = {
     "ping": ["ping"],
     "routed": ["rpc", "rpcutil", "ping", "-F", "role=web"],
     "broadcast": ["rpc", "rpcutil", "ping"],
+    "registry": ["rpc", "rpcutil", "ping", "--dm", "registry"],
 }
 
 
@@ -50,16 +57,17 @@ def expected(command: str, nodes: int) -> int:
 
 
 def bench_size(tmp: Path, nodes: int, runs: int, processes: int, extra: list[str],
-               dt: float) -> tuple[dict, dict[str, list[Timing]]]:
+               dt: float, stall: float | None) -> tuple[dict, dict[str, list[Timing]]]:
     results: dict[str, list[Timing]] = {name: [] for name in COMMANDS}
     with Simulation(tmp / f"sim{nodes}", nodes, processes, *extra) as sim:
+        env = sim.env | ({"NMC_DISCOVERY_STALL": str(stall)} if stall is not None else {})
         status = sim.status
         print(f"{nodes} nodes up in {status['start_seconds']} s "
               f"(certificates and configs {status['write_seconds']} s), {status['processes']} workers, "
               f"authz {status['authz']}, audit {status['audit']}", flush=True)
         for i in range(runs + 1):
             for name, args in COMMANDS.items():
-                wall, data = run_nmc_json([*args, "--discovery-timeout", str(dt), "--timeout", str(dt)], sim.env)
+                wall, data = run_nmc_json([*args, "--discovery-timeout", str(dt), "--timeout", str(dt)], env)
                 t = timing(wall, data)
                 if i == 0:
                     continue  # warm-up: TLS session, page cache, first audit stream writes
@@ -76,6 +84,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--discovery-timeout", type=float, default=60.0)
+    ap.add_argument("--stall", type=float, default=None,
+                    help="discovery_stall for the commands (default: the client's 0.3 s)")
     ap.add_argument("simulate", nargs="*", help="extra `nmc ops simulate` options, after --")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -83,7 +93,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for nodes in sizes:
             status, results = bench_size(Path(tmp), nodes, args.runs, args.processes, args.simulate,
-                                         args.discovery_timeout)
+                                         args.discovery_timeout, args.stall)
             for name, rows in results.items():
                 table.append((nodes, name, status, rows))
     print(f"\nscale, medians of {args.runs} runs after a warm-up, on {machine()}")

@@ -15,6 +15,8 @@ from nmc.ops.dev import DevFleet, DevLayout, default_dev_dir
 from nmc.ops.logs import configure_logging
 from nmc.ops.pki import PKIError
 from nmc.ops.serve import build_audit_service, build_node, build_policy_service, run_nodes
+from nmc.ops.settings import SettingsError
+from nmc.protocol.unsigned import UnsignedConfigError, parse_unsigned_actions
 
 __all__ = ["dev"]
 
@@ -39,7 +41,10 @@ def dev() -> None:
 @click.option("--json", "as_json", is_flag=True,
               help='Once every node is up, print one JSON line {"broker", "client_config", "nodes", "audit_file", '
                    '"policy_dir"} instead of the text (for scripts waiting on it).')
-def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bool) -> None:
+@click.option("--unsigned-actions", "unsigned", default="", metavar="AGENT.ACTION,...",
+              help="Read-only actions the nodes answer without a signature (e.g. for `nats req`), and a "
+                   "default.policy line allowing caller unsigned=nats to run them; off by default.")
+def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bool, unsigned: str) -> None:
     """Start a broker, a throwaway CA and N nodes with varied facts; Ctrl-C stops everything.
 
     Writes a client.cfg that `nmc` finds on its own, so a second shell can run
@@ -49,10 +54,16 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bo
     Example:
       nmc dev up --nodes 5
       nmc dev up --nodes 3 --port 0 --json     # one ready line: {"broker": "tls://127.0.0.1:...", ...}
+      nmc dev up --unsigned-actions rpcutil.ping,rpcutil.get_fact   # for `nats req` (docs/nats-tools.md)
     """
     layout = DevLayout(directory or default_dev_dir())
     configure_logging(json=False, level="info" if verbose else "warning")
-    fleet = DevFleet(layout, nodes=nodes, port=port)
+    actions = tuple(a.strip() for a in unsigned.split(",") if a.strip())
+    try:
+        parse_unsigned_actions(actions)
+    except UnsignedConfigError as exc:
+        raise click.BadParameter(exc.reason, param_hint="--unsigned-actions") from exc
+    fleet = DevFleet(layout, nodes=nodes, port=port, unsigned_actions=actions)
     try:
         broker, configs = fleet.prepare()
     except (BrokerError, PKIError) as exc:
@@ -61,6 +72,8 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bo
         announce = _announce_json if as_json else _announce
         asyncio.run(_run_fleet(configs, lambda ids: announce(layout, broker.url, ids, directory is not None),
                                audit_config=fleet.audit_config(), policy_config=fleet.policy_config()))
+    except SettingsError as exc:  # e.g. a mutating action in --unsigned-actions: the nodes refuse to start
+        raise click.ClickException(str(exc)) from exc
     finally:
         broker.stop()
         click.echo("dev fleet stopped", err=True)

@@ -19,6 +19,7 @@ from nmc.ops import pki
 from nmc.ops.broker import Broker, BrokerSettings, free_port
 from nmc.ops.brokercfg import TrustSources, secure_broker_settings
 from nmc.ops.config import Config, load_config
+from nmc.protocol.unsigned import UNSIGNED_CALLER
 
 __all__ = ["DevFleet", "DevLayout", "default_dev_dir", "node_facts_for", "write_fleet"]
 
@@ -203,13 +204,17 @@ class DevFleet:
     layout: DevLayout
     nodes: int = 5
     port: int = 4222
+    unsigned_actions: tuple[str, ...] = ()  # security.unsigned_actions of every node (off by default)
 
     def prepare(self) -> tuple[Broker, list[Config]]:
         """Write everything and start the broker; returns it and the nodes' configs."""
         port = self.port if self.port and _port_free(self.port) else free_port()
         # The secure path is the default one: TLS, a certificate for every connection (verify_and_map)
         # and each certificate's permissions by role, rendered from the CA write_fleet makes.
-        cfgs = write_fleet(self.layout, self.nodes, f"tls://127.0.0.1:{port}", puppet=True)
+        overrides = {"security.unsigned_actions": ", ".join(self.unsigned_actions)} if self.unsigned_actions else None
+        cfgs = write_fleet(self.layout, self.nodes, f"tls://127.0.0.1:{port}", puppet=True, node_overrides=overrides)
+        if self.unsigned_actions:
+            allow_unsigned(self.layout, self.unsigned_actions)
         settings, _ = secure_broker_settings(
             BrokerSettings(port=port, store_dir=self.layout.broker_dir / "jetstream", server_name="nmc-dev"),
             TrustSources(ca_dir=self.layout.ca_dir))
@@ -224,6 +229,22 @@ class DevFleet:
     def audit_config(self) -> Config:
         """The config of the fleet's audit service (written by prepare())."""
         return load_config(self.layout.audit_cfg, kind="server", env={})
+
+
+def allow_unsigned(layout: DevLayout, actions: tuple[str, ...]) -> None:
+    """Let caller unsigned=nats run `actions` (agent.action) in the dev policy, once.
+
+    Asking `nmc dev up --unsigned-actions` is the explicit consent for both gates
+    (the nodes' allowlist and the policy); the line is appended to default.policy so the
+    operator sees it, can delete it, and later starts do not add it again.
+    """
+    policy = layout.policy_dir / "policies" / "default.policy"
+    names = " ".join(sorted({name.split(".", 1)[1] for name in actions if "." in name}))
+    line = f"allow\t{UNSIGNED_CALLER}\t{names}\t*"
+    text = policy.read_text(encoding="utf-8") if policy.exists() else DEFAULT_POLICY
+    if line not in text.splitlines():
+        comment = "# added by `nmc dev up --unsigned-actions`: read-only queries without a signature (nats req)"
+        policy.write_text(text.rstrip("\n") + f"\n{comment}\n{line}\n", encoding="utf-8")
 
 
 def _port_free(port: int) -> bool:

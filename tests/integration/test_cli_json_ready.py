@@ -49,3 +49,48 @@ def test_dev_up_json_ready_line_is_enough_to_use_the_fleet(tmp_path: Path):
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and rest == ""
+
+
+@pytest.mark.timeout(120)
+async def test_dev_up_unsigned_actions_answers_an_unsigned_query(tmp_path: Path):
+    """`nmc dev up --unsigned-actions rpcutil.get_fact`: a plain `nats req` (here nats-py, no signature) gets the fact."""
+    import ssl
+
+    import nats
+
+    from nmc.protocol.subjects import node_subject
+
+    env = {**os.environ, "HOME": str(tmp_path)}
+    env.pop("NMC_CONFIG", None)
+    dev = tmp_path / "dev"
+    with (tmp_path / "dev.err").open("w") as err:
+        proc = subprocess.Popen([*NMC, "dev", "up", "--nodes", "2", "--dir", str(dev), "--port", "0", "--json",
+                                 "--unsigned-actions", "rpcutil.get_fact"],
+                                stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())
+        assert "unsigned=nats" in (Path(ready["policy_dir"]) / "default.policy").read_text()
+        tls = ssl.create_default_context(cafile=str(dev / "ca" / "ca.pem"))
+        tls.load_cert_chain(str(dev / "ca" / "certs" / "admin.pem"), str(dev / "ca" / "private" / "admin.key"))
+        nc = await nats.connect(ready["broker"], tls=tls, inbox_prefix=b"_INBOX.admin")
+        try:
+            asked = await nc.request(node_subject("nmc", "node1.example.net", "rpcutil", "get_fact"),
+                                     b'{"fact":"role"}', timeout=10)
+            refused = await nc.request(node_subject("nmc", "node1.example.net", "rpcutil", "inventory"),
+                                       b"", timeout=10)
+        finally:
+            await nc.close()
+        reply = json.loads(asked.data)
+        assert (reply["status"], reply["data"]) == (0, {"fact": "role", "value": "web"})
+        assert json.loads(refused.data)["status"] != 0  # not in the allowlist: still needs a signature
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+
+
+def test_dev_up_refuses_a_wildcard_unsigned_action(tmp_path: Path):
+    out = nmc({**os.environ, "HOME": str(tmp_path)}, "dev", "up", "--dir", str(tmp_path / "dev"),
+              "--unsigned-actions", "rpcutil.*")
+    assert out.returncode == 4
+    assert len(out.stderr.strip().splitlines()) == 1 and "--unsigned-actions" in out.stderr
