@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,22 +20,12 @@ from nmc import __version__
 from nmc.protocol.filter import combine
 from nmc.protocol.subjects import encode_token
 from nmc.services.node import SERVICE_NAME
+from tests.integration.npmkit import require_npm_client
 
 REPO = Path(__file__).resolve().parents[2]
 INTEROP = REPO / "tests" / "interop"
 SCRIPT = INTEROP / "adr32_check.mjs"
 RUN_TIMEOUT = 30.0
-
-
-def _require_npm_client() -> str:
-    """The `node` executable; fails the test with the fix when the interop client is not installed."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("Node.js (`node`) is not on PATH; it is needed to run the npm nats client in tests/interop")
-    if not (INTEROP / "node_modules" / "nats" / "package.json").is_file():
-        pytest.fail(f"{INTEROP / 'node_modules'} is missing the npm `nats` package: "
-                    "run `npm ci --prefix tests/interop` (from the repo root) and re-run the tests")
-    return node
 
 
 async def run_check(node_bin: str, url: str) -> dict[str, Any]:
@@ -55,7 +44,7 @@ async def run_check(node_bin: str, url: str) -> dict[str, Any]:
 
 
 async def test_npm_services_client_sees_every_node(fleet):
-    node_bin = _require_npm_client()
+    node_bin = require_npm_client()
     nodes = [
         await fleet.add("web1.example.com", {"country": "us"}, ["apache"]),
         await fleet.add("web2.example.com", {"country": "de"}),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +25,13 @@ from nmc.ops.config import load_config
 from nmc.ops.serve import build_node
 from nmc.protocol.subjects import node_subject
 from nmc.services.agents import BUILTIN_AGENTS
+from tests.integration.npmkit import require_npm_client
 
 REPO = Path(__file__).resolve().parents[2]
 INTEROP = REPO / "tests" / "interop"
 SCRIPT = INTEROP / "nats_recipes.mjs"
 NODES = {"node1.example.net": "web", "node2.example.net": "db"}
 POLICY = "policy default deny\nallow\tunsigned=nats\tget_fact ping\t*\nallow\tcert=alice\t*\t*\n"
-
-
-def _node_bin() -> str:
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("Node.js (`node`) is not on PATH; it is needed to run the npm nats client in tests/interop")
-    if not (INTEROP / "node_modules" / "nats" / "package.json").is_file():
-        pytest.fail(f"{INTEROP / 'node_modules'} is missing the npm `nats` package: "
-                    "run `npm ci --prefix tests/interop` (from the repo root) and re-run the tests")
-    return node
 
 
 class Recipes:
@@ -51,7 +41,7 @@ class Recipes:
         paths = pki.issued_paths(ca_dir, user)
         self.flags = ["-s", url, "--tlscert", str(paths.certificate), "--tlskey", str(paths.key),
                       "--tlsca", str(ca_dir / "ca.pem"), "--inbox-prefix", f"_INBOX.{user}"]
-        self.node = _node_bin()
+        self.node = require_npm_client()
 
     async def run(self, *args: str) -> str:
         """Its stdout; fails the test with its stderr when it exits non-zero."""
