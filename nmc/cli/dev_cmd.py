@@ -14,7 +14,7 @@ from nmc.ops.config import Config
 from nmc.ops.dev import DevFleet, DevLayout, default_dev_dir
 from nmc.ops.logs import configure_logging
 from nmc.ops.pki import PKIError
-from nmc.ops.serve import build_audit_service, build_node, build_policy_service, run_nodes
+from nmc.ops.serve import build_audit_service, build_node, build_policy_service, catch_stop_signals, run_nodes
 from nmc.ops.settings import SettingsError
 from nmc.protocol.unsigned import UnsignedConfigError, parse_unsigned_actions
 
@@ -81,19 +81,20 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bo
 
 async def _run_fleet(configs: Sequence[Config], announce: Callable[[list[str]], None], *,
                      audit_config: Config | None = None, policy_config: Config | None = None) -> None:
+    stop = catch_stop_signals()  # a Ctrl-C while everything starts stops it once started
     # The audit service first (it creates NMC_AUDIT) and last out, so it writes the nodes' final records.
     audit = build_audit_service(audit_config) if audit_config is not None else None
     if audit is not None:
         await audit.start()
     try:
-        await _run_nodes_with_policy(configs, announce, policy_config)
+        await _run_nodes_with_policy(configs, announce, policy_config, stop)
     finally:
         if audit is not None:
             await audit.stop()
 
 
 async def _run_nodes_with_policy(configs: Sequence[Config], announce: Callable[[list[str]], None],
-                                 policy_config: Config | None) -> None:
+                                 policy_config: Config | None, stop: asyncio.Event | None = None) -> None:
     # The policy service is up before the first node asks it, and stops only after the last node.
     policy = build_policy_service(policy_config) if policy_config is not None else None
     if policy is not None:
@@ -101,8 +102,8 @@ async def _run_nodes_with_policy(configs: Sequence[Config], announce: Callable[[
     try:
         # Facts are collected in the loop that serves (build_node is async: facter and file reads stay off it).
         nodes = await asyncio.gather(*(build_node(cfg) for cfg in configs))
-        announce([n.identity for n in nodes])
-        await run_nodes(list(zip(nodes, configs)))
+        # Announced once every node serves and Ctrl-C is handled: scripts may use the fleet at once.
+        await run_nodes(list(zip(nodes, configs)), ready=lambda: announce([n.identity for n in nodes]), stop=stop)
     finally:
         if policy is not None:
             await policy.stop()

@@ -19,6 +19,7 @@ from nmc.ops.serve import (
     build_policy_service,
     policy_config_path,
     run_audit_service,
+    catch_stop_signals,
     run_nodes,
     run_policy_service,
     server_config_path,
@@ -77,11 +78,12 @@ def serve_node(config_path: str | None, log_format: str | None) -> None:
 
 async def _serve(config: Config) -> None:
     # One event loop for collecting facts (facter runs as a subprocess of it) and for serving.
+    stop = catch_stop_signals()  # a signal while facts are collected stops the node once started
     try:
         node = await build_node(config)
     except (ConfigError, SettingsError, FactError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    await run_nodes([(node, config)])
+    await run_nodes([(node, config)], stop=stop)
 
 
 @serve.command("policy")

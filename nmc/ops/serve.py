@@ -24,7 +24,7 @@ from nmc.services.loader import PluginError, load_agents
 from nmc.services.node import Companion, Node
 from nmc.services.registry import RegistryPublisher
 
-__all__ = ["audit_config_path", "build_audit_service", "build_node", "run_audit_service", "build_policy_service", "policy_config_path", "run_nodes", "run_policy_service", "server_config_path", "wait_for_signal"]
+__all__ = ["audit_config_path", "build_audit_service", "build_node", "catch_stop_signals", "run_audit_service", "build_policy_service", "policy_config_path", "run_nodes", "run_policy_service", "server_config_path", "wait_for_signal"]
 
 log = structlog.get_logger("nmc.serve")
 
@@ -76,14 +76,34 @@ def _refreshers(node: Node) -> list[FactRefresher]:
     return [c for c in node.companions if isinstance(c, FactRefresher)]
 
 
-async def wait_for_signal(hup_callback: Callable[[], None] | None = None) -> None:
-    """Block until SIGINT or SIGTERM; call `hup_callback()` on every SIGHUP."""
+def catch_stop_signals(stop: asyncio.Event | None = None) -> asyncio.Event:
+    """From now on SIGINT and SIGTERM set the returned event (call it first thing in a daemon's loop).
+
+    Without it, a Ctrl-C during start-up reaches asyncio.run's own handler, which cancels
+    the main task; a library that swallows that cancellation while connecting leaves the
+    daemon running with nobody listening for the signal (seen with `nmc dev up`).
+    """
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    return stop
+
+
+async def wait_for_signal(hup_callback: Callable[[], None] | None = None,
+                          ready: Callable[[], None] | None = None, stop: asyncio.Event | None = None) -> None:
+    """Block until SIGINT or SIGTERM (or until `stop` is set); call `hup_callback()` on every SIGHUP.
+
+    `stop` is the event of an earlier catch_stop_signals(): a signal during start-up then
+    ends the wait at once. `ready()` runs once the handlers are in place and no stop is
+    pending: whoever announces "ready" from it knows a Ctrl-C from then on stops cleanly.
+    """
+    loop = asyncio.get_running_loop()
+    stop = catch_stop_signals(stop)
     if hup_callback is not None:
         loop.add_signal_handler(signal.SIGHUP, hup_callback)
+    if ready is not None and not stop.is_set():
+        ready()
     try:
         await stop.wait()
     finally:
@@ -91,8 +111,12 @@ async def wait_for_signal(hup_callback: Callable[[], None] | None = None) -> Non
             loop.remove_signal_handler(sig)
 
 
-async def run_nodes(pairs: Sequence[tuple[Node, Config]]) -> None:
-    """Start nodes, serve until SIGINT/SIGTERM (SIGHUP re-collects facts now), then stop them cleanly."""
+async def run_nodes(pairs: Sequence[tuple[Node, Config]], ready: Callable[[], None] | None = None,
+                    stop: asyncio.Event | None = None) -> None:
+    """Start nodes, serve until SIGINT/SIGTERM (SIGHUP re-collects facts now), then stop them cleanly.
+
+    `ready()` runs once every node is started and the signal handlers are in place.
+    """
     for node, _ in pairs:
         await node.start()
     tasks: set[asyncio.Task[bool]] = set()
@@ -114,7 +138,7 @@ async def run_nodes(pairs: Sequence[tuple[Node, Config]]) -> None:
                 task.add_done_callback(done)
 
     try:
-        await wait_for_signal(hup_callback=on_hup)
+        await wait_for_signal(hup_callback=on_hup, ready=ready, stop=stop)
     finally:
         await asyncio.gather(*(node.stop() for node, _ in pairs), return_exceptions=True)
 

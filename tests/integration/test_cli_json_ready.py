@@ -86,7 +86,12 @@ async def test_dev_up_unsigned_actions_answers_an_unsigned_query(tmp_path: Path)
         assert json.loads(refused.data)["status"] != 0  # not in the allowlist: still needs a signature
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail("nmc dev up did not stop on SIGINT: " + (tmp_path / "dev.err").read_text()[-3000:])
 
 
 def test_dev_up_refuses_a_wildcard_unsigned_action(tmp_path: Path):
