@@ -186,9 +186,13 @@ def render_leaf_remote(remote: LeafRemote) -> str:
 
     nats-server does not forward the plain ``$JS.API`` across a leaf connection (both
     sides could have a JetStream); mapping it to the hub's domain lets the site's nodes
-    and users use the hub's JetStream (audit stream) unchanged.
+    and users use the hub's JetStream (audit stream) unchanged. Key-value puts
+    (``$KV.<bucket>.<key>``, the registry) do not cross a leaf either; the hub takes them
+    under its domain's API prefix (``$JS.<domain>.API.$KV.>``), which is what nats.go
+    does for a KV in another domain, so they are mapped there too.
     """
-    lines = ["mappings {", f'  "$JS.API.>": "$JS.{remote.hub_domain}.API.>"', "}", "",
+    domain = remote.hub_domain
+    lines = ["mappings {", f'  "$JS.API.>": "$JS.{domain}.API.>"', f'  "$KV.>": "$JS.{domain}.API.$KV.>"', "}", "",
              "leafnodes {", "  remotes: [", "    {", "      urls: ["]
     lines += [f"        {_quote(url)}" for url in remote.urls]
     lines.append("      ]")

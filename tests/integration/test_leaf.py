@@ -10,6 +10,7 @@ import nats
 from nmc.audit.publisher import AuditSettings, JetStreamAuditor
 from nmc.audit.reader import AuditQuery, read_records
 from nmc.client.fleet import ClientSettings, FleetClient
+from nmc.client.registry import registry_discover
 from nmc.ops import pki
 from nmc.ops.broker import Broker, BrokerSettings
 from nmc.ops.brokercfg import (
@@ -24,6 +25,7 @@ from nmc.security.names import inbox_prefix
 from nmc.services.agents import BUILTIN_AGENTS
 from nmc.services.facts import NodeFacts
 from nmc.services.node import Node, NodeSettings
+from nmc.services.registry import RegistryPublisher, RegistrySettings
 from tests.integration.auditkit import connect, until
 from tests.integration.fleetkit import Fleet, FleetCA
 
@@ -81,6 +83,31 @@ async def test_node_behind_a_leaf_is_discovered_and_answers_rpc_from_the_hub(tmp
         finally:
             await site.stop()
             await central.stop()
+
+
+async def test_a_node_behind_a_leaf_registers_in_the_hubs_registry(tmp_path, test_ca: FleetCA):
+    """Registry puts ($KV.nmc_registry.*) do not cross a leaf by themselves: the leaf maps them to the hub's domain."""
+    hub, leaf = _hub_and_leaf(tmp_path)
+    with hub, leaf:
+        await _leaf_connected(leaf)
+        site = Fleet(url=leaf.url, ca=test_ca)
+        try:
+            publisher = RegistryPublisher(RegistrySettings(interval=30))
+            await site.add("far.site1.test", {"site": "site1"}, companions=[publisher])
+            watcher = await connect(hub.url)
+            try:
+                async def registered() -> bool:
+                    try:
+                        return {e.identity for e in await registry_discover(watcher, "nmc", "site=site1")} == {
+                            "far.site1.test"}
+                    except Exception:  # noqa: BLE001 - the bucket may not exist yet
+                        return False
+                await until(registered, 15, "the site node's record in the hub's registry bucket")
+                assert publisher.puts >= 1
+            finally:
+                await watcher.close()
+        finally:
+            await site.stop()
 
 
 def _tls(ca: Path, name: str) -> ssl.SSLContext:

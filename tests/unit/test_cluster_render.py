@@ -42,6 +42,7 @@ def test_hub_maps_leaf_certificates_and_leaf_dials_with_its_certificate_and_maps
     assert 'listen: "0.0.0.0:7422"' in hub and "verify_and_map: true" in hub
     leaf = render_leaf_remote(LeafRemote(urls=("tls://hub1:7422", "tls://hub2:7422"), tls=tls, hub_domain="hq"))
     assert '"$JS.API.>": "$JS.hq.API.>"' in leaf
+    assert '"$KV.>": "$JS.hq.API.$KV.>"' in leaf  # registry puts reach the hub's bucket
     assert '"tls://hub1:7422"' in leaf and '"tls://hub2:7422"' in leaf and 'cert_file: "/c.pem"' in leaf
     assert "verify" not in leaf and "pinned_certs" not in leaf  # the dialling side only presents its certificate
 
