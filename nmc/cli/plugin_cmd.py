@@ -94,7 +94,8 @@ def _value(value: Any) -> str:
 
 def _action_text(spec: ActionSpec) -> list[str]:
     timeout = "node default" if spec.timeout is None else f"{spec.timeout:g}s"
-    lines = [f"  {spec.name}: {spec.description}", f"      display: {spec.display}, timeout: {timeout}"]
+    lines = [f"  {spec.name}: {spec.description}", f"      display: {spec.display}, timeout: {timeout}"
+             + (", read-only (may be allowed unsigned: security.unsigned_actions)" if spec.readonly else "")]
     for i in spec.inputs:
         need = "optional" if i.optional else "required"
         extra = [f"default {_value(i.default)}"] if i.default is not None else []

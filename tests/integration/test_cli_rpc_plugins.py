@@ -292,6 +292,17 @@ def test_plugin_list_and_ddl(tmp_path: Path) -> None:
     unknown = subprocess.run([*NMC, "plugin", "ddl", "nosuch"], check=False, capture_output=True, text=True, env=env, timeout=60)
     assert unknown.returncode == 4 and "unknown agent 'nosuch'" in unknown.stderr
 
+    # --text says which actions are read-only (the ones a node may answer unsigned).
+    rpcutil = subprocess.run([*NMC, "plugin", "ddl", "rpcutil", "--text"], check=False, capture_output=True, text=True,
+                             env=env, timeout=60)
+    assert rpcutil.returncode == 0, rpcutil.stderr
+    assert rpcutil.stdout.count("read-only") == len(json.loads(
+        subprocess.run([*NMC, "plugin", "ddl", "rpcutil"], capture_output=True, text=True, env=env,
+                       timeout=60).stdout)["actions"])  # every rpcutil action only reads
+    shell = subprocess.run([*NMC, "plugin", "ddl", "shell", "--text"], check=False, capture_output=True, text=True,
+                           env=env, timeout=60)
+    assert shell.returncode == 0 and "read-only" not in shell.stdout
+
 
 def test_broken_client_plugin_is_a_one_line_error(tmp_path: Path) -> None:
     ca = tmp_path / "ca"
