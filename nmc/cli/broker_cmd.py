@@ -86,8 +86,9 @@ def _sighup_flag() -> Iterator[threading.Event]:
         signal.signal(signal.SIGHUP, previous)
 
 
-def _follow(server: Broker, on_hup: Callable[[], None] | None = None, hup: threading.Event | None = None) -> int:
-    """Copy the server log to stdout until the server exits; return its exit code."""
+def _follow(server: Broker, on_hup: Callable[[], None] | None = None, hup: threading.Event | None = None,
+            err: bool = False) -> int:
+    """Copy the server log to stdout (stderr with `err`) until the server exits; return its exit code."""
     with server.log_path.open("rb") as log:
         log.seek(0, 2)
         while True:
@@ -96,9 +97,9 @@ def _follow(server: Broker, on_hup: Callable[[], None] | None = None, hup: threa
                 on_hup()
             chunk = log.read()
             if chunk:
-                click.echo(chunk.decode("utf-8", "replace"), nl=False)
+                click.echo(chunk.decode("utf-8", "replace"), nl=False, err=err)
             if not server.running:
-                click.echo(log.read().decode("utf-8", "replace"), nl=False)
+                click.echo(log.read().decode("utf-8", "replace"), nl=False, err=err)
                 code = server.exit_code
                 return 1 if code is None else code
             time.sleep(_FOLLOW_INTERVAL)
@@ -214,9 +215,12 @@ _TLS_KEYS = ("ca_dir", "collective", "registry_bucket", "server_name", "ca_file"
                    "from --port, route ports from --cluster-port.")
 @click.option("--cluster-port", type=click.IntRange(0, 65535), default=6222, show_default=True,
               help="First route port of --cluster (0: any free ports).")
+@click.option("--json", "as_json", is_flag=True,
+              help='Once ready, print one JSON line instead of the text: {"servers": [{"name", "url", "monitor_url", '
+                   '"log"}], "plugin.nats.servers", "jetstream_replicas", "users"}; the server log goes to stderr.')
 @click.pass_context
 def broker(ctx: click.Context, port: int, host: str, allow_remote: bool, store: Path, http_port: int | None, tls: bool,
-           print_config: bool, cluster_size: int | None, cluster_port: int, **tls_options: Any) -> None:
+           print_config: bool, cluster_size: int | None, cluster_port: int, as_json: bool, **tls_options: Any) -> None:
     """Run a NATS broker with JetStream for a dev or small fleet, in the foreground.
 
     Stops cleanly on Ctrl-C or SIGTERM. With --tls, SIGHUP re-reads the CA
@@ -230,11 +234,13 @@ def broker(ctx: click.Context, port: int, host: str, allow_remote: bool, store: 
       nmc ops broker config --ca-dir ./nmc-ca -o nats-server.conf
       nmc ops broker --cluster 3 --port 4222 --cluster-port 6222
       nmc ops broker --cluster 3 --tls --ca-dir ./nmc-ca
+      nmc ops broker --port 0 --json             # one ready line for scripts
     """
     if ctx.invoked_subcommand is not None:
         return
     if cluster_size is not None:
-        _run_cluster(cluster_size, port, cluster_port, host, allow_remote, store, tls, print_config, tls_options)
+        _run_cluster(cluster_size, port, cluster_port, host, allow_remote, store, tls, print_config, tls_options,
+                     as_json)
         return
     settings = _listen_settings(port, host, allow_remote, store, http_port)
     auth: Authorization | None = None
@@ -260,11 +266,15 @@ def broker(ctx: click.Context, port: int, host: str, allow_remote: bool, store: 
                 server.start()
             except BrokerError as exc:
                 raise click.ClickException(str(exc)) from None
-            monitor = f", monitoring {server.monitor_url}" if server.monitor_url else ""
-            click.echo(f"nmc broker ready at {server.url}{monitor} (JetStream store {store}, log {server.log_path})")
-            if auth is not None:
-                click.echo(f"TLS with verify_and_map: {_summary(auth)}")
-            code = _follow(server, reload if tls else None, hup)
+            if as_json:
+                click.echo(_ready_json([server], auth, replicas=1))
+            else:
+                monitor = f", monitoring {server.monitor_url}" if server.monitor_url else ""
+                click.echo(f"nmc broker ready at {server.url}{monitor} (JetStream store {store}, "
+                           f"log {server.log_path})")
+                if auth is not None:
+                    click.echo(f"TLS with verify_and_map: {_summary(auth)}")
+            code = _follow(server, reload if tls else None, hup, err=as_json)
             if code != 0:
                 raise click.ClickException(f"nats-server exited with code {code}: " + " | ".join(server.log_lines()))
             # Exit code 0: the server itself was told to stop (e.g. Ctrl-C reached it first).
@@ -275,8 +285,19 @@ def broker(ctx: click.Context, port: int, host: str, allow_remote: bool, store: 
         server.stop()
 
 
+def _ready_json(servers: list[Broker], auth: Authorization | None, *, replicas: int) -> str:
+    """The --json ready line: where the servers listen and what to put in server.cfg/client.cfg."""
+    return json.dumps({
+        "servers": [{"name": s.settings.server_name, "url": s.url, "monitor_url": s.monitor_url,
+                     "log": str(s.log_path)} for s in servers],
+        "plugin.nats.servers": ",".join(s.url for s in servers),
+        "jetstream_replicas": replicas,
+        "users": None if auth is None else [{"name": u.name, "roles": list(u.roles)} for u in auth.users],
+    })
+
+
 def _run_cluster(size: int, port: int, cluster_port: int, host: str, allow_remote: bool, store: Path, tls: bool,
-                 print_config: bool, tls_options: dict[str, Any]) -> None:
+                 print_config: bool, tls_options: dict[str, Any], as_json: bool = False) -> None:
     """`nmc ops broker --cluster N`: N servers in the foreground until Ctrl-C or SIGTERM."""
     base = _listen_settings(0, host, allow_remote, store, None)
     auth: Authorization | None = None
@@ -299,14 +320,17 @@ def _run_cluster(size: int, port: int, cluster_port: int, host: str, allow_remot
                 cluster.start()
             except BrokerError as exc:
                 raise click.ClickException(str(exc)) from None
-            for server in cluster.brokers:
-                click.echo(f"{server.settings.server_name}: {server.url} (monitoring {server.monitor_url}, "
-                           f"log {server.log_path})")
-            if auth is not None:
-                click.echo(f"TLS with verify_and_map on every server and on routes: {_summary(auth)}")
-            click.echo(f"nmc cluster ready ({size} servers, JetStream clustered); in server.cfg and client.cfg:")
-            click.echo(f"plugin.nats.servers = {cluster.servers_value}")
-            click.echo(f"plugin.nats.jetstream_replicas = {min(size, 3)}")
+            if as_json:
+                click.echo(_ready_json(list(cluster.brokers), auth, replicas=min(size, 3)))
+            else:
+                for server in cluster.brokers:
+                    click.echo(f"{server.settings.server_name}: {server.url} (monitoring {server.monitor_url}, "
+                               f"log {server.log_path})")
+                if auth is not None:
+                    click.echo(f"TLS with verify_and_map on every server and on routes: {_summary(auth)}")
+                click.echo(f"nmc cluster ready ({size} servers, JetStream clustered); in server.cfg and client.cfg:")
+                click.echo(f"plugin.nats.servers = {cluster.servers_value}")
+                click.echo(f"plugin.nats.jetstream_replicas = {min(size, 3)}")
             while all(server.running for server in cluster.brokers):
                 time.sleep(_FOLLOW_INTERVAL)
             dead = [s for s in cluster.brokers if not s.running]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import signal
 import socket
 import ssl
@@ -213,3 +214,30 @@ def test_cli_runs_in_foreground_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "broker stopped" in err
     assert _port_is_free(port)
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["one server", "cluster of 3"])
+def test_cli_json_ready_line_names_the_servers_and_the_client_setting(tmp_path: Path, cluster: bool) -> None:
+    """`nmc ops broker --json`: one JSON line once ready (logs on stderr); its URLs accept clients."""
+    args = ["--port", "0", "--store", str(tmp_path / "broker" / "jetstream"), "--json"]
+    if cluster:
+        args += ["--cluster", "3", "--cluster-port", "0"]
+    proc = subprocess.Popen([sys.executable, "-m", "nmc", "ops", "broker", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())
+        size = 3 if cluster else 1
+        assert len(ready["servers"]) == size and ready["jetstream_replicas"] == (3 if cluster else 1)
+        assert ready["plugin.nats.servers"] == ",".join(s["url"] for s in ready["servers"])
+        assert ready["users"] is None  # no --tls: no certificate users
+        for server in ready["servers"]:
+            host, port = server["url"].removeprefix("nats://").rsplit(":", 1)
+            assert not _port_is_free(int(port))
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
