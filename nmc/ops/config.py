@@ -34,6 +34,7 @@ __all__ = [
     "ConfigError",
     "KeySpec",
     "Setting",
+    "etc_dir",
     "find_client_config",
     "find_server_config",
     "load_config",
@@ -389,21 +390,31 @@ def _from_env(value: str, home: Path) -> Path:
     return Path(value)
 
 
-def find_client_config(env: Mapping[str, str], home: Path, *, etc: Path = Path("/etc/nmc")) -> Path | None:
-    """The client.cfg to use: $NMC_CONFIG, ~/.nmc, /etc/nmc, then the dev fleet's.
+def etc_dir(env: Mapping[str, str], home: Path) -> Path:
+    """The system-wide config directory: $NMC_ETC_DIR, else /etc/nmc.
+
+    For packagings that keep configuration elsewhere (/usr/local/etc/nmc), and for
+    tests that must not pick up a real machine's /etc/nmc.
+    """
+    return _from_env(env["NMC_ETC_DIR"], home) if env.get("NMC_ETC_DIR") else Path("/etc/nmc")
+
+
+def find_client_config(env: Mapping[str, str], home: Path, *, etc: Path | None = None) -> Path | None:
+    """The client.cfg to use: $NMC_CONFIG, ~/.nmc, /etc/nmc ($NMC_ETC_DIR), then the dev fleet's.
 
     $NMC_CONFIG is returned even if missing, so loading it reports the typo
     instead of silently falling back to another file.
     """
     if env.get("NMC_CONFIG"):
         return _from_env(env["NMC_CONFIG"], home)
+    etc = etc or etc_dir(env, home)
     candidates = (home / ".nmc" / "client.cfg", etc / "client.cfg", home / ".local/state/nmc/dev/client.cfg")
     return next((c for c in candidates if c.is_file()), None)
 
 
-def find_server_config(env: Mapping[str, str], home: Path, *, etc: Path = Path("/etc/nmc")) -> Path | None:
-    """The server.cfg to use: $NMC_SERVER_CONFIG (even if missing), then /etc/nmc."""
+def find_server_config(env: Mapping[str, str], home: Path, *, etc: Path | None = None) -> Path | None:
+    """The server.cfg to use: $NMC_SERVER_CONFIG (even if missing), then /etc/nmc ($NMC_ETC_DIR)."""
     if env.get("NMC_SERVER_CONFIG"):
         return _from_env(env["NMC_SERVER_CONFIG"], home)
-    candidate = etc / "server.cfg"
+    candidate = (etc or etc_dir(env, home)) / "server.cfg"
     return candidate if candidate.is_file() else None

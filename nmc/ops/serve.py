@@ -14,7 +14,7 @@ from nmc.audit.hooks import NoAudit
 from nmc.audit.publisher import JetStreamAuditor
 from nmc.audit.service import AuditService
 from nmc.authz import LocalAuthorizer, PolicyService, ServiceAuthorizer, node_authorizer
-from nmc.ops.config import Config, find_server_config
+from nmc.ops.config import Config, etc_dir, find_server_config
 from nmc.ops.settings import (audit_service_settings, audit_settings, SettingsError, authz_settings, fact_refresh_interval, policy_service_settings, fact_sources, load_signer, load_verifier,
                               node_settings, registry_settings)
 from nmc.protocol.unsigned import UnsignedConfigError
@@ -178,7 +178,7 @@ def policy_config_path(explicit: str | None) -> Path | None:
         return Path(explicit)
     if os.environ.get("NMC_POLICY_CONFIG"):
         return Path(os.environ["NMC_POLICY_CONFIG"]).expanduser()
-    default = Path("/etc/nmc/policy.cfg")
+    default = etc_dir(os.environ, Path.home()) / "policy.cfg"
     return default if default.is_file() else None
 
 
@@ -202,5 +202,5 @@ def audit_config_path(explicit: str | None) -> Path | None:
         return Path(explicit)
     if os.environ.get("NMC_AUDIT_CONFIG"):
         return Path(os.environ["NMC_AUDIT_CONFIG"]).expanduser()
-    default = Path("/etc/nmc/audit.cfg")
+    default = etc_dir(os.environ, Path.home()) / "audit.cfg"
     return default if default.is_file() else None

@@ -76,15 +76,14 @@ def has_lines(output: str, lines: list[str]) -> None:
 @pytest.fixture
 def newcomer(tmp_path: Path):
     """A fresh HOME with `nmc` on PATH, and `nmc dev up --nodes 5` running in it; yields the shell env."""
-    if Path("/etc/nmc/client.cfg").exists():
-        pytest.skip("/etc/nmc/client.cfg exists on this machine: nmc would use it before the dev fleet's")
     home = tmp_path / "home"
     (home / "bin").mkdir(parents=True)
     wrapper = home / "bin" / "nmc"
     wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m nmc "$@"\n')
     wrapper.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NMC_", "XDG_"))}
-    env.update(HOME=str(home), PATH=f"{home / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}")
+    env.update(HOME=str(home), PATH=f"{home / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
+               NMC_ETC_DIR=str(tmp_path / "etc-nmc"))  # a machine's real /etc/nmc/client.cfg would come first
     # The guide's command, on a free port (--port 0) so it never meets another broker on 4222.
     fleet = subprocess.Popen(["bash", "-c", "exec nmc dev up --nodes 5 --port 0"], cwd=home, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

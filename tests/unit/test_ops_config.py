@@ -313,3 +313,18 @@ def test_find_server_config(tmp_path: Path) -> None:
     server = write(tmp_path / "server.cfg", "")
     assert find_server_config({}, tmp_path, etc=tmp_path) == server
     assert find_server_config({"NMC_SERVER_CONFIG": "/n/s.cfg"}, tmp_path, etc=tmp_path) == Path("/n/s.cfg")
+
+
+def test_nmc_etc_dir_moves_the_system_wide_config_directory(tmp_path):
+    from nmc.ops.config import find_client_config, find_server_config, load_config
+
+    etc, home = tmp_path / "usr-local-etc-nmc", tmp_path / "home"
+    etc.mkdir()
+    (etc / "client.cfg").write_text("main_collective = site\n")
+    (etc / "server.cfg").write_text("identity = n1\n")
+    env = {"NMC_ETC_DIR": str(etc)}
+    assert find_client_config(env, home) == etc / "client.cfg"
+    assert find_server_config(env, home) == etc / "server.cfg"
+    assert find_client_config({"NMC_ETC_DIR": str(tmp_path / "nothing")}, home) is None
+    # Reserved: it names a directory, it is not the setting "etc_dir".
+    assert "etc_dir" not in load_config(None, kind="client", env=env).settings
