@@ -42,6 +42,7 @@ from nmc.audit.records import encode_record, header_msg_id
 from nmc.audit.spool import Spool, SpoolEntry
 from nmc.audit.stream import DEFAULT_MAX_AGE, ensure_stream
 from nmc.protocol.subjects import audit_subject
+from nmc.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from nmc.services.node import Node
@@ -116,11 +117,8 @@ class JetStreamAuditor:
 
     async def stop(self) -> None:
         """Stop resending. Records made after this still go to the stream (while connected) or the spool."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if len(self.spool):
             self._log.warning("audit_spool_left", **self.spool.describe())
 

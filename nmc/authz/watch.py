@@ -9,7 +9,6 @@ when two polls in a row read the same bytes (so within two intervals).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import structlog
 
 from nmc.authz.files import DirSnapshot, policy_set, read_policy_dir
 from nmc.authz.policyset import PolicySet
+from nmc.tasks import cancel_and_wait
 
 __all__ = ["PolicyWatcher", "log_policy_issues"]
 
@@ -93,8 +93,5 @@ class PolicyWatcher:
 
     async def stop(self) -> None:
         """Stop polling."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

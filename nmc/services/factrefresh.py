@@ -11,7 +11,6 @@ because someone saved a broken YAML file.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from nmc.services.facts import FactError, FactSources, NodeFacts
+from nmc.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from nmc.services.node import Node
@@ -67,11 +67,8 @@ class FactRefresher:
 
     async def stop(self) -> None:
         """Stop the background refresh; a collection in flight is cancelled (facter is killed)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

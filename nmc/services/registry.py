@@ -28,6 +28,7 @@ from nats.js.kv import KeyValue
 
 from nmc import __version__
 from nmc.protocol.registry import DEFAULT_BUCKET, RegistryEntry, check_bucket
+from nmc.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from nmc.services.node import Node
@@ -93,11 +94,8 @@ class RegistryPublisher:
 
     async def stop(self) -> None:
         """Stop refreshing and delete the record: a clean stop leaves the registry at once."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         node, kv = self._node, self._kv
         if node is None or kv is None or node.nc is None or not node.nc.is_connected:
             return
