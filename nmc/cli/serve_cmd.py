@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from nats.errors import NoServersError
@@ -104,16 +106,8 @@ def serve_policy(config_path: str | None, log_format: str | None) -> None:
     Example:
       nmc serve policy --config /etc/nmc/policy.cfg
     """
-    path = policy_config_path(config_path)
-    config = _daemon_config(path, log_format)
-    try:
-        service = build_policy_service(config)
-    except (ConfigError, SettingsError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
-        asyncio.run(run_policy_service(service))
-    except (OSError, NoServersError) as exc:
-        raise click.ClickException(f"cannot connect to {', '.join(service.settings.servers)}: {exc}") from exc
+    _run_service(_daemon_config(policy_config_path(config_path), log_format), build_policy_service,
+                 run_policy_service)
 
 
 @serve.command("audit")
@@ -135,15 +129,19 @@ def serve_audit(config_path: str | None, log_format: str | None) -> None:
     Example:
       nmc serve audit --config /etc/nmc/audit.cfg
     """
-    path = audit_config_path(config_path)
-    config = _daemon_config(path, log_format)
+    _run_service(_daemon_config(audit_config_path(config_path), log_format), build_audit_service,
+                 run_audit_service)
+
+
+def _run_service(config: Config, build: Callable[[Config], Any], run: Callable[[Any], Awaitable[None]]) -> None:
+    """Build a service daemon from its config and run it; what goes wrong is one line."""
     try:
-        service = build_audit_service(config)
+        service = build(config)
     except (ConfigError, SettingsError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        asyncio.run(run_audit_service(service))
-    except SinkError as exc:
+        asyncio.run(run(service))
+    except SinkError as exc:  # the audit service's file or syslog
         raise click.ClickException(str(exc)) from exc
     except (OSError, NoServersError) as exc:
         raise click.ClickException(f"cannot connect to {', '.join(service.settings.servers)}: {exc}") from exc

@@ -157,6 +157,7 @@ def build_policy_service(config: Config) -> PolicyService:
 
 async def run_policy_service(service: PolicyService) -> None:
     """Start the policy service, serve until SIGINT/SIGTERM (SIGHUP re-reads the policies now), then stop it."""
+    stop = catch_stop_signals()  # a signal while it connects stops it once started
     await service.start()
     tasks: set[asyncio.Task[bool]] = set()
 
@@ -167,7 +168,7 @@ async def run_policy_service(service: PolicyService) -> None:
         task.add_done_callback(tasks.discard)
 
     try:
-        await wait_for_signal(hup_callback=on_hup)
+        await wait_for_signal(hup_callback=on_hup, stop=stop)
     finally:
         await service.stop()
 
@@ -189,9 +190,10 @@ def build_audit_service(config: Config) -> AuditService:
 
 async def run_audit_service(service: AuditService) -> None:
     """Start the audit service, write records until SIGINT/SIGTERM, then stop after the batch in hand."""
+    stop = catch_stop_signals()  # a signal while it connects stops it once started
     await service.start()
     try:
-        await wait_for_signal()
+        await wait_for_signal(stop=stop)
     finally:
         await service.stop()
 
