@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import statistics
 from typing import Any
@@ -35,6 +36,13 @@ from nmc.protocol.ddl import ActionSpec, AgentSpec, InputError, coerce_cli_value
 __all__ = ["find", "ping", "rpc"]
 
 _NO_NODES = "No request sent, we did not discover any nodes."
+_NO_MATCH = "We did not discover any nodes."
+# How alike an agent name must be to a known one to count as a slip of the keyboard (difflib's
+# ratio): `rpcutill` for rpcutil (0.93), `pupet` for puppet (0.91), `shel` for shell (0.89),
+# `rcputil` (0.86). Such a name is refused; a less similar one may be another team's agent and is
+# sent: `hello` is not a typo of `shell` (0.8). An unknown action of a known agent is refused
+# anyway, so its "did you mean" may be a looser guess (`pnig` for ping: 0.75).
+_CLOSE_AGENT, _CLOSE_ACTION = 0.85, 0.6
 
 
 def _flags_filter(kw: dict[str, Any]) -> str:
@@ -99,6 +107,8 @@ def find(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
          **flags: Any) -> None:
     """List the identities of the nodes that match the filter.
 
+    When no node matches, says so on standard error (--json: prints []) and exits 2.
+
     \b
     Examples:
       nmc find -F role=web
@@ -114,21 +124,40 @@ def find(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
             return (await discover(fc, expr, targeting)).identities
 
     names = sorted(run(ctx, go))
-    click.echo(json.dumps(names) if as_json else "\n".join(names))
+    if as_json:
+        click.echo(json.dumps(names))
+    elif names:
+        click.echo("\n".join(names))
+    else:
+        click.echo(_NO_MATCH, err=True)
     if not names:
         ctx.exit(EXIT_NO_RESPONSE)
+
+
+def _close_to(word: str, names: Any, cutoff: float) -> str | None:
+    """The known name `word` is most probably a misspelling of, if any."""
+    found = difflib.get_close_matches(word, sorted(names), n=1, cutoff=cutoff)
+    return found[0] if found else None
 
 
 def _parse_inputs(agent: str, action: str, pairs: tuple[str, ...],
                   specs: dict[str, AgentSpec]) -> tuple[dict[str, Any], ActionSpec | None]:
     """`key=value` words into typed inputs, checked against the DDL when the agent is known here.
 
-    An agent this client does not know gets its inputs as strings; the node validates them.
+    An agent this client does not know gets its inputs as strings; the node validates them. Unless
+    its name is a near miss of a known agent's: that is a typo, and nothing is sent.
     """
+    if agent not in specs:
+        guess = _close_to(agent, specs, _CLOSE_AGENT)
+        if guess is not None:
+            raise click.UsageError(f"unknown agent {agent!r} (did you mean {guess!r}?); nothing was sent")
     action_spec = specs[agent].actions.get(action) if agent in specs else None
     if agent in specs and action_spec is None:
         known = ", ".join(sorted(specs[agent].actions))
-        raise click.UsageError(f"agent {agent!r} has no action {action!r} (actions: {known}); nothing was sent")
+        guess = _close_to(action, specs[agent].actions, _CLOSE_ACTION)
+        hint = f"did you mean {guess!r}? " if guess else ""
+        raise click.UsageError(f"agent {agent!r} has no action {action!r} ({hint}actions: {known}); "
+                               "nothing was sent")
     inputs = {i.name: i for i in action_spec.inputs} if action_spec else {}
     data: dict[str, Any] = {}
     for pair in pairs:
@@ -171,9 +200,11 @@ def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as
     """Run AGENT ACTION on every matching node and show each node's structured result.
 
     Inputs are KEY=VALUE words, typed and validated against the action's DDL before anything is
-    sent (`nmc plugin ddl AGENT` shows it); a mistake is a usage error and nothing is sent. An
-    agent this client does not know (not built in, installed or in its plugindir) gets its inputs
-    as strings and the nodes validate them. Discovers the matching nodes first, publishes the
+    sent (`nmc plugin ddl AGENT` shows it); a mistake is a usage error and nothing is sent. So is
+    an unknown action of a known agent, or an agent name close to a known one (`rpcutill`: did
+    you mean `rpcutil`?). Any other agent this client does not know (not built in, installed or
+    in its plugindir) is sent with its inputs as strings and the nodes validate them; when no node
+    serves it, the summary says so. Discovers the matching nodes first, publishes the
     request once and ends the moment every discovered node has answered; nodes that did not
     answer are named. Aggregate summaries declared in the DDL are printed under the results.
     Exit status: 0 all ok, 1 some failed, 2 some did not answer, 4 usage error.

@@ -88,6 +88,7 @@ def summary_json(result: CallResult) -> dict[str, Any]:
         "replies": len(result.results), "ok": len(result.results) - len(result.failed),
         "failed": len(result.failed), "no_response": len(result.no_response),
         "dropped": result.dropped, "elapsed_ms": round(result.elapsed * 1000, 3),
+        "no_node_serves_agent": result.agent_unserved,
     }
 
 
@@ -171,6 +172,9 @@ def print_summary(result: CallResult) -> None:
     ok = len(result.results) - len(result.failed)
     click.echo(click.style("Summary", bold=True))
     click.echo(f"  Nodes: {total} discovered, {len(result.results)} replied, {ok} ok, {len(result.failed)} failed")
+    if result.agent_unserved:
+        among = f": none of the {total} discovered node(s) has it" if total else ""
+        click.echo(click.style(f"  No node serves agent {result.agent!r}{among}; nothing ran", fg="yellow"))
     if result.no_response:
         click.echo(click.style(f"  No response from {len(result.no_response)} node(s):", fg="yellow"))
         for name in result.no_response:

@@ -9,6 +9,7 @@ the nodes that did not are named in the result.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Mapping
@@ -78,6 +79,9 @@ class CallResult:
     elapsed: float = 0.0
     dropped: int = 0  # replies that failed verification
     no_responders: bool = False
+    # Nobody subscribed to the agent's broadcast subject: no node of the collective serves the agent
+    # (nodes subscribe one such subject per agent they have), so the discovered nodes are not silent.
+    agent_unserved: bool = False
 
     @property
     def failed(self) -> tuple[NodeResult, ...]:
@@ -186,14 +190,18 @@ class FleetClient:
         except NoRespondersError:
             no_responders = True
         elapsed = time.monotonic() - started
-        missing = tuple(sorted(expected - set(results))) if expected is not None else ()
+        unserved = no_responders and subject == all_subject(self.settings.collective, agent, action)
+        missing = tuple(sorted(expected - set(results))) if expected is not None and not unserved else ()
         return CallResult(req.id, agent, action, subject, tuple(results.values()),
                           discovered=tuple(sorted(expected)) if expected is not None else None,
-                          no_response=missing, elapsed=elapsed, dropped=dropped, no_responders=no_responders)
+                          no_response=missing, elapsed=elapsed, dropped=dropped, no_responders=no_responders,
+                          agent_unserved=unserved)
 
     async def discover(self, filter_expr: str = "", *, timeout: float | None = None,
                        stall: float | None = None) -> CallResult:
         """Broadcast discovery: ping every node the filter can match; ends when replies stall."""
-        return await self.call("rpcutil", "ping", {}, filter_expr=filter_expr,
-                               timeout=timeout or self.settings.discovery_timeout,
-                               stall=stall or self.settings.discovery_stall)
+        result = await self.call("rpcutil", "ping", {}, filter_expr=filter_expr,
+                                 timeout=timeout or self.settings.discovery_timeout,
+                                 stall=stall or self.settings.discovery_stall)
+        # Nobody answering discovery means no node (matches), whatever the subject: not an agent's absence.
+        return dataclasses.replace(result, agent_unserved=False) if result.agent_unserved else result

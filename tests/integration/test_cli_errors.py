@@ -155,6 +155,8 @@ CASES = {
     # unknown agent or action, missing input
     "rpc/unknown-action": case("-c", "{dead}", "rpc", "rpcutil", "nosuch", code=USAGE, hint="has no action",
                                real=True),
+    "rpc/misspelt-agent": case("-c", "{dead}", "rpc", "rpcutill", "ping", code=USAGE,
+                               hint="unknown agent 'rpcutill' (did you mean 'rpcutil'?); nothing was sent"),
     "plugin-ddl/unknown-agent": case("-c", "{dead}", "plugin", "ddl", "nosuch", code=USAGE, hint="unknown agent"),
     "rpc/missing-input": case("-c", "{dead}", "rpc", "rpcutil", "get_fact", code=USAGE,
                               hint="missing required input 'fact'"),

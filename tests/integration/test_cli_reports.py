@@ -207,6 +207,17 @@ def test_facts_with_no_matching_node_and_bad_fact_name(dev_env):
     assert bad.returncode == 4 and "nothing was sent" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_find_with_no_matching_node_says_so_like_the_other_commands(dev_env):
+    nobody = nmc(dev_env, "find", "-F", "country=zz")
+    assert (nobody.returncode, nobody.stdout) == (2, "")  # no empty line where identities would be
+    assert nobody.stderr == "We did not discover any nodes.\n"
+    as_json = nmc(dev_env, "find", "-F", "country=zz", "--json")
+    assert (as_json.returncode, json.loads(as_json.stdout), as_json.stderr) == (2, [], "")
+    found = nmc(dev_env, "find", "-F", "country=us")
+    assert found.returncode == 0 and found.stdout.splitlines() == sorted(found.stdout.splitlines())
+    assert found.stdout.splitlines() and found.stderr == ""
+
+
 # ---- nmc inventory NODE ---------------------------------------------------------------------------------------
 
 

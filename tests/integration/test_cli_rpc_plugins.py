@@ -245,6 +245,40 @@ async def test_output_flags_and_actions_are_checked(hello_fleet) -> None:
     assert bad_display.returncode == 4
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["rpcutill", "ping"], "unknown agent 'rpcutill' (did you mean 'rpcutil'?); nothing was sent"),
+    (["helo", "greet", "person=ann"], "unknown agent 'helo' (did you mean 'hello'?); nothing was sent"),
+    (["hello", "gret", "person=ann"],
+     "agent 'hello' has no action 'gret' (did you mean 'greet'? actions: check, greet); nothing was sent"),
+    (["rpcutil", "pnig"], "agent 'rpcutil' has no action 'pnig' (did you mean 'ping'? actions: agent_inventory, "
+                          "daemon_stats, get_fact, inventory, ping); nothing was sent"),
+])
+async def test_a_misspelt_agent_or_action_is_a_usage_error_and_sends_nothing(hello_fleet, args: list[str],
+                                                                             message: str) -> None:
+    fleet, env = hello_fleet
+    before = [n.pipeline.counters.total for n in fleet.nodes]
+    ran = await nmc(env, "rpc", *args)
+    assert (ran.returncode, ran.stdout) == (4, "")
+    assert ran.stderr.strip().splitlines() == [f"Error: {message} (see `nmc rpc --help`)"]
+    assert [n.pipeline.counters.total for n in fleet.nodes] == before  # not even discovery was sent
+
+
+async def test_an_agent_no_node_serves_is_said_so_not_reported_as_silent_nodes(hello_fleet) -> None:
+    fleet, env = hello_fleet
+    # Not close to any agent the client knows: it may be someone else's plugin, so it is sent.
+    ran = await nmc(env, "rpc", "frobnicator", "go")
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert "  No node serves agent 'frobnicator': none of the 3 discovered node(s) has it; nothing ran\n" in ran.stdout
+    assert "No response from" not in ran.stdout
+    assert ran.stdout.splitlines()[1] == "  Nodes: 3 discovered, 0 replied, 0 ok, 0 failed"
+    as_json = json.loads((await nmc(env, "rpc", "frobnicator", "go", "--json")).stdout)
+    assert (as_json["replies"], as_json["no_response"]) == ([], [])
+    assert as_json["summary"]["no_node_serves_agent"] is True and as_json["summary"]["discovered"] == 3
+    # An agent the nodes have is no such case, known to the client or not.
+    served = json.loads((await nmc(env, "rpc", "secret", "count", "count=1", "--json")).stdout)
+    assert served["summary"]["no_node_serves_agent"] is False and len(served["replies"]) == 3
+
+
 async def test_agent_unknown_to_the_client_is_validated_by_the_nodes(hello_fleet) -> None:
     _, env = hello_fleet
     ran = await nmc(env, "rpc", "secret", "count", "count=3", "-I", "n1.test")
