@@ -68,6 +68,21 @@ def _labelled(data: Mapping[str, Any], spec: ActionSpec | None) -> list[tuple[st
     return pairs + [(k, v) for k, v in data.items() if k not in declared]
 
 
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, (str, dict, list, tuple)) and not value)
+
+
+def _said(data: Mapping[str, Any], spec: ActionSpec | None) -> list[tuple[str, Any]]:
+    """A failed reply's (label, value) pairs worth showing: the ones it really carries.
+
+    The node fills every declared output a failed action left out with its default, so an output
+    still at its default, or empty, says nothing: the failure message says what happened.
+    """
+    defaults = {o.label: o.default for o in spec.outputs} if spec is not None else {}
+    return [(k, v) for k, v in _labelled(data, spec)
+            if not _empty(v) and not (k in defaults and v == defaults[k] and type(v) is type(defaults[k]))]
+
+
 def _data_lines(pairs: Sequence[tuple[str, Any]]) -> list[str]:
     if not pairs:
         return []
@@ -117,14 +132,17 @@ def print_jsonl(result: CallResult, replies: Iterable[NodeResult], aggregates: S
 
 def print_call(result: CallResult, *, verbose: bool = False, spec: ActionSpec | None = None,
                display: str = "all", aggregates: Sequence[AggregateResult] = ()) -> None:
-    """Per-node blocks (identity, status when not OK, then the data), aggregates, then the summary."""
+    """Per-node blocks (identity, status when not OK, then the data), aggregates, then the summary.
+
+    A failed reply shows its failure message and only the data it really carries (see `_said`).
+    """
     for r in shown_replies(result, display):
         if r.ok:
             click.echo(click.style(r.identity, bold=True))
         else:
             click.echo(f"{click.style(r.identity, bold=True)}  "
                        f"{click.style(f'{r.status.label}: {r.message}', fg='red')}")
-        for line in _data_lines(_labelled(r.data, spec)):
+        for line in _data_lines(_labelled(r.data, spec) if r.ok else _said(r.data, spec)):
             click.echo(line)
         click.echo()
     print_aggregates(aggregates)

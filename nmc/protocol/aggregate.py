@@ -36,6 +36,7 @@ class AggregateResult:
     value: Any  # dict[str, int] for summary/boolean_summary; int | float | None for sum/average
     count: int  # how many values went into it
     format: str = ""
+    replies: int | None = None  # how many OK replies it was computed over (None: not known)
 
     @property
     def is_table(self) -> bool:
@@ -48,16 +49,26 @@ class AggregateResult:
                 "count": self.count}
 
     def text(self) -> str:
-        """MCollective's rendering: `Summary of X:` and aligned `value = count` lines, or `Average of X: 1.23`."""
+        """MCollective's rendering: `Summary of X:` and aligned `value = count` lines, or `Average of X: 1.23`.
+
+        Over no successful replies at all, one line says so: every node failed, so there is nothing to sum up.
+        """
+        if self.replies == 0:
+            return f"{self._heading} of {self.label}: no successful replies"
         if self.is_table:
             rows = [(format_value(self.format, key), str(n)) for key, n in self.value.items()]
             width = max((len(k) for k, _ in rows), default=0)
             lines = [f"Summary of {self.label}:", ""]
             lines += [f"   {k.rjust(width)} = {n}" for k, n in rows] or ["   (no values)"]
             return "\n".join(lines)
-        heading = {"average": "Average", "sum": "Sum"}.get(self.function, self.function)
         shown = "(no numeric values)" if self.value is None else format_value(self.format, self.value)
-        return f"{heading} of {self.label}: {shown}"
+        return f"{self._heading} of {self.label}: {shown}"
+
+    @property
+    def _heading(self) -> str:
+        if self.is_table:
+            return "Summary"
+        return {"average": "Average", "sum": "Sum"}.get(self.function, self.function)
 
 
 def format_value(fmt: str, value: Any) -> str:
@@ -115,12 +126,15 @@ FUNCTIONS: Mapping[str, Callable[[list[Any], tuple[str, str] | None], tuple[Any,
 
 
 def compute(function: str, values: Iterable[Any], *, output: str, label: str = "", format: str = "",
-            labels: tuple[str, str] | None = None) -> AggregateResult:
-    """Run one aggregate function over `values` (None values are left out: the node had nothing to say)."""
+            labels: tuple[str, str] | None = None, replies: int | None = None) -> AggregateResult:
+    """Run one aggregate function over `values` (None values are left out: the node had nothing to say).
+
+    `replies`: how many OK replies the values came from, when the caller knows (0: the text says so).
+    """
     try:
         fn = FUNCTIONS[function]
     except KeyError:
         raise ValueError(f"unknown aggregate function {function!r} (known: {', '.join(sorted(FUNCTIONS))})") from None
     value, count = fn([v for v in values if v is not None], labels)
     return AggregateResult(function=function, output=output, label=label or output, value=value, count=count,
-                           format=format)
+                           format=format, replies=replies)

@@ -256,7 +256,7 @@ def summarize(spec: ActionSpec, ok_data: Iterable[Mapping[str, Any]]) -> list[Ag
         default = out.default if out is not None else None
         results.append(compute(agg.function, (row.get(agg.output, default) for row in rows), output=agg.output,
                                label=out.label if out is not None else agg.output, format=agg.format,
-                               labels=agg.labels))
+                               labels=agg.labels, replies=len(rows)))
     return results
 
 

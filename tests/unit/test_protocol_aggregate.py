@@ -115,3 +115,18 @@ def test_summarize_counts_missing_values_as_the_default() -> None:
     assert isinstance(results[0], AggregateResult)
     assert results[0].value == {"up": 2, "unknown": 1} and results[0].label == "State"
     assert results[1].value == 2  # (4 + 2 + 0) / 3
+
+
+def test_summaries_over_no_successful_reply_say_so() -> None:
+    # Every node failed: nothing to sum up, and the text says that rather than "(no values)".
+    texts = [r.text() for r in summarize(SPEC, [])]
+    assert texts == ["Summary of State: no successful replies", "Average of cores: no successful replies"]
+    spec = ActionSpec("x", outputs=(Output("up", default=False), Output("n", default=0)), aggregates=(
+        Aggregate("boolean_summary", "up", labels=("up", "down")), Aggregate("sum", "n")))
+    assert [r.text() for r in summarize(spec, [])] == ["Summary of up: no successful replies",
+                                                      "Sum of n: no successful replies"]
+    # With replies, as before; the JSON form is unchanged either way.
+    assert summarize(spec, [{"up": True}])[0].text() == "Summary of up:\n\n     up = 1\n   down = 0"
+    assert summarize(SPEC, [])[0].to_dict() == {"function": "summary", "output": "state", "label": "State",
+                                                "value": {}, "count": 0}
+
