@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -119,11 +118,12 @@ def puppet() -> None:
 # -- runonce ---------------------------------------------------------------------------------------------------
 
 
-def _event_printer(started: float) -> Callable[[RunEvent], None]:
+def _event_printer() -> Callable[[RunEvent], None]:
+    """One line per event, stamped with seconds since the runs began (the clock of the closing total)."""
     colors = {"ok": "green", "failed": "red", "start_failed": "red", "timed_out": "yellow", "no_response": "yellow"}
 
     def show(event: RunEvent) -> None:
-        stamp = f"[{time.monotonic() - started:7.1f}s]"
+        stamp = f"[{event.elapsed:7.1f}s]"
         text = f"{stamp} {event.identity}: {event.message} ({event.applying} applying)"
         click.echo(click.style(text, fg=colors.get(event.kind)))
     return show
@@ -140,7 +140,11 @@ def _runs_json(result: RunAllResult) -> dict[str, Any]:
                         for kind in ("ok", "failed", "start_failed", "timed_out", "no_response")}}
 
 
+_NOT_OK = {"failed": "failed", "start_failed": "not started", "timed_out": "timed out", "no_response": "no response"}
+
+
 def _print_runs(result: RunAllResult, limit_word: str) -> None:
+    """The closing summary. Each node's reason was its event line already: here only who, by outcome."""
     counts = {kind: len(result.by_outcome(kind)) for kind in ("ok", "failed", "start_failed", "timed_out",
                                                                "no_response")}
     click.echo()
@@ -149,9 +153,10 @@ def _print_runs(result: RunAllResult, limit_word: str) -> None:
                f"{counts['start_failed']} not started, {counts['timed_out']} timed out, "
                f"{counts['no_response']} no response")
     click.echo(f"  Most applying at once: {result.peak_applying} ({limit_word} {result.concurrency})")
-    for o in result.outcomes:
-        if not o.ok:
-            click.echo(click.style(f"    {o.identity}: {o.outcome}: {o.reason}", fg="red"))
+    for kind, word in _NOT_OK.items():
+        names = [o.identity for o in result.by_outcome(kind)]
+        if names:
+            click.echo(click.style(f"  {word.capitalize()}: {', '.join(names)}", fg="red"))
     click.echo(f"Finished {len(result.outcomes)} Puppet run(s) in {result.elapsed:.1f} s")
 
 
@@ -251,7 +256,7 @@ def runonce(ctx: click.Context, noop: bool, tags: str | None, splay: bool | None
     batch_size(batch, 1)  # a bad --batch is a usage error before anything is sent
     if splay:
         raise click.UsageError("--batch waits for each batch's runs, so it cannot be combined with --splay")
-    show = None if as_json else _event_printer(time.monotonic())
+    show = None if as_json else _event_printer()
 
     async def work(fc: FleetClient, names: tuple[str, ...], expr: str) -> RunAllResult:
         size = batch_size(batch, len(names))
@@ -291,7 +296,7 @@ def runall_cmd(ctx: click.Context, concurrency: int, noop: bool, tags: str | Non
       nmc puppet runall 10 --json | jq '.nodes[] | select(.outcome != "ok")'
     """
     _tags(tags)
-    show = None if as_json else _event_printer(time.monotonic())
+    show = None if as_json else _event_printer()
 
     async def work(fc: FleetClient, names: tuple[str, ...], expr: str) -> RunAllResult:
         if show is not None:

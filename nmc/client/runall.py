@@ -59,13 +59,18 @@ class NodeOutcome:
 
 @dataclass(frozen=True)
 class RunEvent:
-    """Progress: `kind` is started, busy, idle, or an outcome; `applying` counts the runs in the window after it."""
+    """Progress: `kind` is started, busy, idle, or an outcome; `applying` counts the runs in the window after it.
+
+    `elapsed` is seconds since the runs began, on the same clock as RunAllResult.elapsed, so
+    the last event is never later than the total.
+    """
 
     kind: str
     identity: str
     applying: int
     message: str
     outcome: NodeOutcome | None = None
+    elapsed: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ class _Runs:
     lost_after: float
     status_timeout: float | None
     on_event: Callable[[RunEvent], None] | None
+    started: float = field(default_factory=time.monotonic)  # when the runs began: events and the total count from it
     running: dict[str, _Run] = field(default_factory=dict)  # runs we started
     busy: dict[str, float] = field(default_factory=dict)  # runs we did not start, by when first seen (monotonic)
     busy_seen: dict[str, float] = field(default_factory=dict)  # last answer of a busy node (monotonic)
@@ -120,7 +126,8 @@ class _Runs:
     def _emit(self, kind: str, name: str, message: str, outcome: NodeOutcome | None = None) -> None:
         self.peak = max(self.peak, self.applying)
         if self.on_event is not None:
-            self.on_event(RunEvent(kind, name, self.applying, message, outcome))
+            self.on_event(RunEvent(kind, name, self.applying, message, outcome,
+                                   elapsed=time.monotonic() - self.started))
 
     def finish(self, name: str, outcome: str, reason: str, **fields: Any) -> None:
         """Record a node's outcome and free its slot."""
@@ -213,10 +220,10 @@ class _Runs:
         else:
             self.finish(name, "ok", f"finished: {fields['changed_resources']} resource(s) changed", **fields)
 
-    def result(self, concurrency: int, started: float) -> RunAllResult:
+    def result(self, concurrency: int) -> RunAllResult:
         """The outcomes so far as a RunAllResult."""
         return RunAllResult(tuple(self.outcomes[n] for n in sorted(self.outcomes)), concurrency,
-                            time.monotonic() - started, self.peak)
+                            time.monotonic() - self.started, self.peak)
 
 
 def _runs(fc: FleetClient, filter_expr: str, run_options: Mapping[str, Any] | None, run_timeout: float,
@@ -238,7 +245,6 @@ async def runall(fc: FleetClient, *, concurrency: int, identities: Sequence[str]
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     runs = _runs(fc, filter_expr, run_options, run_timeout, lost_after, status_timeout, on_event)
-    started = time.monotonic()
     queue = deque(sorted(set(identities)))
     first = await runs.status(queue)
     for name in list(queue):
@@ -267,7 +273,7 @@ async def runall(fc: FleetClient, *, concurrency: int, identities: Sequence[str]
         for name in list(queue):
             if name in runs.outcomes:
                 queue.remove(name)
-    return runs.result(concurrency, started)
+    return runs.result(concurrency)
 
 
 async def run_in_batches(fc: FleetClient, *, identities: Sequence[str], size: int, batch_sleep: float = 0.0,
@@ -283,7 +289,6 @@ async def run_in_batches(fc: FleetClient, *, identities: Sequence[str], size: in
     if size < 1:
         raise ValueError("batch size must be at least 1")
     runs = _runs(fc, filter_expr, run_options, run_timeout, lost_after, status_timeout, on_event)
-    started = time.monotonic()
     names = sorted(set(identities))
     batches = [names[i:i + size] for i in range(0, len(names), size)]
     for index, batch in enumerate(batches):
@@ -298,4 +303,4 @@ async def run_in_batches(fc: FleetClient, *, identities: Sequence[str], size: in
             on_batch(index + 1, len(batches))
         if batch_sleep > 0 and index + 1 < len(batches):
             await asyncio.sleep(batch_sleep)  # the operator asked for a pause between batches
-    return runs.result(size, started)
+    return runs.result(size)

@@ -13,6 +13,7 @@ import pytest
 from nmc.services.agents._proc import (
     CommandError,
     build_argv,
+    program_missing,
     run_command,
     uses_placeholder,
 )
@@ -121,6 +122,23 @@ async def test_cannot_start():
         await run_command(["/bin/true"], timeout=5, cwd="/nonexistent/dir")
     assert "No such file or directory" in missing.value.reason
     assert "/nonexistent/dir" in bad_cwd.value.reason
+
+
+async def test_program_missing_tells_a_missing_program_from_other_failures(tmp_path: Path):
+    async def start_error(argv: list[str], **kw) -> OSError:
+        with pytest.raises(OSError) as raised:
+            await asyncio.create_subprocess_exec(*argv, **kw)
+        return raised.value
+
+    missing = ["nmc-test-no-such-program", "apply", str(tmp_path / "site.pp")]
+    assert program_missing(missing, await start_error(missing))
+    assert program_missing(["/nonexistent/puppet"], await start_error(["/nonexistent/puppet"]))
+    # The program is there; something else is missing (the working directory): not "not installed".
+    assert not program_missing(["/bin/true"], await start_error(["/bin/true"], cwd="/nonexistent/dir"))
+    script = tmp_path / "puppet"
+    script.write_text("#!/nonexistent/interpreter\n")
+    script.chmod(0o755)
+    assert not program_missing([str(script)], await start_error([str(script)]))
 
 
 def test_build_argv_keeps_each_value_one_argument():

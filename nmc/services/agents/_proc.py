@@ -15,13 +15,14 @@ import asyncio
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["CommandError", "Completed", "build_argv", "run_command", "uses_placeholder"]
+__all__ = ["CommandError", "Completed", "build_argv", "program_missing", "run_command", "uses_placeholder"]
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -181,6 +182,15 @@ async def run_command(argv: Sequence[str], *, timeout: float | None, max_output:
                      stdout=out.text(), stderr=err.text(), stdout_truncated=out.truncated,
                      stderr_truncated=err.truncated, duration=round(time.monotonic() - started, 3),
                      timed_out=timed_out)
+
+
+def program_missing(argv: Sequence[str], exc: OSError) -> bool:
+    """True when starting `argv` failed because its program is not installed (not on PATH, no such file).
+
+    A FileNotFoundError alone does not say which file was missing (the program, or the
+    interpreter of a script); the program is the one when it cannot be found either.
+    """
+    return isinstance(exc, FileNotFoundError) and bool(argv) and shutil.which(argv[0]) is None
 
 
 def uses_placeholder(template: str, name: str) -> bool:

@@ -29,6 +29,7 @@ from nmc.protocol.ddl import Aggregate, Input, Output
 from nmc.protocol.status import Status
 from nmc.services.agent import ActionFailed, ActionRequest, Agent, NodeContext, action
 from nmc.services.agents import puppetstate
+from nmc.services.agents._proc import program_missing
 from nmc.services.agents.puppetstate import (
     PuppetSettings,
     PuppetSettingsError,
@@ -36,7 +37,7 @@ from nmc.services.agents.puppetstate import (
     PuppetStateError,
 )
 
-__all__ = ["TAGS_PATTERN", "Puppet", "describe_age", "run_argv"]
+__all__ = ["INSTALL_HINT", "TAGS_PATTERN", "Puppet", "describe_age", "not_started", "run_argv"]
 
 log = structlog.get_logger("nmc.puppet")
 
@@ -46,6 +47,7 @@ _TAG = r"\w[\w.:-]*"
 TAGS_PATTERN = rf"^\s*{_TAG}(\s*,\s*{_TAG})*\s*$"
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 APPLYING, IDLING, DISABLED, STOPPED = "applying a catalog", "idling", "disabled", "stopped"
+INSTALL_HINT = "install Puppet (Debian, Ubuntu: apt-get install puppet) or set plugin.puppet.command"
 
 
 def describe_age(seconds: float) -> str:
@@ -68,6 +70,13 @@ def run_argv(command: tuple[str, ...], *, noop: bool = False, tags: str | None =
     if names:
         argv += ["--tags", ",".join(names)]
     return argv
+
+
+def not_started(argv: list[str], exc: OSError) -> str:
+    """Why a run could not start, in one short line: the program, not the whole (long) command line."""
+    if program_missing(argv, exc):
+        return f"`{argv[0]}` command not found on this node: {INSTALL_HINT}"
+    return f"cannot start {argv[0]}: {exc.strerror or exc}"
 
 
 def _status_text(state: PuppetState) -> str:
@@ -164,8 +173,9 @@ class Puppet(Agent):
                 *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True)
         except OSError as exc:
-            raise ActionFailed(f"cannot start {shlex.join(argv)}: {exc.strerror or exc}",
-                               status=Status.UNKNOWN_ERROR) from exc
+            log.warning("puppet_run_not_started", identity=self.node.identity, command=shlex.join(argv),
+                        reason=exc.strerror or str(exc))
+            raise ActionFailed(not_started(argv, exc), status=Status.UNKNOWN_ERROR) from exc
         self._child = proc.pid
         try:
             await asyncio.to_thread(puppetstate.write_run_lock, cfg, proc.pid)
@@ -198,9 +208,8 @@ class Puppet(Agent):
                 return
             try:
                 proc = await self._spawn(cfg, argv)
-            except ActionFailed as exc:
-                log.warning("puppet_run_not_started", identity=self.node.identity, reason=exc.message)
-                return
+            except ActionFailed:
+                return  # _spawn logged puppet_run_not_started with the whole command line
         await self._watch(cfg, proc)
 
     # -- actions ---------------------------------------------------------------------------------------------
