@@ -44,6 +44,10 @@ _HEADING_KEYS = ("page", "time")
 _NAME = re.compile(r"[\w:@-]+")
 _ROOT = re.compile(r"[A-Za-z_]\w*")
 _PRINTF = re.compile(r"%(?:\((?P<key>[^)]*)\))?(?P<flags>[-#0 +]*)(?P<width>\*|\d+)?(?:\.(?P<prec>\*|\d+))?[hlL]?(?P<conv>[diouxXeEfFgGcrsa%])")
+# Lines only MCollective's Ruby inventory.mc DSL has: `inventory do`, `format "..."`, `fields { [...] }`,
+# and formatted_inventory's `page_length 20`, `page_heading <<TOP`, `page_body <<BODY`.
+_RUBY_DSL = re.compile(r"^[ \t]*(?:(?:formatted_)?inventory[ \t]+do\b|format[ \t]+[\"']|fields[ \t]*(?:\{|do\b)"
+                       r"|page_(?:length|heading|body)\b)", re.MULTILINE)
 _SAMPLE = {"s": "", "r": "", "a": "", "c": "x", "e": 0.0, "E": 0.0, "f": 0.0, "F": 0.0, "g": 0.0, "G": 0.0}
 _MISSING = object()
 
@@ -356,6 +360,15 @@ def parse_script(text: str, source: str = "<script>") -> InventoryScript:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        ruby = _RUBY_DSL.search(text)
+        if ruby is not None:
+            number = text.count("\n", 0, ruby.start()) + 1
+            line = text.splitlines()[number - 1].strip()
+            shown = line if len(line) <= 40 else line[:37] + "..."
+            raise InventoryScriptError(
+                f"this is MCollective's Ruby inventory.mc DSL (line {number}: `{shown}`), which nmc "
+                "does not run; nmc scripts are TOML, e.g. format = \"%s\" and fields = [\"identity\"]: see "
+                "docs/inventory.md, 'From an MCollective inventory.mc'", source) from None
         raise InventoryScriptError(f"TOML syntax: {exc}", source) from None
     try:
         return _parse_table(data, source)

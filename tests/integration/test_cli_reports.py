@@ -334,6 +334,9 @@ def test_paged_script_prints_the_heading_every_length_lines(dev_env, tmp_path):
     ('format = "%s\nfields = [', "TOML syntax: "),
     ('format = "%s"\nfields = ["fact.country"]', "unknown field 'fact' in 'fact.country'"),
     ('format = "%s %s %s"\nfields = ["identity", "facts.country"]', "format takes 3 value(s) but fields lists 2"),
+    ('inventory do\n  format "%s"\n  fields { [ identity ] }\nend\n',
+     "this is MCollective's Ruby inventory.mc DSL (line 1: `inventory do`), which nmc does not run; nmc scripts are "
+     "TOML, e.g. format = \"%s\" and fields = [\"identity\"]: see docs/inventory.md"),
 ])
 def test_script_errors_are_one_line_and_nothing_is_sent(tmp_path, text, message):
     script = tmp_path / "broken.toml"

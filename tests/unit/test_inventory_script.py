@@ -255,6 +255,51 @@ def test_script_errors_are_one_line_naming_the_file(text, message):
     assert "\n" not in str(err.value)
 
 
+MCO_RUBY = """\
+inventory do
+  format "%s:\\t\\t\\t%s"
+  fields { [ identity, facts["lsbdistdescription"] ] }
+end
+"""
+MCO_FORMATTED = """\
+# a paged report, MCollective style
+formatted_inventory do
+  page_length 20
+  page_heading <<TOP
+Node Report @<<<<<<<<<<<<<<<<<<<<<<<<<
+            time
+TOP
+  page_body <<BODY
+@<<<<<<<<<<<<<<<< @<<<<<<<<<<<<
+identity,         facts["customer"]
+BODY
+end
+"""
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    (MCO_RUBY, "line 1: `inventory do`"),
+    (MCO_FORMATTED, "line 2: `formatted_inventory do`"),
+    ('\n  format "%s"\n', 'line 2: `format "%s"`'),
+    ('fields { [ identity ] }', "line 1: `fields { [ identity ] }`"),
+    ("page_length 20\n", "line 1: `page_length 20`"),
+])
+def test_an_mcollective_ruby_script_is_recognised_and_points_at_the_guide(text, line):
+    with pytest.raises(InventoryScriptError) as err:
+        parse_script(text, "inventory.mc")
+    assert str(err.value) == (
+        f"inventory.mc: this is MCollective's Ruby inventory.mc DSL ({line}), which nmc does not run; nmc scripts "
+        "are TOML, e.g. format = \"%s\" and fields = [\"identity\"]: see docs/inventory.md, "
+        "'From an MCollective inventory.mc'")
+
+
+def test_ruby_looking_text_inside_valid_toml_is_no_ruby():
+    script = parse_script('format = "%s"\nfields = ["identity"]\n# inventory do\n', "x.toml")
+    assert script.source == "x.toml"
+    with pytest.raises(InventoryScriptError, match="TOML syntax"):
+        parse_script('format = "%s\nfields = [', "x.toml")  # broken TOML without Ruby: the TOML error
+
+
 def test_load_script_reads_a_file_and_names_it(tmp_path: Path):
     path = tmp_path / "inventory.toml"
     path.write_text(MCO_SAMPLE, encoding="utf-8")
