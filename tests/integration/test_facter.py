@@ -1,7 +1,8 @@
 """The real Debian `facter` (4.x) as a fact source, and routing on the facts it reports.
 
-.ci/run installs the `facter` package; without it these tests fail with
-"command not found: facter" rather than pass by being skipped.
+facter is optional for nmc's users (YAML facts work without it): without the
+`facter` package these tests are skipped with one line, except in CI, where
+.ci/run installs it and a missing facter fails them (tests/tools.py).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from pathlib import Path
 
 from nmc.protocol.filter import combine
 from nmc.services.facts import FactSources, builtin_facts
+from tests.tools import needs_tool
 
 FACTER = ("facter", "--json")
+_facter = needs_tool("facter")
 
 
 async def test_facter_reports_real_facts():
