@@ -34,7 +34,7 @@ from nmc.audit.records import decode_record, record_msg_id
 from nmc.audit.sinks import FileSink, SyslogSink, SyslogTarget
 from nmc.audit.stream import DEFAULT_MAX_AGE, STREAM, STREAM_SUBJECTS, ensure_stream
 from nmc.services.micro import MicroService
-from nmc.services.node import connect_options
+from nmc.transport import connect, daemon_options
 
 __all__ = ["SERVICE_NAME", "AuditService", "AuditServiceSettings"]
 
@@ -113,12 +113,16 @@ class AuditService:
         self._stopping = asyncio.Event()
         self._log = log.bind(consumer=settings.consumer, file=str(settings.file))
 
-    async def start(self) -> None:
-        """Read back recent ids, connect, register `nmc-audit` and start consuming (SinkError, nats errors)."""
+    async def start(self, *, give_up_after: float | None = None) -> None:
+        """Read back recent ids, connect, register `nmc-audit` and start consuming (SinkError, nats errors).
+
+        The first connection is retried until `give_up_after` seconds (forever when None), then ConnectError.
+        """
         self.recent = await self.file.open(self.settings.dedup_ids)
-        opts = connect_options(SERVICE_NAME, self.settings.servers, self.settings.tls, self.settings.reconnect_wait)
-        self.nc = await nats.connect(**opts, error_cb=self._on_error, disconnected_cb=self._on_disconnect,
-                                     reconnected_cb=self._on_reconnect)
+        opts = daemon_options(SERVICE_NAME, self.settings.servers, self.settings.tls, self.settings.reconnect_wait)
+        self.nc = await connect(opts, give_up_after=give_up_after, on_retry=self._on_connect_failed,
+                                error_cb=self._on_error, disconnected_cb=self._on_disconnect,
+                                reconnected_cb=self._on_reconnect)
         self._js = self.nc.jetstream()
         metadata = {"stream": STREAM, "consumer": self.settings.consumer, "file": str(self.settings.file),
                     "format": self.settings.format, "syslog": str(self.settings.syslog or "")}
@@ -278,6 +282,9 @@ class AuditService:
                 if await self._pause(delay):
                     return False
                 delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _on_connect_failed(self, reason: str, attempts: int) -> None:
+        self._log.warning("nats_connect_failed", reason=reason, attempts=attempts, servers=list(self.settings.servers))
 
     async def _on_error(self, exc: Exception) -> None:
         self._log.warning("nats_error", error=str(exc) or type(exc).__name__)

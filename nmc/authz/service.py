@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -41,6 +40,7 @@ from nmc.security import (
     Verifier,
 )
 from nmc.services.micro import MicroService
+from nmc.transport import connect, daemon_options
 
 __all__ = ["QUEUE_GROUP", "SERVICE_NAME", "PolicyService", "PolicyServiceSettings"]
 
@@ -97,15 +97,17 @@ class PolicyService:
         """The policies in force right now."""
         return self.watcher.policies
 
-    async def start(self) -> None:
-        """Load the policies, connect, subscribe in the queue group, announce, start watching for changes."""
+    async def start(self, *, give_up_after: float | None = None) -> None:
+        """Load the policies, connect, subscribe in the queue group, announce, start watching for changes.
+
+        The first connection is retried until `give_up_after` seconds (forever when None), then ConnectError.
+        """
         self.watcher.load_now()
-        opts: dict[str, Any] = {"servers": list(self.settings.servers), "name": f"{SERVICE_NAME} {self.signer.name}",
-                                "max_reconnect_attempts": -1, "reconnect_time_wait": self.settings.reconnect_wait,
-                                "allow_reconnect": True, "connect_timeout": 5}
-        if self.settings.tls is not None:
-            opts["tls"] = self.settings.tls
-        self.nc = await nats.connect(**opts, disconnected_cb=self._on_disconnect, reconnected_cb=self._on_reconnect)
+        opts = daemon_options(f"{SERVICE_NAME} {self.signer.name}", self.settings.servers, self.settings.tls,
+                              self.settings.reconnect_wait)
+        self.nc = await connect(opts, give_up_after=give_up_after, on_retry=self._on_connect_failed,
+                                error_cb=self._on_error, disconnected_cb=self._on_disconnect,
+                                reconnected_cb=self._on_reconnect)
         self.service = MicroService(self.nc, name=SERVICE_NAME, version=__version__,
                                     description="nmc action-policy service",
                                     metadata={"collective": self.settings.collective, "signer": self.signer.name,
@@ -119,6 +121,12 @@ class PolicyService:
         self._log.info("policy_service_started", collective=self.settings.collective,
                        policydir=str(self.settings.policydir), service_id=self.service.id,
                        files=len(self.policies.files), errors=len(self.policies.errors))
+
+    def _on_connect_failed(self, reason: str, attempts: int) -> None:
+        self._log.warning("nats_connect_failed", reason=reason, attempts=attempts, servers=list(self.settings.servers))
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._log.debug("nats_error", error=str(exc) or type(exc).__name__)
 
     async def _on_disconnect(self) -> None:
         if not self._stopped:

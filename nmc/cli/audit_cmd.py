@@ -11,17 +11,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import click
-import nats
-import nats.errors
 
 from nmc.audit.errors import AuditStreamError
 from nmc.audit.formats import json_line, text_line
 from nmc.audit.reader import AuditQuery, read_records
 from nmc.audit.stream import STREAM, ensure_stream
-from nmc.cli.common import load_client_config
+from nmc.cli.common import connect_client, load_client_config
 from nmc.ops.config import Config, ConfigError
-from nmc.ops.settings import SettingsError, client_servers, jetstream_replicas, parse_duration, tls_context
-from nmc.security.names import inbox_prefix, tls_identity
+from nmc.ops.settings import SettingsError, jetstream_replicas, parse_duration
 
 __all__ = ["audit", "parse_when"]
 
@@ -44,34 +41,12 @@ def parse_when(text: str, now: datetime) -> datetime:
 
 @contextlib.asynccontextmanager
 async def _connect(config: Config) -> AsyncIterator[Any]:
-    servers = client_servers(config)
-    tls = tls_context(config)
-    # A broker configured by nmc lets a certificate read replies only in its own inbox.
-    identity = tls_identity(tls)
-    inbox = {"inbox_prefix": inbox_prefix(identity)} if identity else {}
-    try:
-        # Two attempts first: a broker that is not there is a one-line error at once, not an endless retry.
-        nc = await nats.connect(servers=list(servers), name="nmc audit", connect_timeout=2, tls=tls,
-                                max_reconnect_attempts=2, reconnect_time_wait=0.25, error_cb=_quiet, **inbox)
-    except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
-        raise SettingsError(f"cannot connect to NATS at {', '.join(servers)}: {exc or type(exc).__name__} "
-                            "(is the broker running? `nmc dev up` starts one)") from exc
-    if not nc.is_connected:
-        # nats-py returns instead of raising when the broker hangs up during the TLS handshake.
-        with contextlib.suppress(Exception):
-            await nc.close()
-        raise SettingsError(f"cannot connect to NATS at {', '.join(servers)}: the broker closed the connection "
-                            "(is it running, and does it admit this certificate?)")
-    nc.options["max_reconnect_attempts"] = -1  # once connected, `tail -f` rides out broker restarts
+    nc = await connect_client(config, name="nmc audit")  # once connected, `tail -f` rides out broker restarts
     try:
         yield nc
     finally:
         with contextlib.suppress(Exception):
             await nc.close()
-
-
-async def _quiet(exc: Exception) -> None:
-    """Connection trouble while following is retried; the command says so itself when it gives up."""
 
 
 def _run(ctx: click.Context, coro: Any) -> None:

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import click
-import nats
 import nats.errors
 
 from nmc.client.batch import BatchError, parse_batch
@@ -26,14 +25,16 @@ from nmc.ops.settings import (
     SettingsError,
     client_servers,
     client_settings,
+    connect_timeout,
     load_signer,
     load_verifier,
     tls_context,
 )
 from nmc.protocol.filter import FilterSyntaxError, combine
 from nmc.security.names import inbox_prefix, tls_identity
+from nmc.transport import ConnectError, connect
 
-__all__ = ["EXIT_FAILED", "EXIT_NO_RESPONSE", "EXIT_OK", "EXIT_USAGE", "batch_options", "batch_progress", "batch_size", "build_filter", "client_session", "discover_and_call",
+__all__ = ["EXIT_FAILED", "EXIT_NO_RESPONSE", "EXIT_OK", "EXIT_USAGE", "batch_options", "batch_progress", "batch_size", "build_filter", "client_session", "connect_client", "discover_and_call",
            "filter_options", "load_client_config", "output_options", "quiet_tls_eof_warning", "run", "take_targeting",
            "targeting_options"]
 
@@ -213,30 +214,7 @@ async def client_session(config: Config, *, timeout: float | None = None,
     if overrides:
         settings = dataclasses.replace(settings, **overrides)
     signer, verifier = load_signer(config), load_verifier(config)
-    servers = client_servers(config)
-    try:
-        # Replies come to _INBOX.<certificate name>: a broker configured by nmc lets the
-        # TLS certificate (which names the NATS user) subscribe there and nowhere else.
-        tls = tls_context(config)
-        nc = await nats.connect(servers=list(servers), name=f"nmc {signer.caller}", connect_timeout=2,
-                                max_reconnect_attempts=2, reconnect_time_wait=0.25, allow_reconnect=True,
-                                tls=tls, error_cb=_quiet, disconnected_cb=None,
-                                inbox_prefix=inbox_prefix(tls_identity(tls) or signer.name))
-    except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
-        raise SettingsError(f"cannot connect to NATS at {', '.join(servers)}: {exc or type(exc).__name__} "
-                            f"({_connect_hint(tls)})") from exc
-    if not nc.is_connected:
-        # nats-py returns instead of raising when the server hangs up during the TLS handshake.
-        with contextlib.suppress(Exception):
-            await nc.close()
-        raise SettingsError(f"cannot connect to NATS at {', '.join(servers)}: the broker closed the connection "
-                            f"({_connect_hint(tls)})")
-    # Two attempts were right for the first connection (a broker that is not there is a one-line error
-    # at once), but once connected, reconnect for as long as the command runs: a broker restart in the
-    # middle of a batched run must not end it. Every request has its own timeout, so a broker that never
-    # comes back still ends the command, naming the nodes it could not reach. nats-py reads this option
-    # at each reconnection; -1 can only be set here, as it would make the first connect retry forever.
-    nc.options["max_reconnect_attempts"] = -1
+    nc = await connect_client(config, name=f"nmc {signer.caller}", inbox_owner=signer.name)
     try:
         yield FleetClient(nc=nc, signer=signer, verifier=verifier, settings=settings)
     finally:
@@ -248,17 +226,28 @@ async def client_session(config: Config, *, timeout: float | None = None,
                 await nc.close()
 
 
-def _connect_hint(tls: Any) -> str:
-    if tls is None:
-        return "is the broker running? `nmc dev up` starts one"
-    name = tls_identity(tls)
-    who = f"certificate {name!r}" if name else "this certificate"
-    return (f"is the broker running, and does it admit {who}? A broker configured by nmc admits the certificates "
-            "of its CA directory that were issued before its configuration was generated and are not revoked")
+async def connect_client(config: Config, *, name: str, inbox_owner: str | None = None) -> Any:
+    """The command's NATS connection (SettingsError naming what failed, within the connect timeout).
 
-
-async def _quiet(exc: Exception) -> None:
-    """nats-py reports connection errors through a callback; the command reports them itself."""
+    Replies come to _INBOX.<certificate name>: a broker configured by nmc lets the TLS
+    certificate (which names the NATS user) subscribe there and nowhere else. Two quick
+    attempts, then a one-line error; once connected it reconnects for as long as the
+    command runs (a broker restart in the middle of a batched run must not end it).
+    """
+    servers = client_servers(config)
+    tls = tls_context(config)
+    deadline = connect_timeout(config)
+    owner = tls_identity(tls) or inbox_owner
+    options: dict[str, Any] = {"servers": list(servers), "name": name, "connect_timeout": deadline,
+                               "max_reconnect_attempts": 1, "reconnect_time_wait": 0.25, "allow_reconnect": True,
+                               "tls": tls}
+    if owner:
+        options["inbox_prefix"] = inbox_prefix(owner)
+    try:
+        # One deadline for nats-py's attempts (a refused one is retried once after 0.25 s).
+        return await connect(options, give_up_after=deadline)
+    except ConnectError as exc:
+        raise SettingsError(f"cannot connect to NATS at {', '.join(servers)}: {exc.reason}") from exc
 
 
 def run(ctx: click.Context, coro_fn: Callable[[], Awaitable[T]]) -> T:

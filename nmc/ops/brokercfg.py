@@ -503,7 +503,10 @@ def secure_broker_settings(
             server_cert, server_key = sources.server_cert, sources.server_key
             if server_cert is None or server_key is None:
                 paths = pki.issued_paths(sources.ca_dir, sources.server_name)
-                if not paths.certificate.exists() or not paths.key.exists():
+                # Missing, or left from a CA made again since (nmc dev up used to keep it and then
+                # every TLS handshake failed), or expiring: issue it anew from the CA in force.
+                if not paths.certificate.exists() or not paths.key.exists() or pki.issued_problem(
+                        sources.ca_dir, sources.server_name) is not None:
                     pki.issue(sources.ca_dir, sources.server_name, roles=sources.server_roles, server=True, force=True)
                 server_cert, server_key = paths.certificate, paths.key
             certificates = [cert for _, cert in pki.issued_certificates(sources.ca_dir)]

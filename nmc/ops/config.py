@@ -69,6 +69,8 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "plugin.nats.jetstream_replicas": KeySpec("1", "JetStream servers that keep each stream nmc creates (NMC_AUDIT,"
                                               " the registry bucket): 3 in a 3-server cluster survives losing one;"
                                               " more than 1 needs a cluster (docs/clusters.md)"),
+    "plugin.nats.connect_timeout": KeySpec("2", "seconds a command waits for its first connection to the broker"
+                                           " before it says why it failed", _CLIENT),
     "plugin.nats.tls_ca": KeySpec("", "CA that signed the broker's TLS certificate (all three tls_* unset and a"
                                   " tls:// URL: the plugin.security.* files are used)", is_path=True),
     "plugin.nats.tls_cert": KeySpec("", "TLS client certificate for the broker", is_path=True),

@@ -7,8 +7,10 @@ shell just works while the fleet runs.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,7 +23,7 @@ from nmc.ops.brokercfg import TrustSources, secure_broker_settings
 from nmc.ops.config import Config, load_config
 from nmc.protocol.unsigned import UNSIGNED_CALLER
 
-__all__ = ["DevFleet", "DevLayout", "default_dev_dir", "node_facts_for", "write_fleet"]
+__all__ = ["DevFleet", "DevLayout", "FleetBusyError", "FleetLock", "ensure_ca", "ensure_certificate", "default_dev_dir", "node_facts_for", "write_fleet"]
 
 _COUNTRIES = ("us", "de", "uk", "us", "fr")
 _ROLES = ("web", "web", "db", "db", "cache")
@@ -127,9 +129,9 @@ def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc"
     `--authz` and `--audit` choices); a value of "" drops the key. `puppet` gives every
     node its own masterless Puppet site (see `_puppet_site`).
     """
-    pki.init_ca(layout.ca_dir, common_name="nmc dev CA", force=True)
+    ensure_ca(layout.ca_dir)
     ca = layout.ca_dir / "ca.pem"
-    client = pki.issue(layout.ca_dir, CLIENT_NAME, roles=("user",), force=True)
+    client = ensure_certificate(layout.ca_dir, CLIENT_NAME, ("user",))
     _write_cfg(layout.client_cfg, {
         "main_collective": collective, "plugin.nats.servers": url,
         "plugin.security.ca_file": str(ca), "plugin.security.cert_file": str(client.certificate),
@@ -138,7 +140,7 @@ def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc"
     server_cfgs = []
     for i in range(1, nodes + 1):
         identity, facts, classes = node_facts_for(i)
-        issued = pki.issue(layout.ca_dir, identity, roles=("node",), force=True)
+        issued = ensure_certificate(layout.ca_dir, identity, ("node",))
         ndir = layout.node_dir(identity)
         ndir.mkdir(parents=True, exist_ok=True)
         (ndir / "facts.yaml").write_text(yaml.safe_dump(facts, sort_keys=True), encoding="utf-8")
@@ -154,11 +156,34 @@ def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc"
         server_cfgs.append(ndir / "server.cfg")
     _write_policy_service(layout, url, collective, ca)
     # Role `audit`: the broker lets it own the NMC_AUDIT stream and its durable consumer.
-    audit = pki.issue(layout.ca_dir, AUDIT_NAME, roles=("service", "audit"), force=True)
+    audit = ensure_certificate(layout.ca_dir, AUDIT_NAME, ("service", "audit"))
     _write_cfg(layout.audit_cfg, {"plugin.nats.servers": url, "audit.file": "audit.jsonl",
                                   "plugin.security.ca_file": str(ca), "plugin.security.cert_file": str(audit.certificate),
                                   "plugin.security.key_file": str(audit.key)})
     return server_cfgs
+
+
+def ensure_ca(ca_dir: Path) -> bool:
+    """Keep the fleet's CA when it is usable (True), else make a new one in an emptied directory (False).
+
+    Every `nmc dev up` used to make a new CA while the broker's certificate from the first
+    run stayed, and every TLS handshake then failed. Keeping a valid CA also keeps every
+    certificate the user issued from it (`nmc ops ca issue mallory --dir .../ca`) working
+    across restarts. A new CA starts from an empty directory: nothing of the old one is left
+    to be mixed in (certificates, archive, CRL).
+    """
+    if pki.ca_problem(ca_dir) is None:
+        return True
+    shutil.rmtree(ca_dir, ignore_errors=True)
+    pki.init_ca(ca_dir, common_name="nmc dev CA", force=True)
+    return False
+
+
+def ensure_certificate(ca_dir: Path, name: str, roles: tuple[str, ...]) -> pki.IssuedPaths:
+    """The certificate `name` from the CA in `ca_dir`: reused when it is that CA's, valid and has `roles`."""
+    if pki.issued_problem(ca_dir, name, roles=roles) is None:
+        return pki.issued_paths(ca_dir, name)
+    return pki.issue(ca_dir, name, roles=roles, force=True)
 
 
 _PUPPET_DIRS = ("vardir", "confdir", "logdir", "rundir", "publicdir", "codedir")
@@ -185,7 +210,7 @@ def _puppet_site(ndir: Path, identity: str, role: str) -> dict[str, str]:
 def _write_policy_service(layout: DevLayout, url: str, collective: str, ca: Path) -> None:
     """The policy service's certificate and config, and a default policy that lets the dev client in."""
     # Role `policy` gives it the broker permissions of the policy service (nmc.ops.brokercfg).
-    issued = pki.issue(layout.ca_dir, POLICY_NAME, roles=("service", "policy"), force=True)
+    issued = ensure_certificate(layout.ca_dir, POLICY_NAME, ("service", "policy"))
     policies = layout.policy_dir / "policies"
     policies.mkdir(parents=True, exist_ok=True)
     if not (policies / "default.policy").exists():
@@ -195,6 +220,56 @@ def _write_policy_service(layout: DevLayout, url: str, collective: str, ca: Path
         "plugin.security.cert_file": str(issued.certificate), "plugin.security.key_file": str(issued.key),
         "authz.policydir": "policies",
     })
+
+
+class FleetBusyError(Exception):
+    """Another running `nmc dev up` holds this state directory."""
+
+    def __init__(self, root: Path, pid: int | None) -> None:
+        self.root, self.pid = root, pid
+        who = f"pid {pid}" if pid else "another process"
+        stop = f"`kill {pid}`" if pid else "Ctrl-C in its shell"
+        self.reason = (f"a dev fleet is already running in {root} ({who}): stop it with Ctrl-C in its shell or {stop}, "
+                       "or start a second fleet in its own directory with --dir")
+        super().__init__(self.reason)
+
+
+class FleetLock:
+    """One state directory belongs to one running fleet: an exclusive flock on `<dir>/lock`.
+
+    The kernel drops the lock when the process ends however it ends (SIGKILL included), so
+    a stale lock file never blocks the next `nmc dev up`. Nothing in the directory is
+    written before the lock is held: a second fleet never touches the first one's files.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._fd: int | None = None
+
+    @property
+    def path(self) -> Path:
+        """The lock file; it holds the running fleet's pid."""
+        return self.root / "lock"
+
+    def acquire(self) -> None:
+        """Take the lock (FleetBusyError naming the holder's pid when another process has it)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise FleetBusyError(self.root, int(holder) if holder.isdigit() else None) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the directory up (the file stays; only the flock matters)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 @dataclass

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 
 from nmc.security import (
     KEY_TYPES,
@@ -50,6 +52,7 @@ __all__ = [
     "PKIExistsError",
     "Revoked",
     "ca_paths",
+    "ca_problem",
     "crl_path",
     "describe",
     "describe_certificate",
@@ -58,6 +61,7 @@ __all__ = [
     "issued_certificates",
     "issued_names",
     "issued_paths",
+    "issued_problem",
     "load_ca",
     "load_revocations",
     "revoke",
@@ -224,6 +228,61 @@ def load_ca(directory: str | os.PathLike[str]) -> tuple[PrivateKey, x509.Certifi
     except SecurityError as exc:
         raise PKIError(f"{paths.key}: {exc.reason}", path=paths.key) from None
     return key, cert
+
+
+def ca_problem(directory: str | os.PathLike[str], *, valid_for: dt.timedelta = dt.timedelta(days=1),
+               now: dt.datetime | None = None) -> str | None:
+    """Why the CA in ``directory`` cannot be used for ``valid_for`` from ``now``, or None when it can."""
+    try:
+        key, cert = load_ca(directory)
+    except PKIError as exc:
+        return exc.reason
+    if _public(cert.public_key()) != _public(key.public_key()):
+        return f"{ca_paths(directory).key} is not the key of {ca_paths(directory).certificate}"
+    return _validity_problem("the CA certificate", cert, valid_for, now)
+
+
+def issued_problem(directory: str | os.PathLike[str], name: str, *, roles: Iterable[str] | None = None,
+                   valid_for: dt.timedelta = dt.timedelta(days=1), now: dt.datetime | None = None) -> str | None:
+    """Why the certificate issued to ``name`` is unusable, or None.
+
+    Unusable: missing or unreadable, not issued by this directory's CA (a CA made
+    again since), its key not the certificate's, roles other than ``roles`` (when given), or not
+    valid from ``now`` for ``valid_for``. Revocation is the CRL's business, not this.
+    """
+    paths = issued_paths(directory, name)
+    try:
+        cert = load_certificate_pem(_read(paths.certificate, f"certificate for {name!r}"))
+        key = load_private_key_pem(_read(paths.key, f"key for {name!r}"))
+        _, ca_cert = load_ca(directory)
+    except PKIError as exc:
+        return exc.reason
+    except SecurityError as exc:
+        return f"{name}: {exc.reason}"
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return f"{paths.certificate} was not issued by the CA in {Path(directory)}"
+    if _public(cert.public_key()) != _public(key.public_key()):
+        return f"{paths.key} is not the key of {paths.certificate}"
+    if roles is not None and set(certificate_roles(cert)) != set(roles := tuple(roles)):
+        return f"{paths.certificate} has roles {', '.join(certificate_roles(cert)) or '(none)'}, not {', '.join(roles)}"
+    return _validity_problem(str(paths.certificate), cert, valid_for, now)
+
+
+def _public(key: object) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER,  # type: ignore[attr-defined]
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _validity_problem(what: str, cert: x509.Certificate, valid_for: dt.timedelta,
+                      now: dt.datetime | None) -> str | None:
+    moment = now or dt.datetime.now(dt.timezone.utc)
+    if moment < cert.not_valid_before_utc:
+        return f"{what} is not valid yet"
+    if moment + valid_for > cert.not_valid_after_utc:
+        return f"{what} expires {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    return None
 
 
 def issue(

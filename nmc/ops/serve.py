@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Awaitable, Callable, Sequence
 
 import structlog
 
@@ -24,7 +25,7 @@ from nmc.services.loader import PluginError, load_agents
 from nmc.services.node import Companion, Node
 from nmc.services.registry import RegistryPublisher
 
-__all__ = ["audit_config_path", "build_audit_service", "build_node", "catch_stop_signals", "run_audit_service", "build_policy_service", "policy_config_path", "run_nodes", "run_policy_service", "server_config_path", "wait_for_signal"]
+__all__ = ["audit_config_path", "build_audit_service", "build_node", "catch_stop_signals", "run_audit_service", "build_policy_service", "policy_config_path", "run_nodes", "run_policy_service", "server_config_path", "unless_stopped", "wait_for_signal"]
 
 log = structlog.get_logger("nmc.serve")
 
@@ -90,6 +91,32 @@ def catch_stop_signals(stop: asyncio.Event | None = None) -> asyncio.Event:
     return stop
 
 
+async def unless_stopped(step: Awaitable[object], stop: asyncio.Event) -> bool:
+    """Await a start-up step (True), or cancel it when `stop` is set first, by a signal (False).
+
+    A daemon that is still connecting (a broker that is down, a TLS mismatch it keeps
+    retrying) must still stop on Ctrl-C or SIGTERM at once, not "once started".
+    """
+    task = asyncio.ensure_future(step)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task  # the step cleans up after itself (an abandoned connection is closed)
+    if task.cancelled():
+        if stop.is_set():
+            return False
+        raise asyncio.CancelledError
+    if stop.is_set() and task.exception() is not None:
+        return False  # failed while we were stopping anyway
+    task.result()  # the step's own error, if any
+    return True
+
+
 async def wait_for_signal(hup_callback: Callable[[], None] | None = None,
                           ready: Callable[[], None] | None = None, stop: asyncio.Event | None = None) -> None:
     """Block until SIGINT or SIGTERM (or until `stop` is set); call `hup_callback()` on every SIGHUP.
@@ -112,13 +139,27 @@ async def wait_for_signal(hup_callback: Callable[[], None] | None = None,
 
 
 async def run_nodes(pairs: Sequence[tuple[Node, Config]], ready: Callable[[], None] | None = None,
-                    stop: asyncio.Event | None = None) -> None:
+                    stop: asyncio.Event | None = None, give_up_after: float | None = None) -> None:
     """Start nodes, serve until SIGINT/SIGTERM (SIGHUP re-collects facts now), then stop them cleanly.
 
-    `ready()` runs once every node is started and the signal handlers are in place.
+    `ready()` runs once every node is started and the signal handlers are in place. A
+    signal while they start stops the ones started; `give_up_after` bounds each node's
+    first connection (ConnectError naming the reason), None retries until a signal.
     """
-    for node, _ in pairs:
-        await node.start()
+    stop = catch_stop_signals(stop)
+    started: list[Node] = []
+    try:
+        for node, _ in pairs:
+            started.append(node)  # stopped even when its start is cut short: it may hold a connection
+            if not await unless_stopped(node.start(give_up_after=give_up_after), stop):
+                return
+        await _serve_nodes(pairs, ready, stop)
+    finally:
+        await asyncio.gather(*(node.stop() for node in started), return_exceptions=True)
+
+
+async def _serve_nodes(pairs: Sequence[tuple[Node, Config]], ready: Callable[[], None] | None,
+                       stop: asyncio.Event) -> None:
     tasks: set[asyncio.Task[bool]] = set()
 
     def done(task: asyncio.Task[bool]) -> None:
@@ -137,10 +178,7 @@ async def run_nodes(pairs: Sequence[tuple[Node, Config]], ready: Callable[[], No
                 tasks.add(task)
                 task.add_done_callback(done)
 
-    try:
-        await wait_for_signal(hup_callback=on_hup, ready=ready, stop=stop)
-    finally:
-        await asyncio.gather(*(node.stop() for node, _ in pairs), return_exceptions=True)
+    await wait_for_signal(hup_callback=on_hup, ready=ready, stop=stop)
 
 
 def server_config_path(explicit: str | None) -> Path | None:
@@ -157,8 +195,10 @@ def build_policy_service(config: Config) -> PolicyService:
 
 async def run_policy_service(service: PolicyService) -> None:
     """Start the policy service, serve until SIGINT/SIGTERM (SIGHUP re-reads the policies now), then stop it."""
-    stop = catch_stop_signals()  # a signal while it connects stops it once started
-    await service.start()
+    stop = catch_stop_signals()  # a signal while it connects stops it at once
+    if not await unless_stopped(service.start(), stop):
+        await service.stop()
+        return
     tasks: set[asyncio.Task[bool]] = set()
 
     def on_hup() -> None:
@@ -190,8 +230,10 @@ def build_audit_service(config: Config) -> AuditService:
 
 async def run_audit_service(service: AuditService) -> None:
     """Start the audit service, write records until SIGINT/SIGTERM, then stop after the batch in hand."""
-    stop = catch_stop_signals()  # a signal while it connects stops it once started
-    await service.start()
+    stop = catch_stop_signals()  # a signal while it connects stops it at once
+    if not await unless_stopped(service.start(), stop):
+        await service.stop()
+        return
     try:
         await wait_for_signal(stop=stop)
     finally:

@@ -31,7 +31,7 @@ from nmc.services.facts import FactSources
 from nmc.services.node import NodeSettings
 from nmc.services.registry import RegistrySettings
 
-__all__ = ["SettingsError", "audit_max_age", "audit_service_settings", "audit_settings", "default_spool_path", "parse_duration", "authz_settings", "client_settings", "policy_service_settings", "fact_refresh_interval", "fact_sources", "jetstream_replicas", "load_signer", "load_verifier",
+__all__ = ["SettingsError", "audit_max_age", "audit_service_settings", "audit_settings", "default_spool_path", "parse_duration", "authz_settings", "client_settings", "connect_timeout", "policy_service_settings", "fact_refresh_interval", "fact_sources", "jetstream_replicas", "load_signer", "load_verifier",
            "node_settings", "registry_settings", "tls_context"]
 
 
@@ -130,6 +130,16 @@ def _servers(config: Config) -> tuple[str, ...]:
     if not servers:
         raise SettingsError("plugin.nats.servers is empty: name at least one broker URL")
     return servers
+
+
+def connect_timeout(config: Config) -> float:
+    """`plugin.nats.connect_timeout`: seconds a command waits for its first connection (default 2)."""
+    key = "plugin.nats.connect_timeout"
+    value = config.get_float(key, 2.0)
+    if value is None or value <= 0:
+        raise SettingsError(f"{key} must be a number of seconds above 0, got {config.get(key)!r} "
+                            f"(set at {config.origin(key)})")
+    return value
 
 
 def jetstream_replicas(config: Config) -> int:

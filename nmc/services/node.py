@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
-import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -26,13 +25,13 @@ from nmc.protocol.ddl import AgentSpec
 from nmc.protocol.factindex import FactIndex
 from nmc.protocol.subjects import PREFIX, encode_token
 from nmc.security import ReplayCache, Signer, Verifier
-from nmc.security.names import inbox_prefix, tls_identity
 from nmc.services.agent import Agent
 from nmc.services.facts import NodeFacts
 from nmc.services.micro import MicroService
 from nmc.services.pipeline import PipelineSettings, RequestPipeline
+from nmc.transport import connect, daemon_options
 
-__all__ = ["Companion", "Node", "NodeSettings", "SERVICE_NAME", "connect_options"]
+__all__ = ["Companion", "Node", "NodeSettings", "SERVICE_NAME"]
 
 SERVICE_NAME = "nmc-node"
 log = structlog.get_logger("nmc.node")
@@ -60,26 +59,6 @@ class NodeSettings:
             raise ValueError("node identity must not be empty")
         if not self.servers:
             raise ValueError("at least one NATS server URL is needed")
-
-
-def connect_options(name: str, servers: Sequence[str], tls: Any, reconnect_wait: float, *,
-                    inbox: str | None = None) -> dict[str, Any]:
-    """nats.connect() keywords shared by every nmc daemon: reconnect forever, quickly.
-
-    Replies come to `_INBOX.<certificate name>`, the only inbox a broker configured by
-    nmc lets the certificate subscribe to: the name of the TLS client certificate
-    (marked on `tls` by nmc.ops.settings.tls_context), else `inbox`.
-    """
-    opts: dict[str, Any] = {
-        "servers": list(servers), "name": name, "max_reconnect_attempts": -1,
-        "reconnect_time_wait": reconnect_wait, "allow_reconnect": True, "connect_timeout": 5,
-    }
-    if tls is not None:
-        opts["tls"] = tls
-    owner = tls_identity(tls) or inbox
-    if owner is not None:
-        opts["inbox_prefix"] = inbox_prefix(owner)
-    return opts
 
 
 class Companion(Protocol):
@@ -138,13 +117,17 @@ class Node:
         """Request counters."""
         return self.pipeline.counters.as_dict()
 
-    async def start(self) -> None:
-        """Connect, register the micro service and subscribe every request subject."""
-        opts = connect_options(f"nmc-node {self.identity}", self.settings.servers, self.settings.tls,
-                               self.settings.reconnect_wait, inbox=self.signer.name)
-        self.nc = await nats.connect(
-            **opts, error_cb=self._on_error, disconnected_cb=self._on_disconnect,
-            reconnected_cb=self._on_reconnect)
+    async def start(self, *, give_up_after: float | None = None) -> None:
+        """Connect, register the micro service and subscribe every request subject.
+
+        The first connection is retried (each failure logged with its reason) until
+        `give_up_after` seconds, forever when None; then ConnectError says why.
+        """
+        opts = daemon_options(f"nmc-node {self.identity}", self.settings.servers, self.settings.tls,
+                              self.settings.reconnect_wait, inbox=self.signer.name)
+        self.nc = await connect(
+            opts, give_up_after=give_up_after, on_retry=self._on_connect_failed, error_cb=self._on_error,
+            disconnected_cb=self._on_disconnect, reconnected_cb=self._on_reconnect)
         self.service = MicroService(self.nc, name=SERVICE_NAME, version=__version__,
                                     description=f"nmc node {self.identity}",
                                     metadata={"identity": self.identity, "collective": self.collective,
@@ -231,6 +214,10 @@ class Node:
             self._stopping = True  # the disconnect that follows is ours, not the broker's
             await self.nc.drain()
         self._log.info("node_stopped")
+
+    def _on_connect_failed(self, reason: str, attempts: int) -> None:
+        self._log.warning("nats_connect_failed", reason=reason, attempts=attempts,
+                          servers=list(self.settings.servers))
 
     async def _on_error(self, exc: Exception) -> None:
         self._log.warning("nats_error", error=str(exc) or type(exc).__name__)
