@@ -98,6 +98,12 @@ def test_no_broker_is_a_one_line_error(tmp_path):
     assert result.returncode == 1
     assert "cannot connect to NATS" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    # Short, and the same words as the sample in docs/cli.md.
+    url = cfg.read_text().splitlines()[0].split("= ")[1]
+    line = result.stderr.strip()
+    assert len(line) < 160, line
+    documented = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
+    assert line.replace(url, "tls://127.0.0.1:4222") in documented.splitlines()
 
 
 def test_find_json_piped_into_rpc_with_stdin_discovery(dev_fleet, tmp_path):
