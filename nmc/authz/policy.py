@@ -30,6 +30,7 @@ from typing import Literal
 
 from nmc.protocol.filter import And, ClassTerm, FilterSyntaxError, MatchAll, Node, parse
 from nmc.protocol.filter_ast import regex_problem
+from nmc.protocol.regex import compile_pattern
 from nmc.protocol.unsigned import UNSIGNED_CALLER
 
 __all__ = [
@@ -222,7 +223,7 @@ def _caller(item: str) -> Caller:
         problem = regex_problem(item[1:-1])
         if problem is not None:
             raise _LineError(f"callers column: invalid regular expression {item}: {problem}")
-        return Caller("regex", item, re.compile(item[1:-1]))
+        return Caller("regex", item, compile_pattern(item[1:-1]))
     if "=" in item:
         if not _CALLER_ID.fullmatch(item):
             raise _LineError(f"callers column: {item!r} is not a caller (cert=<name>, /regex/, a group or *)")

@@ -8,7 +8,6 @@ filter), with the usual filter, targeting and output flags. Exit status as
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,6 +32,7 @@ from nmc.client.discovery import Targeting, discover
 from nmc.client.fleet import CallResult, FleetClient
 from nmc.client.runall import RunAllResult, RunEvent, run_in_batches, runall
 from nmc.protocol.ddl import summarize
+from nmc.protocol.regex import search
 from nmc.services.agents.puppet import TAGS_PATTERN, Puppet, describe_age
 
 __all__ = ["puppet"]
@@ -52,7 +52,7 @@ def _expr(flags: dict[str, Any]) -> str:
 
 
 def _tags(value: str | None) -> str | None:
-    if value is not None and not re.search(TAGS_PATTERN, value):
+    if value is not None and not search(TAGS_PATTERN, value):
         raise click.UsageError(f"--tags takes comma-separated Puppet tags, got {value!r}")
     return value
 

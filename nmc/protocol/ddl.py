@@ -15,12 +15,12 @@ searched in the value.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from nmc.protocol.aggregate import FUNCTIONS, AggregateResult, compute
 from nmc.protocol.status import Status
+from nmc.protocol.regex import regex_problem, search
 from nmc.protocol.validators import VALIDATORS
 
 __all__ = ["DISPLAY_POLICIES", "INPUT_TYPES", "ActionSpec", "AgentSpec", "Aggregate", "Input", "InputError", "Output",
@@ -56,10 +56,9 @@ class Input:
         if self.type not in INPUT_TYPES:
             raise ValueError(f"input {self.name!r}: unknown type {self.type!r}")
         if self.validation is not None and self.validation not in VALIDATORS:
-            try:
-                re.compile(self.validation)
-            except re.error as exc:
-                raise ValueError(f"input {self.name!r}: bad validation regex {self.validation!r}: {exc}") from None
+            problem = regex_problem(self.validation)
+            if problem is not None:
+                raise ValueError(f"input {self.name!r}: bad validation regex {self.validation!r}: {problem}")
         if self.maxlength < 0:
             raise ValueError(f"input {self.name!r}: maxlength must be 0 (unlimited) or more")
 
@@ -74,7 +73,7 @@ class Input:
             why = validator(value)
             if why is not None:
                 raise InputError(Status.INVALID_DATA, f"input '{self.name}' {why}")
-        elif not re.search(self.validation, value):
+        elif not search(self.validation, value):  # RE2: the caller's text cannot make it backtrack
             raise InputError(Status.INVALID_DATA, f"input '{self.name}' does not match /{self.validation}/")
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,9 +16,10 @@ and parsed back to an equal tree.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TypeAlias
+
+from nmc.protocol.regex import regex_problem  # RE2: linear time (re-exported)
 
 __all__ = [
     "AgentTerm",
@@ -96,18 +97,6 @@ def normalise_regex(pattern: str) -> str:
             out.append(pattern[i])
             i += 1
     return "".join(out)
-
-
-def regex_problem(pattern: str) -> str | None:
-    """Why pattern does not compile as a Python regex, or None where it does."""
-    try:
-        re.compile(pattern)
-    except re.error as err:
-        return err.msg
-    except (OverflowError, RecursionError, ValueError) as err:
-        # Huge repeat counts and deeply nested groups fail outside re.error.
-        return str(err) or type(err).__name__
-    return None
 
 
 def _check_regex(pattern: str) -> None:

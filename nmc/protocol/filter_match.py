@@ -26,6 +26,7 @@ from nmc.protocol.filter_ast import (
     Not,
     Or,
 )
+from nmc.protocol.regex import search
 
 __all__ = ["MISSING", "as_number", "fact_text", "lookup_fact", "matches"]
 
@@ -52,11 +53,11 @@ def matches(
         return _fact_matches(lookup_fact(facts, node.path), node)
     if isinstance(node, ClassTerm):
         if node.regex:
-            return any(re.search(node.name, name) for name in classes)
+            return any(search(node.name, name) for name in classes)
         return node.name in classes
     if isinstance(node, IdentityTerm):
         if node.regex:
-            return re.search(node.name, identity) is not None
+            return search(node.name, identity)
         return node.name == identity
     if isinstance(node, AgentTerm):
         return node.name in agents
@@ -124,7 +125,7 @@ def _fact_matches(value: Any, term: FactTerm) -> bool:
 def _compare(fact: Any, op: str, wanted: str) -> bool:
     text = fact_text(fact)
     if op == "=~":
-        return re.search(wanted, text) is not None
+        return search(wanted, text)
     if op in ("=", "!="):
         equal = _equal(fact, text, wanted)
         return equal if op == "=" else not equal

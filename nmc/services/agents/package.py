@@ -28,10 +28,10 @@ __all__ = ["DEFAULT_COMMANDS", "PACKAGE_NAME", "PACKAGE_VERSION", "Package", "er
 
 # Debian policy 5.6.1: lower case letters, digits, + - . ; at least two characters, starting
 # alphanumeric (so never an option); an optional :arch qualifier as dpkg and apt accept.
-# \Z, not $: a pattern is searched and $ would also match before a trailing newline.
-PACKAGE_NAME = r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?\Z"
+# RE2 (nmc.protocol.regex): $ matches only at the very end, so no trailing newline gets through.
+PACKAGE_NAME = r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?$"
 # Debian policy 5.6.12: [epoch:]upstream[-revision], upstream starting with a digit.
-PACKAGE_VERSION = r"^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*\Z"
+PACKAGE_VERSION = r"^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$"
 
 DEFAULT_COMMANDS: Mapping[str, str] = {
     "install_command": "apt-get install -y {package}",

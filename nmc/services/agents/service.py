@@ -20,8 +20,8 @@ from nmc.services.agents._proc import CommandError, Completed, build_argv, run_c
 __all__ = ["BACKENDS", "SERVICE_NAME", "Service", "choose_backend", "service_state"]
 
 # systemd unit / init script names: no spaces, no shell characters, never starting with "-";
-# \Z, not $, which would let a trailing newline through.
-SERVICE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*\Z"
+# RE2 (nmc.protocol.regex): $ matches only at the very end, so no trailing newline gets through.
+SERVICE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$"
 
 BACKENDS: Mapping[str, Mapping[str, str]] = {
     "systemctl": {
