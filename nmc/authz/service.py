@@ -39,6 +39,7 @@ from nmc.security import (
     Signer,
     Verifier,
 )
+from nmc.security.names import in_inbox_of
 from nmc.services.micro import MicroService
 from nmc.transport import connect, daemon_options
 
@@ -179,9 +180,16 @@ class PolicyService:
             reason = getattr(exc, "reason", None) or str(exc)
             request_id, identity = _ids(msg.data)
             self._log.warning("authz_question_refused", request_id=request_id or None, reason=reason)
-            await self._answer(msg.reply, AuthzAnswer(request_id=request_id, identity=identity, allowed=False,
-                                                      rule="", reason=f"question refused: {reason}",
-                                                      time=time.time(), error=True))
+            # Whoever sent it is unknown: answer only into some inbox, never onto a subject it chose.
+            if in_inbox_of(msg.reply, None):
+                await self._answer(msg.reply, AuthzAnswer(request_id=request_id, identity=identity, allowed=False,
+                                                          rule="", reason=f"question refused: {reason}",
+                                                          time=time.time(), error=True))
+            return reason
+        if not in_inbox_of(msg.reply, name):
+            # The answer goes only into the asking node's own inbox (a confused deputy otherwise).
+            reason = f"reply subject {msg.reply!r} is outside the inbox of {name!r}: not answered"
+            self._log.warning("authz_question_refused", request_id=question.request_id, reason=reason)
             return reason
         decision = self.policies.decide(caller=question.caller, agent=question.agent, action=question.action,
                                         facts=question.facts, classes=question.classes, identity=question.identity)

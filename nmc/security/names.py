@@ -25,7 +25,7 @@ from cryptography import x509
 from nmc.protocol.subjects import encode_token
 from nmc.security.errors import CertificateError
 
-__all__ = ["INBOX_ROOT", "NamePolicy", "inbox_prefix", "nats_user", "tls_identity", "with_tls_identity"]
+__all__ = ["INBOX_ROOT", "NamePolicy", "in_inbox_of", "inbox_prefix", "nats_user", "tls_identity", "with_tls_identity"]
 
 INBOX_ROOT = "_INBOX"
 _TLS_NAME = "nmc_certificate_name"
@@ -35,6 +35,17 @@ T = TypeVar("T")
 def inbox_prefix(name: str) -> str:
     """The reply-inbox prefix of the connection whose certificate is named ``name``: ``_INBOX.<token>``."""
     return f"{INBOX_ROOT}.{encode_token(name)}"
+
+
+def in_inbox_of(reply: str, name: str | None) -> bool:
+    """Whether `reply` lies in the reply inbox of certificate `name` (any `_INBOX.` one when None).
+
+    Daemons answer only there: a reply subject is chosen by whoever sends the request,
+    and without this check a node would publish its answer wherever a caller pointed it
+    (another node's registry key, an audit subject): a confused deputy.
+    """
+    prefix = inbox_prefix(name) if name is not None else INBOX_ROOT
+    return reply.startswith(prefix + ".") and len(reply) > len(prefix) + 1
 
 
 def with_tls_identity(context: T, name: str) -> T:

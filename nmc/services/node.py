@@ -196,7 +196,7 @@ class Node:
             await companion.facts_changed(self)
 
     async def _on_request(self, msg: Msg) -> str | None:
-        outcome = await self.pipeline.handle(msg.subject, msg.data, msg.headers)
+        outcome = await self.pipeline.handle(msg.subject, msg.data, msg.headers, msg.reply)
         if outcome.reply is None:
             return None
         if msg.reply and self.nc is not None:

@@ -41,6 +41,7 @@ from nmc.security import (
     check_caller,
     check_time,
 )
+from nmc.security.names import in_inbox_of
 from nmc.services.agent import ActionFailed, ActionRequest, Agent
 from nmc.services.facts import NodeFacts
 
@@ -143,8 +144,13 @@ class RequestPipeline:
         return Reply(request_id=request_id, identity=self.settings.identity, status=status,
                      message=message, time=time.time(), data=dict(data or {}))
 
-    async def handle(self, subject: str, body: bytes, headers: Mapping[str, str] | None) -> Outcome:
-        """Process one request message; never raises for bad input."""
+    async def handle(self, subject: str, body: bytes, headers: Mapping[str, str] | None,
+                     reply: str | None = None) -> Outcome:
+        """Process one request message; never raises for bad input.
+
+        `reply` is the message's reply subject: a request whose reply subject lies outside
+        its caller's inbox runs nothing and gets no answer (see `_reply_refused`).
+        """
         self.counters.total += 1
         request: Request | None = None
         hint = ""
@@ -154,6 +160,8 @@ class RequestPipeline:
             if request is None:
                 request = self._decode(subject, body)
                 self._authenticate(request, body, headers or {})
+            if reply and (refused := self._reply_refused(request, reply)) is not None:
+                return refused
             snap: NodeFacts = self.snapshot()
             if not self._matches(request, snap):
                 self.counters.filtered += 1
@@ -168,6 +176,21 @@ class RequestPipeline:
             return self._failure(request.id if request is not None else "", exc, subject)
         self.counters.replies += 1
         return Outcome(reply)
+
+    def _reply_refused(self, request: Request, reply: str) -> Outcome | None:
+        """A silent refusal when `reply` is not in the caller's inbox (None when it is).
+
+        The reply subject is the sender's choice; answering outside the caller's own inbox
+        would let anyone make this node publish onto another node's registry key or audit
+        subject. An unsigned caller has no certificate name: any `_INBOX.` subject then.
+        """
+        name = request.caller.removeprefix("cert=") if request.caller.startswith("cert=") else None
+        if in_inbox_of(reply, name):
+            return None
+        self.counters.unvalidated += 1
+        reason = f"reply subject {reply!r} is outside the caller's inbox: nothing run, no answer"
+        log.warning("request_refused", request_id=request.id, caller=request.caller, reason=reason)
+        return Outcome(None, reason)
 
     def _check_size(self, body: bytes) -> None:
         if len(body) > self.settings.max_request_bytes:

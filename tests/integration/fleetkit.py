@@ -17,6 +17,7 @@ import nats
 from nmc.client.fleet import ClientSettings, FleetClient
 from nmc.ops import pki
 from nmc.security import Signer, Verifier
+from nmc.security.names import inbox_prefix
 from nmc.services.agent import Agent
 from nmc.services.agents import BUILTIN_AGENTS
 from nmc.services.facts import NodeFacts
@@ -100,11 +101,14 @@ class Fleet:
     async def client(self, name: str = "alice", servers: Sequence[str] | None = None,
                      **settings: Any) -> AsyncIterator[FleetClient]:
         """A connected FleetClient signing as `name`; with `servers`, connected to those (reconnecting forever)."""
+        # Replies come to the signer's own inbox, the only place nodes answer (a caller's choice of
+        # reply subject otherwise lets it aim a node's answer anywhere).
+        inbox = inbox_prefix(name)
         if servers is None:
-            nc = await nats.connect(self.url)
+            nc = await nats.connect(self.url, inbox_prefix=inbox)
         else:
             nc = await nats.connect(servers=list(servers), max_reconnect_attempts=-1, reconnect_time_wait=0.1,
-                                    connect_timeout=2)
+                                    connect_timeout=2, inbox_prefix=inbox)
         try:
             yield FleetClient(nc=nc, signer=self.ca.signer(name), verifier=self.ca.verifier(),
                               settings=ClientSettings(collective=self.collective, **settings))

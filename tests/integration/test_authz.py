@@ -33,6 +33,7 @@ from nmc.protocol.status import Status
 from nmc.protocol.subjects import authz_subject
 from nmc.services.agent import ActionRequest, Agent, action
 from nmc.services.agents import BUILTIN_AGENTS
+from nmc.security.names import inbox_prefix
 from tests.integration.fleetkit import Fleet, FleetCA
 
 PUPPET_POLICY = (
@@ -312,7 +313,7 @@ async def test_questions_must_be_signed_by_the_node_they_are_about(fleet, policy
         "other CA": (FleetCA(tmp_path / "evil").signer("web1.test").headers(body), "not signed by a trusted CA"),
         "another node": (fleet.ca.signer("web2.test").headers(body), "question about node 'web1.test' signed by 'web2.test'"),
     }
-    nc = await nats.connect(fleet.url)
+    nc = await nats.connect(fleet.url, inbox_prefix=inbox_prefix("web1.test"))  # answers go to the node's inbox
     try:
         for label, (headers, why) in cases.items():
             msg = await nc.request(authz_subject("nmc"), body, headers=headers, timeout=5)

@@ -27,6 +27,7 @@ from nmc.security import (  # revoked certificates: tests/integration/test_broke
 )
 from nmc.services.agent import ActionRequest, Agent, action
 from nmc.services.agents import BUILTIN_AGENTS
+from nmc.security.names import inbox_prefix
 from tests.integration.fleetkit import FleetCA
 
 SUBJECT = "nmc.nmc.node.n1%2Etest.counter.bump"
@@ -55,7 +56,7 @@ def body_of(caller: str = "cert=alice", **over) -> bytes:
 async def node_and_nc(fleet):
     Counter.runs = []
     await fleet.add("n1.test", {"role": "web"}, agents=(*BUILTIN_AGENTS, Counter), max_request_bytes=4096)
-    nc = await nats.connect(fleet.url)
+    nc = await nats.connect(fleet.url, inbox_prefix=inbox_prefix("alice"))  # nodes answer only into the caller's inbox
     yield fleet, nc
     await nc.close()
 
@@ -138,7 +139,7 @@ async def test_the_policy_service_answers_garbage_with_an_error_and_keeps_servin
                         fleet.ca.signer("policy1"), fleet.ca.verifier())
     await svc.start()
     node = fleet.ca.signer("web1.test")
-    nc = await nats.connect(fleet.url)
+    nc = await nats.connect(fleet.url, inbox_prefix=inbox_prefix("web1.test"))  # answers go to the node's inbox
     try:
         for label, body in [("not JSON", b"\x00garbage"), ("wrong shape", b'{"protocol": "nmc.authz.v1"}'),
                             ("JSON array", b"[1, 2]")]:

@@ -15,6 +15,7 @@ from nmc.protocol.status import Status
 from nmc.protocol.subjects import node_subject
 from nmc.services.agent import ActionRequest, Agent, action
 from nmc.services.agents import BUILTIN_AGENTS
+from nmc.security.names import inbox_prefix
 from tests.integration.fleetkit import FleetCA
 
 
@@ -35,8 +36,8 @@ def _request(caller: str, identity: str = "n1.test") -> Request:
                    sender="test", time=time.time(), ttl=60, data={}, filter=f"identity({identity})")
 
 
-async def _send(url: str, body: bytes, headers: dict[str, str]) -> Reply:
-    nc = await nats.connect(url)
+async def _send(url: str, body: bytes, headers: dict[str, str], caller: str = "alice") -> Reply:
+    nc = await nats.connect(url, inbox_prefix=inbox_prefix(caller))  # nodes answer only into the caller's inbox
     try:
         msg = await nc.request(node_subject("nmc", "n1.test", "counter", "bump"), body, timeout=5, headers=headers)
     finally:
