@@ -79,7 +79,8 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "plugin.security.cert_file": KeySpec("", "this process's certificate, used to sign", is_path=True),
     "plugin.security.key_file": KeySpec("", "this process's private key, used to sign", is_path=True),
     "plugin.security.crl_file": KeySpec("", "certificate revocation list (PEM, signed by the CA); re-read when it"
-                                        " changes", is_path=True),
+                                        " changes; empty: crl.pem beside plugin.security.ca_file, watched even"
+                                        " before it exists", is_path=True),
     "plugin.security.crl_check_interval": KeySpec("2", "seconds between checks whether crl_file changed"),
     "security.unsigned_actions": KeySpec("", "agent.action names this node answers WITHOUT a signature, comma-separated"
                                          " (e.g. rpcutil.ping, rpcutil.get_fact): read-only actions only, caller"

@@ -131,6 +131,10 @@ def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc"
     """
     ensure_ca(layout.ca_dir)
     ca = layout.ca_dir / "ca.pem"
+    if not pki.crl_path(layout.ca_dir).exists():
+        # Every config below names ca.pem, so every daemon and the client read this crl.pem beside it
+        # (nmc.ops.settings.crl_path): `nmc ops ca revoke NAME --dir <dev>/ca` counts at once, no restart.
+        pki.write_crl(layout.ca_dir)
     client = ensure_certificate(layout.ca_dir, CLIENT_NAME, ("user",))
     _write_cfg(layout.client_cfg, {
         "main_collective": collective, "plugin.nats.servers": url,

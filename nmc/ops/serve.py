@@ -16,7 +16,7 @@ from nmc.audit.publisher import JetStreamAuditor
 from nmc.audit.service import AuditService
 from nmc.authz import LocalAuthorizer, PolicyService, ServiceAuthorizer, node_authorizer
 from nmc.ops.config import Config, etc_dir, find_server_config
-from nmc.ops.settings import (audit_service_settings, audit_settings, SettingsError, authz_settings, fact_refresh_interval, policy_service_settings, fact_sources, load_signer, load_verifier,
+from nmc.ops.settings import (audit_service_settings, audit_settings, SettingsError, authz_settings, crl_warning, fact_refresh_interval, policy_service_settings, fact_sources, load_signer, load_verifier,
                               node_settings, registry_settings)
 from nmc.protocol.unsigned import UnsignedConfigError
 from nmc.services.agent import Agent
@@ -46,6 +46,7 @@ async def build_node(config: Config, agents: Sequence[type[Agent]] | None = None
     sources = fact_sources(config)
     refresher = FactRefresher(sources, interval=fact_refresh_interval(config))
     settings, signer, verifier = node_settings(config), load_signer(config), load_verifier(config)
+    _warn_without_crl(config, identity=settings.identity)
     facts = await sources.collect(version=0)
     companions: list[Companion] = [refresher]
     registry = registry_settings(config)
@@ -71,6 +72,13 @@ async def build_node(config: Config, agents: Sequence[type[Agent]] | None = None
     except UnsignedConfigError as exc:  # a mutating or unknown action in the allowlist: refuse to start
         raise SettingsError(f"security.unsigned_actions: {exc.reason} "
                             f"(set at {config.origin('security.unsigned_actions')})") from exc
+
+
+def _warn_without_crl(config: Config, **context: str) -> None:
+    """Say at start that revoked certificates are accepted, when there is no CRL anywhere (see crl_warning)."""
+    reason = crl_warning(config)
+    if reason is not None:
+        log.warning("crl_missing", message=reason, **context)
 
 
 def _refreshers(node: Node) -> list[FactRefresher]:
@@ -190,7 +198,9 @@ def server_config_path(explicit: str | None) -> Path | None:
 
 def build_policy_service(config: Config) -> PolicyService:
     """An unstarted `nmc-policy` service from its config (its own certificate, brokers, policy directory)."""
-    return PolicyService(policy_service_settings(config), load_signer(config), load_verifier(config))
+    service = PolicyService(policy_service_settings(config), load_signer(config), load_verifier(config))
+    _warn_without_crl(config, service="nmc-policy")
+    return service
 
 
 async def run_policy_service(service: PolicyService) -> None:

@@ -31,7 +31,7 @@ from nmc.services.facts import FactSources
 from nmc.services.node import NodeSettings
 from nmc.services.registry import RegistrySettings
 
-__all__ = ["SettingsError", "audit_max_age", "audit_service_settings", "audit_settings", "default_spool_path", "parse_duration", "authz_settings", "client_settings", "connect_timeout", "policy_service_settings", "fact_refresh_interval", "fact_sources", "jetstream_replicas", "load_signer", "load_verifier",
+__all__ = ["DEFAULT_CRL_NAME", "SettingsError", "audit_max_age", "crl_path", "crl_warning", "audit_service_settings", "audit_settings", "default_spool_path", "parse_duration", "authz_settings", "client_settings", "connect_timeout", "policy_service_settings", "fact_refresh_interval", "fact_sources", "jetstream_replicas", "load_signer", "load_verifier",
            "node_settings", "registry_settings", "tls_context"]
 
 
@@ -63,24 +63,64 @@ def load_signer(config: Config) -> Signer:
         raise SettingsError(f"{cert}: {exc.reason}") from exc
 
 
+DEFAULT_CRL_NAME = "crl.pem"
+
+
+def crl_path(config: Config) -> tuple[Path | None, bool]:
+    """The CRL every signature check consults, and whether it was configured (True) or is the default (False).
+
+    `plugin.security.crl_file` when set; otherwise `crl.pem` next to
+    `plugin.security.ca_file` (where `nmc ops ca` writes it in a CA directory), whether
+    or not it exists yet: revocation must not depend on someone remembering a key.
+    None when neither is set.
+    """
+    configured = config.get_path("plugin.security.crl_file")
+    if configured is not None:
+        return configured, True
+    ca = config.get_path("plugin.security.ca_file")
+    return (ca.parent / DEFAULT_CRL_NAME, False) if ca is not None else (None, False)
+
+
+def crl_warning(config: Config) -> str | None:
+    """Why this process would accept revoked certificates right now (no CRL anywhere), or None.
+
+    The default CRL is watched even while it does not exist, so this is a warning for
+    the start-up log, not an error: the first `nmc ops ca revoke` (or a copy of crl.pem)
+    is picked up without a restart.
+    """
+    path, configured = crl_path(config)
+    if path is None or configured or path.is_file():
+        return None
+    return (f"no certificate revocation list: plugin.security.crl_file is not set and {path} does not exist; "
+            f"revoked certificates are accepted until a CRL appears there (picked up without a restart)")
+
+
 def load_verifier(config: Config) -> Verifier:
-    """The fleet CA(s) every signature must chain to, the CRL (plugin.security.crl_file) and name patterns."""
+    """The fleet CA(s) every signature must chain to, the CRL (crl_file, else crl.pem beside the CA) and name patterns."""
     ca = _required_file(config, "plugin.security.ca_file")
     try:
         cas = load_certificates_pem(ca.read_bytes())
     except SecurityError as exc:
         raise SettingsError(f"{ca}: {exc.reason}") from exc
+    interval = config.get_float("plugin.security.crl_check_interval", 2.0)
+    if interval is None or interval < 0:
+        raise SettingsError(f"plugin.security.crl_check_interval must be 0 or more seconds "
+                            f"(set at {config.origin('plugin.security.crl_check_interval')})")
     revocations: CrlFile | None = None
-    if config.get_path("plugin.security.crl_file") is not None:
+    path, configured = crl_path(config)
+    if configured:
         crl = _required_file(config, "plugin.security.crl_file")
-        interval = config.get_float("plugin.security.crl_check_interval", 2.0)
-        if interval is None or interval < 0:
-            raise SettingsError(f"plugin.security.crl_check_interval must be 0 or more seconds "
-                                f"(set at {config.origin('plugin.security.crl_check_interval')})")
         try:
             revocations = CrlFile(crl, cas, check_interval=interval)
         except SecurityError as exc:
             raise SettingsError(f"plugin.security.crl_file: {exc.reason} (set at {config.origin('plugin.security.crl_file')})") from exc
+    elif path is not None:
+        # The CA's own crl.pem, watched even before it exists: a revocation written after start counts.
+        try:
+            revocations = CrlFile(path, cas, check_interval=interval, missing_ok=True)
+        except SecurityError as exc:
+            raise SettingsError(f"{exc.reason} (the default CRL beside plugin.security.ca_file; "
+                                f"set plugin.security.crl_file to use another)") from exc
     patterns = {key[len(_ALLOWED_NAMES):]: value for key, value in config.plugin("security").items()
                 if key.startswith(_ALLOWED_NAMES)}
     try:

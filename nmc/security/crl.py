@@ -5,7 +5,10 @@ certificates that CA issued: entries are keyed by the CA certificate's
 SHA-256 fingerprint and the serial. ``CrlFile`` re-reads its file when the
 file changes (checked at most every ``check_interval`` seconds), so a node
 honours a new revocation without a restart; a file that has become
-unreadable or invalid leaves the last good list in force.
+unreadable or invalid leaves the last good list in force. With
+``missing_ok`` the file may not exist yet: it then revokes nothing until the
+file appears (the CA directory's default ``crl.pem``, written by the first
+``nmc ops ca revoke``), and is picked up as soon as it does.
 """
 
 from __future__ import annotations
@@ -193,8 +196,13 @@ class CrlFile:
         ca_certificates: Iterable[x509.Certificate],
         *,
         check_interval: float = 2.0,
+        missing_ok: bool = False,
     ) -> None:
-        """Load ``path`` now (CertificateError if it is missing or invalid); re-check it every ``check_interval`` s."""
+        """Load ``path`` now (CertificateError if it is invalid, or missing unless ``missing_ok``).
+
+        The file is re-checked every ``check_interval`` s. With ``missing_ok`` a file that
+        does not exist yet revokes nothing until it appears; an invalid one is still refused.
+        """
         if not check_interval >= 0:
             raise ValueError(f"check_interval must be 0 or more seconds, not {check_interval!r}")
         self.path = Path(path)
@@ -203,9 +211,10 @@ class CrlFile:
         self._monotonic = time.monotonic
         self.last_error: str | None = None
         stamp = self._stamp()
-        if stamp is None:
+        if stamp is None and not missing_ok:
             raise CertificateError(f"CRL file {self.path} not found")
-        self._list = self._load()
+        # A file that is not there yet is "no revocations", remembered as such (stamp None) until it appears.
+        self._list = self._load() if stamp is not None else RevocationList([], self._cas)
         self._loaded_stamp = stamp
         self._next_check = self._monotonic() + self._interval
 

@@ -34,6 +34,7 @@ import nats
 from nats.aio.client import Client as NATS
 
 from nmc.audit.service import AuditService
+from nmc.audit.stream import STREAM
 from nmc.authz.service import PolicyService
 from nmc.client.fleet import FleetClient
 from nmc.cli.common import client_session
@@ -158,6 +159,30 @@ class HostileFleet:
             self.nodes.append(node)
         return self
 
+    async def restart_node(self, identity: str) -> Node:
+        """Stop the running node `identity` and start it again from its server.cfg (same spool, fresh memory)."""
+        index = next(i for i, node in enumerate(self.nodes) if node.identity == identity)
+        await self.nodes[index].stop()
+        node = await build_node(load_config(self.server_cfgs[index], kind="server", env={}))
+        await node.start()
+        self.nodes[index] = node
+        return node
+
+    async def audit_consumed(self, stream_seq: int, within: float = 15.0) -> None:
+        """Wait until the audit service has handled (acknowledged) every stream message up to `stream_seq`.
+
+        The service handles the stream in order, so after this whatever it would do with the
+        message at `stream_seq` is done: written, dropped or refused.
+        """
+        assert self.audit is not None and self.audit.nc is not None
+        js = self.audit.nc.jetstream()
+
+        async def acknowledged() -> bool:
+            info = await js.consumer_info(STREAM, self.audit.settings.consumer)  # type: ignore[union-attr]
+            return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= stream_seq
+
+        await until(acknowledged, within, f"the audit service to handle stream message {stream_seq}")
+
     async def stop(self) -> None:
         """Everything, in reverse order; tolerant of what a test already stopped."""
         for nc in self._connections:
@@ -170,6 +195,24 @@ class HostileFleet:
                     await service.stop()
         if self.broker is not None:
             await asyncio.to_thread(self.broker.stop)
+
+
+async def gather_replies(nc: NATS, subject: str, body: bytes, headers: dict[str, str], count: int,
+                         within: float = 10.0) -> list[Any]:
+    """Publish one raw request with a fresh inbox (of `nc`'s prefix) and return the first `count` replies."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    try:
+        await nc.publish(subject, body, reply=inbox, headers=headers)
+        replies = []
+        deadline = time.monotonic() + within
+        while len(replies) < count:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"timed out waiting for {count} replies on {subject}, got {len(replies)}"
+            replies.append(await sub.next_msg(timeout=remaining))
+        return replies
+    finally:
+        await sub.unsubscribe()
 
 
 async def until(check: Callable[[], Awaitable[bool] | bool], within: float, what: str) -> None:

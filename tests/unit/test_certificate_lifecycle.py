@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import pytest
+import structlog
 from click.testing import CliRunner
 from cryptography import x509
 
 from nmc.cli.main import cli
 from nmc.ops import pki
 from nmc.ops.config import load_config
-from nmc.ops.settings import SettingsError, load_verifier, tls_context
+from nmc.ops.serve import build_node
+from nmc.ops.settings import SettingsError, crl_path, crl_warning, load_verifier, tls_context
 from nmc.security import CertificateError, Signer, load_certificate_pem
 from nmc.security.names import tls_identity
 
@@ -137,3 +139,37 @@ def test_verifier_from_config_reads_crl_and_name_patterns(ca_dir, tmp_path):
     missing = _client(tmp_path, ca_dir, **{"plugin.security.crl_file": tmp_path / "nope.pem"})
     with pytest.raises(SettingsError, match="plugin.security.crl_file = .*nope.pem: file not found"):
         load_verifier(missing)
+
+
+def test_the_cas_crl_is_read_by_default_and_watched_before_it_exists(ca_dir, tmp_path):
+    config = _client(tmp_path, ca_dir, **{"plugin.security.crl_check_interval": "0"})
+    assert crl_path(config) == (ca_dir / "crl.pem", False)
+    assert "crl.pem does not exist" in (crl_warning(config) or "")
+    verifier = load_verifier(config)  # no crl.pem yet: starts anyway
+    alice = Signer.from_pem(pki.issued_paths(ca_dir, "alice").certificate.read_bytes(),
+                            pki.issued_paths(ca_dir, "alice").key.read_bytes())
+    assert verifier.verify(b"x", alice.sign(b"x"), alice.certificate_b64) == "alice"
+    pki.revoke(ca_dir, "alice", reason="keyCompromise")  # writes ca_dir/crl.pem after the verifier was made
+    with pytest.raises(CertificateError, match="is revoked"):
+        verifier.verify(b"x", alice.sign(b"x"), alice.certificate_b64)
+    assert crl_warning(config) is None
+    explicit = _client(tmp_path, ca_dir, **{"plugin.security.crl_file": ca_dir / "crl.pem"})
+    assert crl_path(explicit) == (ca_dir / "crl.pem", True) and crl_warning(explicit) is None
+
+
+async def test_a_node_without_any_crl_says_so_at_start(ca_dir, tmp_path):
+    pki.issue(ca_dir, "web1.test", roles=("node",))
+    paths = pki.issued_paths(ca_dir, "web1.test")
+    cfg = tmp_path / "server.cfg"
+    cfg.write_text(f"identity = web1.test\nplugin.security.ca_file = {ca_dir / 'ca.pem'}\n"
+                   f"plugin.security.cert_file = {paths.certificate}\nplugin.security.key_file = {paths.key}\n"
+                   "factsource = builtin\nregisterinterval = 0\naudit.enabled = false\n")
+    with structlog.testing.capture_logs() as logs:
+        await build_node(load_config(cfg, kind="server", env={}))
+    [warning] = [e for e in logs if e["event"] == "crl_missing"]
+    assert warning["log_level"] == "warning" and warning["identity"] == "web1.test"
+    assert f"{ca_dir / 'crl.pem'} does not exist" in warning["message"]
+    pki.write_crl(ca_dir)
+    with structlog.testing.capture_logs() as logs:
+        await build_node(load_config(cfg, kind="server", env={}))
+    assert not [e for e in logs if e["event"] == "crl_missing"]

@@ -136,3 +136,18 @@ def test_crl_file_must_exist_and_be_valid_at_start(ca, tmp_path):
     (tmp_path / "foreign.pem").write_bytes(_crl(other))
     with pytest.raises(CertificateError, match="foreign.pem: CRL issued by 'CN=nmc fleet CA' is not signed"):
         CrlFile(tmp_path / "foreign.pem", [ca[1]])
+
+
+def test_a_crl_file_that_may_be_missing_revokes_nothing_until_it_appears(ca, alice, tmp_path):
+    path = tmp_path / "crl.pem"
+    source = CrlFile(path, [ca[1]], check_interval=0, missing_ok=True)
+    fp, serial = ca_fingerprint(ca[1]), alice.certificate.serial_number
+    assert source.lookup(fp, serial) is None and source.last_error is None  # not there yet: no complaint
+    path.write_bytes(_crl(ca, Revocation(serial, WHEN)))
+    assert source.lookup(fp, serial) is not None, "a CRL written after start is picked up"
+    path.unlink()
+    assert source.lookup(fp, serial) is not None, "a CRL that disappears leaves the last list in force"
+    other = create_ca()
+    (tmp_path / "foreign.pem").write_bytes(_crl(other))
+    with pytest.raises(CertificateError, match="not signed"):
+        CrlFile(tmp_path / "foreign.pem", [ca[1]], missing_ok=True)  # present but invalid: still refused
