@@ -170,6 +170,7 @@ class FleetClient:
                                                         timeout=wait, stall=use_stall, publish_to=targets)) as replies:
                 async for msg in replies:
                     if is_no_responders(msg):
+                        # Direct addressing only: request_many names the one target nobody listens on.
                         unreachable += 1
                         if expected is not None and answered + unreachable >= len(expected):
                             break

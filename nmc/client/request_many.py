@@ -9,10 +9,18 @@ request-many itself on a plain subscription, with the semantics of ADR-47
 - the wait for the first reply uses the whole `timeout`; after it, each wait
   uses `min(stall, remaining)` when `stall` is set, so gathering ends soon
   after the fleet goes quiet instead of always waiting the full timeout;
-- gathering stops after `max_count` replies, when `timeout` is used up, or on
-  a sentinel (a reply with an empty payload and no headers);
-- a 503 "no responders" status as the first message is terminal and reaches
-  the caller as `NoRespondersError`;
+- gathering stops after `max_count` replies or when `timeout` is used up;
+- nmc departs from ADR-47 where any responder could end everybody's gathering
+  (docs/protocol.md, "Gathering and unsigned messages"). A sentinel (an empty
+  message) is dropped with a warning: nmc nodes never send one, and honouring it
+  let one compromised node end every client's gathering at once. A 503 "no
+  responders" status that arrives first is only a hint: nats-server sends it
+  when nothing subscribed, but a subscribed node can send the same bytes. So
+  gathering waits `no_responders_grace` longer, and only if no other message
+  arrives ends with `NoRespondersError`; a 503 after anything else is dropped.
+  With `publish_to`, each target gets its own unguessable reply subject, so a
+  503 names the one target that had no subscriber (it is yielded with `subject`
+  set to that target) and no node can speak for another;
 - only time spent waiting counts against `timeout` and `stall`: time the
   consumer spends between two replies does not (ADR-47 "callback timing"),
   and replies that arrived meanwhile are handed over without waiting;
@@ -31,20 +39,34 @@ at once rather than whenever the abandoned generator is garbage-collected::
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
 
 import nats.errors
+import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-__all__ = ["NoRespondersError", "is_no_responders", "request_many"]
+__all__ = ["NoRespondersError", "Publication", "is_no_responders", "request_many"]
+
+log = structlog.get_logger("nmc.client")
 
 # The status header nats-server puts on its "no responders" message (nats-py
 # delivers it to a plain subscription as a Msg with an empty payload).
 _STATUS_HEADER = "Status"
 _NO_RESPONDERS = "503"
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One directly addressed publish of a request: its subject, payload and headers."""
+
+    subject: str
+    payload: bytes
+    headers: dict[str, str] | None = None
 
 
 def is_no_responders(msg: Msg) -> bool:
@@ -83,14 +105,16 @@ async def request_many(
     timeout: float,
     stall: float | None = None,
     max_count: int | None = None,
-    publish_to: Sequence[str] | None = None,
+    publish_to: Sequence[str | Publication] | None = None,
+    no_responders_grace: float = 0.3,
 ) -> AsyncGenerator[Msg, None]:
     """Publish one request and yield the replies as they arrive (ADR-47 request many).
 
-    With `publish_to`, the same payload is published to each of those subjects
-    (direct addressing, one inbox); a 503 then only means "that one subject
-    had no responder", so it is yielded to the caller instead of ending
-    the gathering (callers can count a dead node as answered-for).
+    With `publish_to`, the request is published to each of those subjects (direct
+    addressing); an entry may be a `Publication` with a payload and headers of its
+    own. A 503 then means "that one target had no responder": it is yielded with
+    `subject` set to that target, instead of ending the gathering (callers can
+    count a dead node as answered-for).
     """
     effective_stall = _validate(timeout, stall, max_count)
     # Our own unbounded queue filled by a callback: one hop per reply, no task
@@ -101,41 +125,64 @@ async def request_many(
         replies.put_nowait(msg)
 
     inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox, cb=enqueue)
+    # Direct addressing: one reply subject per target, `<inbox>.<random>`, so a message on it
+    # comes from the broker or that target alone (the others never see it).
+    targets: dict[str, str] = {}
+    if publish_to is not None:
+        sub = await nc.subscribe(f"{inbox}.*", cb=enqueue)
+    else:
+        sub = await nc.subscribe(inbox, cb=enqueue)
     try:
-        for target in publish_to if publish_to is not None else (subject,):
-            await nc.publish(target, payload, reply=inbox, headers=headers)
+        if publish_to is None:
+            await nc.publish(subject, payload, reply=inbox, headers=headers)
+        for entry in publish_to or ():
+            pub = entry if isinstance(entry, Publication) else Publication(entry, payload, headers)
+            reply = f"{inbox}.{secrets.token_hex(8)}"
+            targets[reply] = pub.subject
+            await nc.publish(pub.subject, pub.payload, reply=reply, headers=pub.headers)
         waited = 0.0
         count = 0
+        hinted = False  # a first-message 503 seen: "nobody there", unless something else arrives
         while max_count is None or count < max_count:
             if replies.empty():
                 remaining = timeout - waited
                 if remaining <= 0:
-                    return
-                wait = remaining if count == 0 or effective_stall is None else min(effective_stall, remaining)
+                    break
+                if count == 0 and hinted:
+                    wait = min(no_responders_grace, remaining)
+                elif count == 0 or effective_stall is None:
+                    wait = remaining
+                else:
+                    wait = min(effective_stall, remaining)
                 started = time.monotonic()
                 try:
                     async with asyncio.timeout(wait):
                         msg = await replies.get()
                 except TimeoutError:
-                    return
+                    break
                 finally:
                     waited += time.monotonic() - started
             else:
                 msg = replies.get_nowait()
-            if not msg.data:
-                if not msg.headers:
-                    return  # the standard sentinel: the responder says "no more"
-                if msg.headers.get(_STATUS_HEADER) == _NO_RESPONDERS and publish_to is not None:
-                    yield msg
+            if not msg.data and not msg.headers:
+                log.warning("reply_dropped", subject=subject, reason="empty message (no nmc node sends one)")
+                continue
+            if is_no_responders(msg):
+                if publish_to is not None:
+                    if msg.subject in targets:
+                        msg.subject = targets.pop(msg.subject)
+                        yield msg
                     continue
-                if msg.headers.get(_STATUS_HEADER) == _NO_RESPONDERS:
-                    # Terminal either way; only a first-message 503 means "nobody there".
-                    if count == 0:
-                        raise NoRespondersError(subject)
-                    return
+                if count == 0 and not hinted:
+                    hinted = True
+                else:
+                    log.warning("reply_dropped", subject=subject,
+                                reason="'no responders' status after other messages (not from the broker)")
+                continue
             count += 1
             yield msg
+        if hinted and count == 0:
+            raise NoRespondersError(subject)
     finally:
         await _unsubscribe(sub)
 

@@ -102,11 +102,26 @@ async def test_max_count_stops_before_later_replies(nc: Client, responder_nc: Cl
     assert replies == [b"node-0-0", b"node-0-1", b"node-0-2"]
 
 
-async def test_sentinel_ends_the_stream(nc: Client, responder_nc: Client) -> None:
-    await _responders(responder_nc, 1, replies_each=3, sentinel=True)
-    replies, elapsed = await _gather(nc, timeout=30)
-    assert replies == [b"node-0-0", b"node-0-1", b"node-0-2"]
-    assert elapsed < 10
+async def test_a_sentinel_does_not_end_anybody_elses_gathering(nc: Client, responder_nc: Client) -> None:
+    """One responder's empty message is dropped: the other responders' replies still arrive (issue 14 hole 9)."""
+    async def early_sentinel(msg: Msg) -> None:
+        await responder_nc.publish(msg.reply, b"")  # a compromised node, answering first with "no more"
+
+    await responder_nc.subscribe(SUBJECT, cb=early_sentinel)
+    await _responders(responder_nc, 3)
+    replies, _ = await _gather(nc, timeout=30, stall=0.5, max_count=3)
+    assert sorted(replies) == [b"node-0-0", b"node-1-0", b"node-2-0"]
+
+
+async def test_a_forged_no_responders_status_does_not_end_gathering(nc: Client, responder_nc: Client) -> None:
+    """A 503 first is only a hint: replies that follow are gathered (a subscriber faked the broker's status)."""
+    async def fake_503(msg: Msg) -> None:
+        await responder_nc.publish(msg.reply, b"", headers={"Status": "503"})
+
+    await responder_nc.subscribe(SUBJECT, cb=fake_503)
+    await _responders(responder_nc, 2)
+    replies, _ = await _gather(nc, timeout=30, stall=0.5, max_count=2)
+    assert sorted(replies) == [b"node-0-0", b"node-1-0"]
 
 
 async def test_header_only_reply_is_a_reply_not_a_sentinel(nc: Client, responder_nc: Client) -> None:
