@@ -92,7 +92,7 @@ def take_targeting(kw: dict[str, Any]) -> Targeting:
         method = "flatfile"  # --nodes alone means "these nodes", as in MCollective
     stdin_text = None
     if method == "stdin":
-        stream = click.get_text_stream("stdin")
+        stream = sys.stdin
         if stream.isatty():
             raise click.UsageError("--dm stdin reads identities from standard input, but it is a terminal")
         stdin_text = stream.read()
@@ -122,7 +122,7 @@ def batch_size(spec: str, total: int) -> int:
 
 def batch_progress() -> Callable[[int, int, Any], None] | None:
     """A one-line progress report per finished batch on a terminal (stderr), else None."""
-    err = click.get_text_stream("stderr")
+    err = sys.stderr
     if not err.isatty():
         return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ def _daemon_config(path: Path | None, log_format: str | None) -> Config:
     try:
         config = load_config(path, kind="server")
         fmt = log_format or os.environ.get("NMC_LOG_FORMAT") or (
-            "console" if click.get_text_stream("stderr").isatty() else "json")
+            "console" if sys.stderr.isatty() else "json")
         logfile = config.get_path("logfile")
         stream = open(logfile, "a", buffering=1, encoding="utf-8") if logfile else None  # noqa: SIM115 - lives as long as the daemon
         configure_logging(json=fmt == "json", level=config.get("loglevel") or "info", stream=stream)
