@@ -1,29 +1,30 @@
 """Reading NMC_AUDIT directly, for `nmc audit tail` and `nmc audit query` (no audit service needed).
 
-An ephemeral pull consumer without acknowledgements reads the stream in
-order from a start point (a sequence for `tail -n`, a time for `--since`),
-filtered by subject where the query allows it (collective and identity are
-subject tokens). It lives in the server's memory only and is deleted when
-the reader ends (or after a minute of inactivity if the reader dies). If it
-is lost (a broker restart while following), the reader makes a new one
-starting after the last record it saw. Copies of a record (a node's resend
+The reader makes no consumer: it fetches one stored message at a time with
+`STREAM.MSG.GET` (the next one on the query's subject from a sequence, or
+from a time for `--since`), many at once while it is behind. nats-server
+checks neither a consumer's deliver subject nor a pull request's reply
+subject against the reader's permissions, so letting users create consumers
+let them have records delivered onto any subject (nmc.security.permissions,
+rule 2); a `STREAM.MSG.GET` answer is the server's JSON, the record inside.
+Nothing lives on the server between two reads, so `tail -f` rides out a
+broker restart by asking again after the last record it saw. Copies of a
+record (a node's resend
 that got past the stream's de-duplication window) are shown once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import secrets
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import nats.errors
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import RawStreamMsg
 from nats.js.client import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from nmc.audit.dedup import RecentIds
 from nmc.audit.errors import AuditRecordError, AuditStreamError
@@ -37,6 +38,9 @@ __all__ = ["AuditQuery", "read_records"]
 # Records are stamped by the node, stored by the broker: allow their clocks to differ this much.
 CLOCK_SKEW = timedelta(minutes=5)
 _FETCH = 500
+_IN_FLIGHT = 64  # STREAM.MSG.GET requests at once while behind
+_POLL = 0.25  # seconds between looks for new records at the end of the stream (tail -f)
+_NO_MESSAGE = 10037  # nats-server's error code: no message at or after the sequence (or time)
 
 
 @dataclass(frozen=True)
@@ -89,8 +93,8 @@ async def read_records(js: JetStreamContext, query: AuditQuery = AuditQuery(), *
     try:
         info = await js.stream_info(STREAM)
     except NotFoundError as exc:
-        raise AuditStreamError(f"stream {STREAM} does not exist yet (the audit service or "
-                               "`nmc audit setup` creates it)") from exc
+        raise AuditStreamError(f"stream {STREAM} does not exist yet (the operator creates it: "
+                               "`nmc audit setup`)") from exc
     except Exception as exc:  # noqa: BLE001 - timeouts, no JetStream
         raise AuditStreamError(f"cannot read stream {STREAM}: {type(exc).__name__}: {exc}") from exc
     start_seq: int | None = None
@@ -103,7 +107,7 @@ async def read_records(js: JetStreamContext, query: AuditQuery = AuditQuery(), *
     delay = 0.1
     while True:
         try:
-            name, sub, pending = await _subscribe(js, query.subject(), start_seq, start_time)
+            sub, pending = await _subscribe(js, query.subject(), start_seq, start_time)
         except AuditStreamError:
             if not follow:
                 raise
@@ -118,10 +122,8 @@ async def read_records(js: JetStreamContext, query: AuditQuery = AuditQuery(), *
                     msgs = await sub.fetch(_FETCH, timeout=idle)
                 except (nats.errors.TimeoutError, asyncio.TimeoutError):  # nats-py raises either
                     if not follow:
-                        return  # the consumer said there was more, but nothing came: the stream shrank
-                    # Nothing new. Make sure the consumer still exists (a broker restart drops it).
-                    await js.consumer_info(STREAM, name)
-                    continue
+                        return  # the stream said there was more, but nothing came: it shrank
+                    continue  # nothing new yet
                 delay = 0.1
                 remaining = None
                 for msg in msgs:
@@ -143,29 +145,132 @@ async def read_records(js: JetStreamContext, query: AuditQuery = AuditQuery(), *
         except nats.errors.Error as exc:
             if not follow:
                 raise AuditStreamError(f"reading stream {STREAM}: {type(exc).__name__}: {exc}") from exc
-            # Following across a broker restart: a new consumer, after the last record seen.
+            # Following across a broker restart: again, after the last record seen.
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-            with contextlib.suppress(Exception):
-                await js.delete_consumer(STREAM, name)
+
+
+class _NoAnswer(nats.errors.Error):
+    """A STREAM.MSG.GET went unanswered (the broker is away): unlike "nothing new", worth a retry or an error."""
+
+
+@dataclass(frozen=True)
+class _Sequence:
+    stream: int
+
+
+@dataclass(frozen=True)
+class _Metadata:
+    sequence: _Sequence
+    num_pending: int
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """One stored message with the parts of a fetched JetStream message the reader uses."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str] | None
+    metadata: _Metadata
+
+
+class _StoredMessages:
+    """A pull subscription's `fetch`, made of STREAM.MSG.GET requests: nothing to create, nothing to delete.
+
+    `fetch(n)` asks for the next message on `subject` at or after each of the next `n`
+    sequences at once. Each answer is the first match at or after its sequence, so
+    the distinct answers are every match up to the last answer, in order.
+    """
+
+    def __init__(self, js: JetStreamContext, subject: str, start_seq: int, start_time: datetime | None,
+                 last_seq: int) -> None:
+        self.js, self.subject, self.next_seq, self.start_time, self.last_seq = js, subject, start_seq, start_time, last_seq
+
+    async def fetch(self, batch: int, timeout: float) -> list[_Stored]:
+        """The next messages (up to `batch`); nats TimeoutError when none came within `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            found = await self._read(batch)
+            if found:
+                return found
+            if loop.time() + _POLL > deadline:
+                raise nats.errors.TimeoutError
+            await asyncio.sleep(_POLL)
+
+    async def _read(self, batch: int) -> list[_Stored]:
+        if self.start_time is not None:
+            first = await self._get(None)  # the first match at or after the start time
+            self.start_time = None
+            if first is None:
+                return []
+            self.next_seq = first.seq or self.next_seq
+        ahead = self.last_seq - self.next_seq + 1
+        count = max(1, min(batch, _IN_FLIGHT, ahead))  # past the known end: one look for what is new
+        answers = await asyncio.gather(*(self._get(self.next_seq + i) for i in range(count)))
+        found: dict[int, RawStreamMsg] = {}
+        for answer in answers:
+            if answer is None:
+                break  # nothing at or after this sequence: nor after the later ones
+            found.setdefault(answer.seq or 0, answer)
+        if not found:
+            return []
+        self.next_seq = max(found) + 1
+        self.last_seq = max(self.last_seq, self.next_seq - 1)
+        return [_Stored(subject=m.subject or "", data=m.data or b"", headers=m.headers,
+                        metadata=_Metadata(_Sequence(seq), max(0, self.last_seq - seq), m.time or _EPOCH))
+                for seq, m in sorted(found.items())]
+
+    async def _get(self, seq: int | None) -> RawStreamMsg | None:
+        try:
+            if seq is None:
+                return await _get_after_time(self.js, self.subject, self.start_time)
+            return await self.js.get_msg(STREAM, seq=seq, subject=self.subject, next=True)
+        except NotFoundError as exc:
+            if exc.err_code == _NO_MESSAGE:
+                return None
+            raise AuditStreamError(f"cannot read stream {STREAM}: {exc.description or exc}") from exc
+        except nats.errors.TimeoutError as exc:
+            raise _NoAnswer(f"no answer to STREAM.MSG.GET.{STREAM}") from exc
+        except APIError as exc:
+            raise AuditStreamError(f"cannot read stream {STREAM}: {exc.description or exc}") from exc
+
+
+_EPOCH = datetime.fromtimestamp(0, timezone.utc)
+
+
+async def _get_after_time(js: JetStreamContext, subject: str, when: datetime | None) -> RawStreamMsg | None:
+    """The first message on `subject` stored at or after `when`: a binary search by sequence over message times."""
+    info = await js.stream_info(STREAM)
+    low, high = max(1, info.state.first_seq), info.state.last_seq
+    first: RawStreamMsg | None = None
+    while low <= high:
+        middle = (low + high) // 2
+        try:
+            msg = await js.get_msg(STREAM, seq=middle, subject=">", next=True)
+        except NotFoundError:
+            msg = None
+        if msg is None or msg.seq is None or msg.seq > high:
+            high = middle - 1
+        elif when is None or (msg.time is not None and msg.time >= when):
+            first, high = msg, middle - 1
+        else:
+            low = msg.seq + 1
+    if first is None:
+        return None
+    return await js.get_msg(STREAM, seq=first.seq, subject=subject, next=True)
 
 
 async def _subscribe(js: JetStreamContext, subject: str, start_seq: int | None,
-                     start_time: datetime | None) -> tuple[str, Any, int]:
-    """An ephemeral pull consumer on `subject`: its name, subscription and how many messages it will deliver."""
-    name = f"nmc-audit-read-{secrets.token_hex(6)}"
-    config = ConsumerConfig(name=name, ack_policy=AckPolicy.NONE, mem_storage=True, num_replicas=1,
-                            inactive_threshold=60.0, filter_subject=subject, deliver_policy=DeliverPolicy.ALL)
-    if start_seq is not None:
-        config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, start_seq
-    elif start_time is not None:
-        config.deliver_policy, config.opt_start_time = DeliverPolicy.BY_START_TIME, start_time
+                     start_time: datetime | None) -> tuple[_StoredMessages, int]:
+    """The stored messages on `subject` from a sequence or time, and whether there is anything (1) or not (0)."""
     try:
-        info = await js.add_consumer(STREAM, config)
-        sub = await js.pull_subscribe_bind(consumer=name, stream=STREAM)
+        info = await js.stream_info(STREAM)
     except nats.errors.Error as exc:
         raise AuditStreamError(f"cannot read stream {STREAM}: {type(exc).__name__}: {exc}") from exc
-    return name, sub, int(info.num_pending or 0)
+    first, last = info.state.first_seq, info.state.last_seq
+    begin = max(start_seq or first, first, 1)
+    pending = 1 if last >= begin and info.state.messages else 0
+    return _StoredMessages(js, subject, begin, start_time if start_seq is None else None, last), pending

@@ -6,29 +6,30 @@ answer. The registry (kept current by every node, see
 definite end, and an rpc afterwards knows exactly whom to wait for and can
 name the registered nodes that stayed silent.
 
-The read is what a KV watcher does for its initial values, done by hand: one
-ephemeral push consumer over `<collective>.>` delivering the last value per
-key, not one GET per key. It ends after exactly as many records as the
-consumer had when it was created (nats.go's "initial consumer pending"):
-nats-py's own watcher decides that from a consumer-info call made after
-delivery has begun and can announce the end before any record arrived
-(seen here as an empty registry for a live fleet, now and then).
-The filter is then evaluated here, on the records, with the same `matches`
-the nodes use.
+The read makes no consumer: one `STREAM.INFO` lists the collective's keys
+(`subjects_filter`), then one `STREAM.MSG.GET` per key fetches its last
+value, many at a time. A consumer would be faster for thousands of nodes,
+but nats-server checks neither a push consumer's deliver subject nor a pull
+request's reply subject against the reader's permissions, so whoever may
+create one can have stored records delivered onto any subject
+(nmc.security.permissions, rule 2). `STREAM.MSG.GET` answers with the
+server's JSON, the record inside. The filter is then evaluated here, on the
+records, with the same `matches` the nodes use.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
 
 from nmc.protocol.filter import Node as FilterTree
 from nmc.protocol.filter import matches, parse
@@ -44,11 +45,12 @@ __all__ = ["RegistryEntry", "RegistryError", "RegistrySnapshot", "read_registry"
            "select_entries"]
 
 log = structlog.get_logger("nmc.registry")
-# The server drops the read's ephemeral consumer this long after we unsubscribe (nats-py's
-# default, 5 min, would leave one consumer per `--dm registry` command on the server for minutes).
-_CONSUMER_GC = 5.0
+# Key reads in flight at once: enough to hide the round trip, few enough not to queue up in the server's API pool.
+_IN_FLIGHT = 64
 # Headers that make a KV message a removal rather than a value (ADR-8; the marker is nats-server 2.11+).
 _KV_OPERATION, _REMOVED, _MARKER = "KV-Operation", ("DEL", "PURGE"), "Nats-Marker-Reason"
+# nats-server's error codes: no such stream; no message (the key expired between listing and reading it).
+_STREAM_NOT_FOUND, _NO_MESSAGE = 10059, 10037
 
 
 class RegistryError(Exception):
@@ -78,26 +80,74 @@ def _check_entry(key: str, value: bytes) -> RegistryEntry:
     return entry
 
 
-def _is_removal(msg: Msg) -> bool:
-    headers = msg.headers or {}
+def _headers(encoded: str | None) -> Mapping[str, str]:
+    """The headers of a stored message (`hdrs` of a STREAM.MSG.GET answer: base64 of `NATS/1.0` lines)."""
+    if not encoded:
+        return {}
+    lines = base64.b64decode(encoded).decode("utf-8", "replace").split("\r\n")[1:]
+    return dict((k.strip(), v.strip()) for k, sep, v in (line.partition(":") for line in lines) if sep)
+
+
+def _is_removal(headers: Mapping[str, str]) -> bool:
     return headers.get(_KV_OPERATION) in _REMOVED or _MARKER in headers
 
 
-async def _start_consumer(nc: NATS, bucket: str, collective: str, inbox: str, timeout: float) -> int:
-    """Create the read's consumer; returns how many records it will deliver as the initial values."""
-    config = ConsumerConfig(deliver_subject=inbox, filter_subject=f"$KV.{bucket}.{collective_keys(collective)}",
-                            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, ack_policy=AckPolicy.NONE,
-                            inactive_threshold=_CONSUMER_GC, mem_storage=True, num_replicas=1)
-    try:
-        info = await nc.jetstream(timeout=timeout).add_consumer(f"KV_{bucket}", config=config)
-    except NotFoundError:
-        raise RegistryError(bucket, f"no registry bucket {bucket!r}: are the nodes started with registerinterval > 0?") from None
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise RegistryError(bucket, f"cannot read registry bucket {bucket!r}: "
-                                    f"{str(exc) or type(exc).__name__} (is JetStream enabled on the broker?)") from exc
-    # What is still pending plus what was already sent: exact however far delivery got meanwhile.
-    delivered = info.delivered.consumer_seq if info.delivered is not None else 0
-    return (info.num_pending or 0) + delivered
+class _Reader:
+    """One read of one bucket: the JetStream API calls, each bounded by the read's deadline."""
+
+    def __init__(self, nc: NATS, bucket: str, deadline: float, timeout: float) -> None:
+        self.nc, self.bucket, self.deadline, self.timeout = nc, bucket, deadline, timeout
+        self.stream = f"KV_{bucket}"
+
+    async def call(self, verb: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise RegistryError(self.bucket, f"reading registry bucket {self.bucket!r} took longer than "
+                                             f"{self.timeout:g} s")
+        try:
+            msg = await self.nc.request(f"$JS.API.STREAM.{verb}.{self.stream}", json.dumps(request).encode(),
+                                        timeout=remaining)
+            answer = json.loads(msg.data)
+        except nats.errors.TimeoutError:
+            raise RegistryError(self.bucket, f"reading registry bucket {self.bucket!r} took longer than "
+                                             f"{self.timeout:g} s") from None
+        except (nats.errors.Error, TimeoutError, ValueError) as exc:
+            raise RegistryError(self.bucket, f"cannot read registry bucket {self.bucket!r}: "
+                                             f"{str(exc) or type(exc).__name__} (is JetStream enabled on the broker?)"
+                                ) from exc
+        if not isinstance(answer, dict):
+            raise RegistryError(self.bucket, f"cannot read registry bucket {self.bucket!r}: not a JetStream answer")
+        return answer
+
+    def failed(self, answer: Mapping[str, Any]) -> RegistryError:
+        error = answer.get("error") or {}
+        if error.get("err_code") == _STREAM_NOT_FOUND:
+            return RegistryError(self.bucket, f"no registry bucket {self.bucket!r}: are the nodes started with "
+                                              "registerinterval > 0?")
+        return RegistryError(self.bucket, f"cannot read registry bucket {self.bucket!r}: "
+                                          f"{error.get('description') or answer}")
+
+    async def keys(self, subjects: str) -> list[str]:
+        """The subjects (keys) of the bucket under `subjects`, every page of them."""
+        found: list[str] = []
+        while True:
+            answer = await self.call("INFO", {"subjects_filter": subjects, "offset": len(found)})
+            if "error" in answer:
+                raise self.failed(answer)
+            page = list(((answer.get("state") or {}).get("subjects") or {}))
+            found += page
+            if not page or len(found) >= int(answer.get("total") or 0):
+                return found
+
+    async def last(self, subject: str) -> Mapping[str, Any] | None:
+        """The stored message of `subject` (the server's JSON), or None when there is none any more."""
+        answer = await self.call("MSG.GET", {"last_by_subj": subject})
+        if "error" in answer:
+            if (answer.get("error") or {}).get("err_code") == _NO_MESSAGE:
+                return None
+            raise self.failed(answer)
+        message = answer.get("message")
+        return message if isinstance(message, dict) else None
 
 
 async def read_registry(nc: NATS, collective: str, *, bucket: str = DEFAULT_BUCKET,
@@ -108,38 +158,38 @@ async def read_registry(nc: NATS, collective: str, *, bucket: str = DEFAULT_BUCK
     except ValueError as exc:
         raise RegistryError(bucket, str(exc)) from exc
     started = time.monotonic()
-    deadline = started + timeout
+    reader = _Reader(nc, bucket, started + timeout, timeout)
     prefix = f"$KV.{bucket}."
-    inbox = nc.new_inbox()
-    # Subscribed before the consumer exists, so no delivery can go unheard.
-    sub = await nc.subscribe(inbox)
+    subjects = await reader.keys(f"{prefix}{collective_keys(collective)}")
+    gate = asyncio.Semaphore(_IN_FLIGHT)
+    last_record = 0.0
+
+    async def fetch(subject: str) -> Mapping[str, Any] | None:
+        nonlocal last_record
+        async with gate:
+            message = await reader.last(subject)
+        last_record = time.monotonic() - started
+        return message
+
+    tasks = [asyncio.ensure_future(fetch(s)) for s in subjects]
+    try:
+        messages = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:  # one failed read fails the whole read: stop the others
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     records: dict[str, RegistryEntry] = {}
     skipped = 0
-    last_record = 0.0
-    try:
-        total = await _start_consumer(nc, bucket, collective, inbox, timeout)
-        for expected in range(1, total + 1):
-            try:
-                msg = await sub.next_msg(timeout=max(deadline - time.monotonic(), 0.001))
-            except nats.errors.TimeoutError:
-                raise RegistryError(bucket, f"reading registry bucket {bucket!r} took longer than {timeout:g} s "
-                                            f"({expected - 1} of {total} records)") from None
-            last_record = time.monotonic() - started
-            if msg.metadata.sequence.consumer != expected:
-                # Without acks a lost delivery is not resent: say so rather than return a partial registry.
-                raise RegistryError(bucket, f"registry read lost records ({expected - 1} of {total}); try again")
-            key = msg.subject[len(prefix):]
-            if _is_removal(msg):
-                records.pop(key, None)
-                continue
-            try:
-                records[key] = _check_entry(key, msg.data)
-            except RecordError as exc:
-                skipped += 1
-                records.pop(key, None)
-                log.warning("registry_record_skipped", bucket=bucket, key=key, reason=exc.reason)
-    finally:
-        await sub.unsubscribe()
+    for subject, message in zip(subjects, messages):
+        if message is None or _is_removal(_headers(message.get("hdrs"))):
+            continue
+        key = subject[len(prefix):]
+        try:
+            records[key] = _check_entry(key, base64.b64decode(message.get("data") or ""))
+        except (RecordError, ValueError) as exc:
+            skipped += 1
+            log.warning("registry_record_skipped", bucket=bucket, key=key, reason=getattr(exc, "reason", str(exc)))
     return RegistrySnapshot(entries=tuple(records.values()), skipped=skipped,
                             elapsed=time.monotonic() - started, last_record=last_record)
 
