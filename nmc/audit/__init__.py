@@ -2,8 +2,9 @@
 
 Modules, pure first:
 
-- ``hooks``: AuditRecord, the Auditor protocol the request pipeline calls, NoAudit.
-- ``records``: records as bytes and back, de-duplication ids, redaction of sensitive inputs.
+- ``hooks``: AuditRecord (with its nonce and id), the Auditor protocol the request pipeline calls, NoAudit.
+- ``records``: records as bytes and back (strict), de-duplication ids, redaction of sensitive inputs.
+- ``verify``: RecordVerifier: is a record signed by the node it names (the service and the reader ask).
 - ``formats``: JSON lines, MCollective's one-line format, RFC 5424 syslog, text.
 - ``stream``: the NMC_AUDIT stream's configuration.
 - ``spool``, ``publisher``: the node side (JetStreamAuditor: publish, spool, resend).
@@ -18,6 +19,7 @@ importable by the request pipeline without pulling in the service.
 from nmc.audit.errors import (
     AuditError,
     AuditRecordError,
+    AuditRecordRefused,
     AuditStreamError,
     SinkError,
     SpoolError,
@@ -25,10 +27,12 @@ from nmc.audit.errors import (
 )
 from nmc.audit.hooks import (
     AUDIT_PROTOCOL,
+    AUDIT_PROTOCOL_V1,
     Auditor,
     AuditRecord,
     AuditUnavailable,
     NoAudit,
+    record_id,
 )
 from nmc.audit.records import (
     REDACTED,
@@ -40,10 +44,12 @@ from nmc.audit.records import (
 
 __all__ = [
     "AUDIT_PROTOCOL",
+    "AUDIT_PROTOCOL_V1",
     "REDACTED",
     "AuditError",
     "AuditRecord",
     "AuditRecordError",
+    "AuditRecordRefused",
     "AuditStreamError",
     "AuditUnavailable",
     "Auditor",
@@ -53,6 +59,7 @@ __all__ = [
     "SpoolFull",
     "decode_record",
     "encode_record",
+    "record_id",
     "record_msg_id",
     "redact_inputs",
 ]

@@ -6,6 +6,7 @@ The tree::
      +-- AuditUnavailable        (nmc.audit.hooks) auditing is required and no record could be kept
      +-- AuditError              base of everything below
           +-- AuditRecordError   bytes that are not a PROTOCOL.md section 6 record (`reason`)
+          +-- AuditRecordRefused a record, but not a genuine one of the node it names (`reason`, `record`)
           +-- SpoolError         the local spool file cannot take or give back records (`path`, `reason`)
           |    +-- SpoolFull     the spool reached its size limit (`limit`)
           +-- SinkError          a sink could not write a record (`sink`, `reason`)
@@ -14,9 +15,12 @@ The tree::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-__all__ = ["AuditError", "AuditRecordError", "AuditStreamError", "SinkError", "SpoolError", "SpoolFull"]
+__all__ = ["AuditError", "AuditRecordError", "AuditRecordRefused", "AuditStreamError", "SinkError", "SpoolError",
+           "SpoolFull"]
 
 
 class AuditError(Exception):
@@ -29,6 +33,17 @@ class AuditError(Exception):
 
 class AuditRecordError(AuditError):
     """A message that is not a valid audit record."""
+
+
+class AuditRecordRefused(AuditError):
+    """A well-formed record that is not genuine: unsigned, badly signed, not by a node, or about another node.
+
+    `record` is what it claims (the decoded dict), for `nmc audit --unverified`; never write it as genuine.
+    """
+
+    def __init__(self, reason: str, record: Mapping[str, Any]) -> None:
+        super().__init__(reason)
+        self.record = dict(record)
 
 
 class SpoolError(AuditError):

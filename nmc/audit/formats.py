@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from nmc.audit.hooks import record_id
 from nmc.audit.records import record_msg_id
 
 __all__ = ["FILE_FORMATS", "SYSLOG_FACILITIES", "json_line", "line_msg_id", "mcollective_line", "octet_counted",
@@ -25,7 +26,7 @@ SYSLOG_FACILITIES = {
     "local4": 20, "local5": 21, "local6": 22, "local7": 23,
 }
 _SEVERITY_NOTICE, _SEVERITY_INFO = 5, 6
-_MCO_TAIL = re.compile(r" identity=(\S+) phase=(decision|result)$")
+_MCO_TAIL = re.compile(r" identity=(\S+) phase=(decision|result)(?: nonce=([0-9a-f]+))?$")
 _RUBY_SYMBOL = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -71,9 +72,9 @@ def mcollective_line(record: Mapping[str, Any]) -> str:
     """MCollective's logfile audit line, then nmc's own fields (a central file needs identity and phase).
 
     ``[<time>] reqid=<id>: reqtime=<unix s> caller=<caller>@<sender> agent=<a> action=<b> data=<ruby hash>``
-    followed by `` allowed=... rule=... status=... duration_ms=... identity=<node> phase=<phase>``. The
-    classic part is unchanged, so parsers that read up to `data=` keep working; identity and phase
-    come last so the line can be read back from its end.
+    followed by `` allowed=... rule=... status=... duration_ms=... identity=<node> phase=<phase> nonce=<nonce>``.
+    The classic part is unchanged, so parsers that read up to `data=` keep working; identity, phase
+    and nonce come last so the line's record id can be read back from its end.
     """
     stamp = parse_time(record["time"]).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
     reqtime = int(record.get("request_time") or 0)
@@ -85,6 +86,8 @@ def mcollective_line(record: Mapping[str, Any]) -> str:
     duration = "-" if record.get("duration_ms") is None else record["duration_ms"]
     extra = (f" allowed={'true' if record.get('allowed') else 'false'} rule={rule} status={status} "
              f"duration_ms={duration} identity={record['identity']} phase={record['phase']}")
+    if record.get("nonce"):
+        extra += f" nonce={record['nonce']}"
     return _one_line(classic + extra)
 
 
@@ -101,7 +104,9 @@ def line_msg_id(line: str) -> str | None:
     reqid = re.match(r"\[[^\]]*\] reqid=(.*?): reqtime=", line)
     if match is None or reqid is None:
         return None
-    return f"{reqid.group(1)}:{match.group(1)}:{match.group(2)}"
+    if match.group(3):
+        return record_id(match.group(1), reqid.group(1), match.group(2), match.group(3))
+    return f"{reqid.group(1)}:{match.group(1)}:{match.group(2)}"  # an nmc.audit.v1 line
 
 
 def _printable(text: str, limit: int) -> str:
@@ -144,5 +149,7 @@ def text_line(record: Mapping[str, Any]) -> str:
         outcome = f"status {record.get('status')}{took}"
     data = record.get("data") or {}
     shown = f" {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}" if data else ""
-    return _one_line(f"{record['time']} {record['identity']} {record['phase']:<8} {record['caller']} {what} "
+    # `nmc audit --unverified`: what a record claims, plainly marked as not vouched for by its node.
+    mark = f"UNVERIFIED ({record.get('refused')}) " if record.get("verified") is False else ""
+    return _one_line(f"{mark}{record['time']} {record['identity']} {record['phase']:<8} {record['caller']} {what} "
                      f"{outcome} req={record['request_id']}{shown}")

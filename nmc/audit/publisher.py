@@ -4,10 +4,14 @@
 needs the node's NATS connection, which exists only once the node started):
 pass the same instance as `auditor=` and in `companions=`.
 
-A record is published with `Nats-Msg-Id: <request id>:<identity>:<phase>`
-and a short ack timeout. If no acknowledgement comes (broker down, JetStream
-not ready, stream missing or full), the record is appended to the spool and
-fsync'd. From then on, and as long as the spool holds anything, new records
+A record is published signed with the node's own certificate (the headers
+`Nmc-Signature` and `Nmc-Certificate` over the exact body, as requests are:
+the audit service writes nothing it cannot verify as this node's), with
+`Nats-Msg-Id: <identity>:<request id>:<phase>:<nonce>` (the nonce is made with
+the record and kept with it in the spool, so no other node can know the id
+first and a resend keeps it) and a short ack timeout. If no acknowledgement
+comes (broker down, JetStream not ready, stream missing or full), the record
+is appended to the spool and fsync'd. From then on, and as long as the spool holds anything, new records
 go to the spool too, so the stream receives them in the order they were
 made. A background task resends the spool, oldest first, whenever the
 stream answers again (and right after start, for what an earlier run left),
@@ -42,6 +46,7 @@ from nmc.audit.records import encode_record, header_msg_id
 from nmc.audit.spool import Spool, SpoolEntry
 from nmc.audit.stream import DEFAULT_MAX_AGE, ensure_stream
 from nmc.protocol.subjects import audit_subject
+from nmc.security import Signer
 from nmc.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -83,6 +88,7 @@ class JetStreamAuditor:
         self.spool = Spool(settings.spool, max_bytes=settings.spool_max_bytes)
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
+        self._signer: Signer | None = None  # the node's: every record is signed when it is (re)sent
         self._spooling = False  # the stream failed us: keep order by spooling until the spool is empty
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -107,6 +113,7 @@ class JetStreamAuditor:
             left = 0
         if left:
             self._log.info("audit_spool_found", **self.spool.describe())
+        self._signer = node.signer
         self._js = node.nc.jetstream(timeout=self.settings.ack_timeout) if node.nc is not None else None
         self._nc = node.nc
         await self._ensure_stream()
@@ -148,9 +155,11 @@ class JetStreamAuditor:
         return self._spooling or len(self.spool) > 0 or self._js is None or nc is None or not nc.is_connected
 
     async def _publish(self, entry: SpoolEntry) -> None:
-        assert self._js is not None
-        await self._js.publish(entry.subject, entry.payload, timeout=self.settings.ack_timeout,
-                               headers={"Nats-Msg-Id": header_msg_id(entry.msg_id)})
+        assert self._js is not None and self._signer is not None
+        # Signed here rather than when made: a spooled record is signed by the certificate the node runs
+        # with when it resends it (still this node's), and the spool keeps no signatures to go stale.
+        headers = {"Nats-Msg-Id": header_msg_id(entry.msg_id), **self._signer.headers(entry.payload)}
+        await self._js.publish(entry.subject, entry.payload, timeout=self.settings.ack_timeout, headers=headers)
 
     async def _to_spool(self, entry: SpoolEntry) -> None:
         try:

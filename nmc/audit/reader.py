@@ -11,12 +11,18 @@ Nothing lives on the server between two reads, so `tail -f` rides out a
 broker restart by asking again after the last record it saw. Copies of a
 record (a node's resend
 that got past the stream's de-duplication window) are shown once.
+
+Records are checked as the audit service checks them (nmc.audit.verify):
+one that is not a genuine record of the node it names (unsigned, forged,
+signed by a revoked certificate) is not shown; `on_refused` hears about it.
+With `unverified` it is shown after all, marked with `"verified": false` and
+the reason in `"refused"`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -27,10 +33,11 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
 from nmc.audit.dedup import RecentIds
-from nmc.audit.errors import AuditRecordError, AuditStreamError
+from nmc.audit.errors import AuditRecordError, AuditRecordRefused, AuditStreamError
 from nmc.audit.formats import parse_time
-from nmc.audit.records import decode_record, record_msg_id
+from nmc.audit.records import record_msg_id
 from nmc.audit.stream import STREAM
+from nmc.audit.verify import RecordVerifier
 from nmc.protocol.subjects import PREFIX, encode_token
 
 __all__ = ["AuditQuery", "read_records"]
@@ -82,13 +89,16 @@ class AuditQuery:
         return True
 
 
-async def read_records(js: JetStreamContext, query: AuditQuery = AuditQuery(), *, last: int | None = None,
-                       follow: bool = False, idle: float = 1.0) -> AsyncIterator[dict[str, Any]]:
-    """Yield matching records in stream order; end at the end of the stream unless `follow`.
+async def read_records(js: JetStreamContext, query: AuditQuery = AuditQuery(), *, verifier: RecordVerifier,
+                       last: int | None = None, follow: bool = False, idle: float = 1.0, unverified: bool = False,
+                       on_refused: Callable[[str, int], None] | None = None) -> AsyncIterator[dict[str, Any]]:
+    """Yield matching genuine records in stream order; end at the end of the stream unless `follow`.
 
     `last` N starts N messages before the end (of the whole stream; use it
-    without subject filters). Raises AuditStreamError when the stream cannot
-    be read (no JetStream, no stream yet, no permission).
+    without subject filters). A record `verifier` refuses is skipped, or with
+    `unverified` yielded marked (see the module doc); `on_refused(reason,
+    stream sequence)` is called for each either way. Raises AuditStreamError
+    when the stream cannot be read (no JetStream, no stream yet, no permission).
     """
     try:
         info = await js.stream_info(STREAM)
@@ -131,10 +141,20 @@ async def read_records(js: JetStreamContext, query: AuditQuery = AuditQuery(), *
                     start_seq, start_time = meta.sequence.stream + 1, None
                     remaining = meta.num_pending
                     try:
-                        record = decode_record(msg.data)
+                        record = verifier.check(msg.subject, msg.data, msg.headers,
+                                                now=meta.timestamp.timestamp())
+                        msg_id = record_msg_id(record)
+                    except AuditRecordRefused as exc:
+                        if not query.matches(exc.record):
+                            continue  # what it claims is not asked for: nothing to warn about
+                        if on_refused is not None:
+                            on_refused(exc.reason, meta.sequence.stream)
+                        if not unverified:
+                            continue
+                        record = {**exc.record, "verified": False, "refused": exc.reason}
+                        msg_id = f"refused:{meta.sequence.stream}"  # its id means nothing: one line per message
                     except AuditRecordError:
                         continue
-                    msg_id = record_msg_id(record)
                     if msg_id in seen:
                         continue
                     seen.add(msg_id)

@@ -8,6 +8,12 @@ only then acknowledges the batch. A crash before the acks means redelivery,
 and the redelivered records are recognised as written. A restart resumes at
 the consumer's position. It also registers the ADR-32 service `nmc-audit`,
 so `nats micro ls` and the `$SRV` verbs find it.
+
+Only genuine records are written: signed by a node's certificate whose name
+is the record's identity and its subject's (nmc.audit.verify). Anything else
+is counted (`bad`: not a record, `refused`: not genuine), logged with its
+reason and stream sequence, acknowledged so it does not block the stream,
+and left in the stream (`nmc audit query --unverified` shows it, marked).
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ from nats.js.client import JetStreamContext
 
 from nmc import __version__
 from nmc.audit.dedup import RecentIds
-from nmc.audit.errors import AuditRecordError, AuditStreamError, SinkError
+from nmc.audit.errors import AuditRecordError, AuditRecordRefused, AuditStreamError, SinkError
 from nmc.audit.formats import FILE_FORMATS, SYSLOG_FACILITIES
-from nmc.audit.records import decode_record, record_msg_id
+from nmc.audit.records import record_msg_id
 from nmc.audit.sinks import FileSink, SyslogSink, SyslogTarget
 from nmc.audit.stream import DEFAULT_MAX_AGE, STREAM, STREAM_SUBJECTS, ensure_stream
+from nmc.audit.verify import RecordVerifier
 from nmc.services.micro import MicroService
 from nmc.transport import connect, daemon_options
 
@@ -89,7 +96,8 @@ class ServiceCounters:
 
     written: int = 0
     duplicates: int = 0
-    bad: int = 0
+    bad: int = 0  # not an audit record at all
+    refused: int = 0  # a record, but not a genuine one of the node it names (never written)
     batches: int = 0
     sink_errors: int = 0
 
@@ -97,8 +105,9 @@ class ServiceCounters:
 class AuditService:
     """Consumes NMC_AUDIT and writes every record once to the file (and to syslog)."""
 
-    def __init__(self, settings: AuditServiceSettings) -> None:
+    def __init__(self, settings: AuditServiceSettings, verifier: RecordVerifier) -> None:
         self.settings = settings
+        self.verifier = verifier
         self.file = FileSink(settings.file, format=settings.format, rotate_bytes=settings.rotate_bytes,
                              keep=settings.keep)
         self.syslog = (SyslogSink(settings.syslog, facility=settings.syslog_facility)
@@ -150,7 +159,8 @@ class AuditService:
                 await self.nc.flush(timeout=2)  # the last acks
             with contextlib.suppress(Exception):
                 await self.nc.close()
-        self._log.info("audit_service_stopped", written=self.counters.written, duplicates=self.counters.duplicates)
+        self._log.info("audit_service_stopped", written=self.counters.written, duplicates=self.counters.duplicates,
+                       refused=self.counters.refused)
 
     async def _pause(self, seconds: float) -> bool:
         """Wait `seconds` or until stop() is called; True if stopping."""
@@ -235,7 +245,13 @@ class AuditService:
         duplicates = 0
         for msg in msgs:
             try:
-                record = decode_record(msg.data)
+                record = self.verifier.check(msg.subject, msg.data, msg.headers, now=_stored_at(msg))
+            except AuditRecordRefused as exc:
+                # Forged, unsigned or about another node: never written as genuine; it stays in the stream.
+                self.counters.refused += 1
+                self._log.error("audit_record_refused", error=exc.reason, subject=msg.subject,
+                                stream_seq=_stream_seq(msg))
+                continue
             except AuditRecordError as exc:
                 # Not ours to fix: keep it out of the file, say where it is in the stream.
                 self.counters.bad += 1
@@ -295,6 +311,14 @@ class AuditService:
 
     async def _on_reconnect(self) -> None:
         self._log.info("nats_reconnected")
+
+
+def _stored_at(msg: Any) -> float | None:
+    """When the broker stored the message: the certificate must have been valid then, not still be now."""
+    try:
+        return float(msg.metadata.timestamp.timestamp())
+    except Exception:  # noqa: BLE001 - no metadata: check against the present
+        return None
 
 
 def _stream_seq(msg: Any) -> int | None:

@@ -7,6 +7,11 @@ entries (the ones the stream acknowledged) by writing the rest to a new
 file and renaming it over the old one: the file is always either the old or
 the new list, never half of each.
 
+A spool left by a node older than `nmc.audit.v2` holds unsigned v1 records
+with guessable ids: `load()` turns them into v2 records (a fresh nonce each,
+so a fresh id) and rewrites the file before anything is sent, so every resend
+of them carries the same id again.
+
 All file work runs in a worker thread (`asyncio.to_thread`), one operation
 at a time. Appends that arrive while a write is in progress are written
 together with one fsync (group commit), which keeps a broker outage with
@@ -26,7 +31,9 @@ from typing import Any
 
 import structlog
 
-from nmc.audit.errors import SpoolError, SpoolFull
+from nmc.audit.errors import AuditRecordError, SpoolError, SpoolFull
+from nmc.audit.hooks import AUDIT_PROTOCOL_V1
+from nmc.audit.records import decode_record, record_msg_id, upgrade_record
 
 __all__ = ["Spool", "SpoolEntry"]
 
@@ -55,6 +62,17 @@ class SpoolEntry:
             raise ValueError("not a spool entry")
         payload = json.dumps(obj["record"], separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         return cls(subject=obj["subject"], msg_id=obj["msg_id"], payload=payload)
+
+    def upgraded(self) -> SpoolEntry | None:
+        """This entry as a v2 record with its own new id, when it holds a v1 record; else None."""
+        if b'"protocol":"' + AUDIT_PROTOCOL_V1.encode() + b'"' not in self.payload:
+            return None
+        try:
+            record = upgrade_record(decode_record(self.payload))
+        except AuditRecordError:
+            return None  # not a record we made: sent as it is, and the audit service says why it refuses it
+        payload = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return SpoolEntry(subject=self.subject, msg_id=record_msg_id(record), payload=payload)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -131,11 +149,21 @@ class Spool:
                 os.fsync(fh.fileno())
             data = data[:keep]
         entries = []
+        upgraded = 0
         for number, line in enumerate(data.splitlines(keepends=True), 1):
             try:
-                entries.append((SpoolEntry.from_line(line), line))
+                entry = SpoolEntry.from_line(line)
             except ValueError:
                 log.error("audit_spool_bad_line", path=str(self.path), line=number)
+                continue
+            newer = entry.upgraded()
+            if newer is not None:
+                entry, line, upgraded = newer, newer.to_line(), upgraded + 1
+            entries.append((entry, line))
+        if upgraded:
+            # On disk before any of them is sent: a crash after a send must find the same ids.
+            self._rewrite([line for _, line in entries])
+            log.info("audit_spool_upgraded", path=str(self.path), records=upgraded)
         return entries
 
     async def append(self, entry: SpoolEntry) -> None:

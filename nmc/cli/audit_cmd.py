@@ -18,7 +18,7 @@ from nmc.audit.reader import AuditQuery, read_records
 from nmc.audit.stream import STREAM, ensure_stream
 from nmc.cli.common import connect_client, load_client_config
 from nmc.ops.config import Config, ConfigError
-from nmc.ops.settings import SettingsError, jetstream_replicas, parse_duration
+from nmc.ops.settings import SettingsError, jetstream_replicas, parse_duration, record_verifier
 
 __all__ = ["audit", "parse_when"]
 
@@ -61,16 +61,35 @@ def _run(ctx: click.Context, coro: Any) -> None:
         sys.exit(130)
 
 
-async def _print(ctx: click.Context, query: AuditQuery, *, last: int | None, follow: bool, as_json: bool) -> int:
+async def _print(ctx: click.Context, query: AuditQuery, *, last: int | None, follow: bool, as_json: bool,
+                 unverified: bool) -> int:
     config = load_client_config(ctx)
+    verifier = record_verifier(config)
     shown = 0
+    refused: list[tuple[str, int]] = []
+
+    def on_refused(reason: str, seq: int) -> None:
+        refused.append((reason, seq))
+        if follow and not unverified:  # no end to print a summary at: say it as it happens
+            click.echo(f"nmc audit: not shown: stream message {seq} is not a genuine record: {reason}", err=True)
+
     async with _connect(config) as nc:
-        async for record in read_records(nc.jetstream(), query, last=last, follow=follow):
+        async for record in read_records(nc.jetstream(), query, verifier=verifier, last=last, follow=follow,
+                                         unverified=unverified, on_refused=on_refused):
             click.echo(json_line(record) if as_json else text_line(record))
             shown += 1
             if follow:
                 sys.stdout.flush()  # a pipe (| grep) sees each record as it comes
+    if refused and not follow and not unverified:
+        first_reason, first_seq = refused[0]
+        click.echo(f"nmc audit: {len(refused)} record(s) in {STREAM} not shown: not signed by the node they name "
+                   f"(e.g. stream message {first_seq}: {first_reason}); --unverified shows them, marked", err=True)
     return shown
+
+
+_UNVERIFIED = click.option("--unverified", is_flag=True,
+                           help="Also show records that fail verification (unsigned, forged, revoked signer), "
+                                'marked UNVERIFIED (--json: "verified": false and the reason in "refused").')
 
 
 @click.group()
@@ -90,18 +109,21 @@ def audit() -> None:
               help="How many of the newest records to show first.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new records as they arrive (Ctrl-C stops).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, as the audit file has them.")
+@_UNVERIFIED
 @click.pass_context
-def tail(ctx: click.Context, count: int, follow: bool, as_json: bool) -> None:
+def tail(ctx: click.Context, count: int, follow: bool, as_json: bool, unverified: bool) -> None:
     """Show the newest audit records, like tail(1); with -f, follow the stream.
 
     Reads the NMC_AUDIT stream directly: works with no audit service running.
+    Shows only records signed by the node they name; says on stderr how many
+    others it left out (--unverified shows them, marked).
 
     \b
     Example:
       nmc audit tail -n 20
       nmc audit tail -f --json | jq .
     """
-    _run(ctx, _print(ctx, AuditQuery(), last=count, follow=follow, as_json=as_json))
+    _run(ctx, _print(ctx, AuditQuery(), last=count, follow=follow, as_json=as_json, unverified=unverified))
 
 
 @audit.command("query")
@@ -114,14 +136,17 @@ def tail(ctx: click.Context, count: int, follow: bool, as_json: bool) -> None:
 @click.option("--since", metavar="TIME|AGE", help="From this time (2025-11-25T10:00:00Z, 2025-11-25) or age (2h, 7d).")
 @click.option("--until", metavar="TIME|AGE", help="Up to this time or age.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, as the audit file has them.")
+@_UNVERIFIED
 @click.pass_context
 def query(ctx: click.Context, caller: str | None, agent: str | None, action: str | None, identity: str | None,
-          collective: str | None, phase: str | None, since: str | None, until: str | None, as_json: bool) -> None:
+          collective: str | None, phase: str | None, since: str | None, until: str | None, as_json: bool,
+          unverified: bool) -> None:
     """Find audit records by caller, agent, action, node and time.
 
     Every option given must match. Reads the NMC_AUDIT stream directly (only
     as far back as the stream keeps records, audit.max_age); the audit
-    service's files hold the long-term trail.
+    service's files hold the long-term trail. Records not signed by the node
+    they name are left out (counted on stderr) unless --unverified.
 
     \b
     Example:
@@ -131,7 +156,7 @@ def query(ctx: click.Context, caller: str | None, agent: str | None, action: str
     now = datetime.now(timezone.utc)
     q = AuditQuery(caller=caller, agent=agent, action=action, identity=identity, collective=collective, phase=phase,
                    since=_when(since, now, "--since"), until=_when(until, now, "--until"))
-    _run(ctx, _print(ctx, q, last=None, follow=False, as_json=as_json))
+    _run(ctx, _print(ctx, q, last=None, follow=False, as_json=as_json, unverified=unverified))
 
 
 def _when(text: str | None, now: datetime, option: str) -> datetime | None:

@@ -135,6 +135,9 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
                               " acknowledged", _SERVER),
     "audit.dedup_ids": KeySpec("100000", "audit service: how many recently written record ids it remembers to"
                                " drop duplicates", _SERVER),
+    "audit.node_names": KeySpec("", "audit service and `nmc audit`: name patterns (fnmatch, comma-separated) of"
+                                " certificates without any role that count as nodes (a Puppet CA's); certificates"
+                                " with roles must have the role node"),
     "authz.mode": KeySpec("none", "authorization: none (allow everything; never in production), local (evaluate"
                           " authz.policydir here) or service (ask the nmc-policy service)", _SERVER),
     "authz.policydir": KeySpec("", "directory of <agent>.policy, default.policy and groups (local mode and"

@@ -17,7 +17,7 @@ from nmc.audit.service import AuditService
 from nmc.authz import LocalAuthorizer, PolicyService, ServiceAuthorizer, node_authorizer
 from nmc.ops.config import Config, etc_dir, find_server_config
 from nmc.ops.settings import (audit_service_settings, audit_settings, SettingsError, authz_settings, crl_warning, fact_refresh_interval, policy_service_settings, fact_sources, load_signer, load_verifier,
-                              node_settings, registry_settings)
+                              node_settings, record_verifier, registry_settings)
 from nmc.protocol.unsigned import UnsignedConfigError
 from nmc.services.agent import Agent
 from nmc.services.factrefresh import FactRefresher
@@ -235,7 +235,9 @@ def policy_config_path(explicit: str | None) -> Path | None:
 
 def build_audit_service(config: Config) -> AuditService:
     """An unstarted `nmc-audit` service from its config (brokers, file, rotation, syslog, consumer)."""
-    return AuditService(audit_service_settings(config))
+    service = AuditService(audit_service_settings(config), record_verifier(config))
+    _warn_without_crl(config, service="nmc-audit")
+    return service
 
 
 async def run_audit_service(service: AuditService) -> None:

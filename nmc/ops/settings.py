@@ -16,6 +16,7 @@ from pathlib import Path
 from nmc.audit.publisher import AuditSettings
 from nmc.audit.service import AuditServiceSettings
 from nmc.audit.sinks import SyslogTarget
+from nmc.audit.verify import RecordVerifier
 from nmc.authz.service import PolicyServiceSettings
 from nmc.authz.settings import AuthzSettings
 from nmc.client.fleet import ClientSettings
@@ -31,7 +32,7 @@ from nmc.services.facts import FactSources
 from nmc.services.node import NodeSettings
 from nmc.services.registry import RegistrySettings
 
-__all__ = ["DEFAULT_CRL_NAME", "SettingsError", "audit_max_age", "crl_path", "crl_warning", "audit_service_settings", "audit_settings", "default_spool_path", "parse_duration", "authz_settings", "client_settings", "connect_timeout", "policy_service_settings", "fact_refresh_interval", "fact_sources", "jetstream_replicas", "load_signer", "load_verifier",
+__all__ = ["DEFAULT_CRL_NAME", "SettingsError", "audit_max_age", "crl_path", "crl_warning", "audit_service_settings", "audit_settings", "default_spool_path", "parse_duration", "authz_settings", "client_settings", "connect_timeout", "policy_service_settings", "fact_refresh_interval", "fact_sources", "jetstream_replicas", "load_signer", "load_verifier", "record_verifier",
            "node_settings", "registry_settings", "tls_context"]
 
 
@@ -418,6 +419,18 @@ def audit_settings(config: Config, identity: str) -> AuditSettings | None:
 def audit_max_age(config: Config) -> float:
     """`audit.max_age` in seconds (0: keep records forever)."""
     return _duration(config, "audit.max_age", 30 * 86400.0)
+
+
+def record_verifier(config: Config) -> RecordVerifier:
+    """What the audit service and `nmc audit` check records with: the fleet CA and CRL, and `audit.node_names`."""
+    if config.get_path("plugin.security.ca_file") is None:
+        raise SettingsError(f"plugin.security.ca_file is not set in {config.source or 'the configuration'}: audit "
+                            "records are written and shown only when their node's signature verifies against "
+                            "the fleet CA")
+    try:
+        return RecordVerifier(load_verifier(config), node_names=config.get_list("audit.node_names"))
+    except ValueError as exc:
+        raise SettingsError(f"{exc} (set at {config.origin('audit.node_names')})") from exc
 
 
 def audit_service_settings(config: Config) -> AuditServiceSettings:

@@ -21,6 +21,7 @@ __all__ = [
     "encode_token",
     "fact_subject",
     "node_subject",
+    "parse_audit_subject",
     "parse_request_subject",
     "RequestSubject",
 ]
@@ -111,6 +112,14 @@ def authz_subject(collective: str) -> str:
 def audit_subject(collective: str, identity: str) -> str:
     """Where a node publishes its audit records (JetStream stream NMC_AUDIT)."""
     return _join(PREFIX, "audit", encode_token(collective), encode_token(identity))
+
+
+def parse_audit_subject(subject: str) -> tuple[str, str]:
+    """(collective, identity) of an audit subject; SubjectError for anything audit_subject cannot produce."""
+    tokens = subject.split(".")
+    if len(tokens) != 4 or tokens[:2] != [PREFIX, "audit"]:
+        raise SubjectError(f"not an nmc audit subject: {subject!r}")
+    return decode_token(tokens[2]), decode_token(tokens[3])
 
 
 @dataclass(frozen=True)

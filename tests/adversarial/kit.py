@@ -198,10 +198,16 @@ class HostileFleet:
 
 
 async def gather_replies(nc: NATS, subject: str, body: bytes, headers: dict[str, str], count: int,
-                         within: float = 10.0) -> list[Any]:
-    """Publish one raw request with a fresh inbox (of `nc`'s prefix) and return the first `count` replies."""
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
+                         within: float = 10.0, listen: NATS | None = None) -> list[Any]:
+    """Publish one raw request on `nc` and return the first `count` replies.
+
+    They are awaited on a fresh inbox of `listen` (default `nc`): nodes answer only into the
+    inbox of the certificate that signed the request, which another connection may have to hear.
+    """
+    listen = listen or nc
+    inbox = listen.new_inbox()
+    sub = await listen.subscribe(inbox)
+    await listen.flush()
     try:
         await nc.publish(subject, body, reply=inbox, headers=headers)
         replies = []

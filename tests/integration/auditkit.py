@@ -22,7 +22,13 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 
+from nmc.audit.hooks import AuditRecord
+from nmc.audit.records import encode_record
 from nmc.audit.stream import STREAM
+from nmc.audit.verify import RecordVerifier
+from nmc.protocol.subjects import audit_subject
+from nmc.security import Signer
+from nmc.security.names import inbox_prefix
 from tests.tools import require_tool
 
 NMC = [sys.executable, "-m", "nmc"]
@@ -39,12 +45,28 @@ async def until(check: Callable[[], Awaitable[bool]], within: float, what: str) 
         await asyncio.sleep(0.05)
 
 
-def write_audit_cfg(path: Path, url: str, **keys: Any) -> Path:
-    """An audit service config: broker URL plus `audit.<key>` values."""
-    lines = [f"plugin.nats.servers = {url}", "loglevel = info"]
+def write_audit_cfg(path: Path, url: str, ca: Path, **keys: Any) -> Path:
+    """An audit service config: broker URL, the fleet CA (`ca`: its ca.pem) plus `audit.<key>` values.
+
+    The test fleets' node certificates carry no roles, so `audit.node_names` defaults to `*`.
+    """
+    keys = {"node_names": "*", **keys}
+    lines = [f"plugin.nats.servers = {url}", "loglevel = info", f"plugin.security.ca_file = {ca}"]
     lines += [f"audit.{key} = {value}" for key, value in keys.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def trusting(ca: Any) -> RecordVerifier:
+    """A RecordVerifier for a test fleet's CA (a FleetCA): its node certificates carry no roles, so any name counts."""
+    return RecordVerifier(ca.verifier(), node_names=("*",))
+
+
+async def publish_signed(js: Any, record: AuditRecord, signer: Signer, msg_id: str | None = None) -> Any:
+    """Publish `record` on its node's audit subject, signed as a node does it (`signer`: the node's)."""
+    body = encode_record(record)
+    headers = {"Nats-Msg-Id": msg_id or record.msg_id, **signer.headers(body)}
+    return await js.publish(audit_subject(record.collective, record.identity), body, headers=headers)
 
 
 class AuditProcess:
@@ -187,6 +209,11 @@ def _free_port(kind: int) -> int:
         return int(sock.getsockname()[1])
 
 
-async def connect(url: str) -> NATS:
-    """A client connection that reconnects quickly and forever (tests restart the broker)."""
-    return await nats.connect(url, reconnect_time_wait=0.1, max_reconnect_attempts=-1, connect_timeout=2)
+async def connect(url: str, *, as_name: str | None = None) -> NATS:
+    """A client connection that reconnects quickly and forever (tests restart the broker).
+
+    `as_name`: the certificate name a FleetClient on it signs with; replies come to that name's
+    inbox, the only one nodes answer into.
+    """
+    inbox = {"inbox_prefix": inbox_prefix(as_name)} if as_name is not None else {}
+    return await nats.connect(url, reconnect_time_wait=0.1, max_reconnect_attempts=-1, connect_timeout=2, **inbox)

@@ -17,7 +17,9 @@ import pytest
 from nmc.audit.hooks import AuditRecord
 from nmc.audit.records import encode_record
 from nmc.audit.stream import STREAM, ensure_stream
-from tests.integration.auditkit import connect
+from nmc.protocol.subjects import audit_subject
+from tests.integration.auditkit import connect, publish_signed
+from tests.integration.fleetkit import FleetCA
 
 NMC = [sys.executable, "-m", "nmc"]
 BASE = 1764072000.0  # 2025-11-25T12:00:00Z
@@ -27,11 +29,17 @@ def nmc(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.Comp
     return subprocess.run([*NMC, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def client_cfg(path: Path, url: str, ca: FleetCA) -> Path:
+    """The broker, the fleet CA to verify records with, and: the test CA's node certificates carry no roles."""
+    path.write_text(f"plugin.nats.servers = {url}\nplugin.security.ca_file = {ca.directory / 'ca.pem'}\n"
+                    "audit.node_names = *.test\n")
+    return path
+
+
 @pytest.fixture
-async def audit_env(nats_url: str, tmp_path: Path) -> dict[str, str]:
-    """A client config naming only the broker, and a stream holding six records of two nodes."""
-    cfg = tmp_path / "client.cfg"
-    cfg.write_text(f"plugin.nats.servers = {nats_url}\n")
+async def audit_env(nats_url: str, tmp_path: Path, test_ca: FleetCA) -> dict[str, str]:
+    """A client config naming the broker and the CA, and a stream holding six records of two nodes."""
+    cfg = client_cfg(tmp_path / "client.cfg", nats_url, test_ca)
     nc = await connect(nats_url)
     js = nc.jetstream()
     await ensure_stream(js)
@@ -42,22 +50,32 @@ async def audit_env(nats_url: str, tmp_path: Path) -> dict[str, str]:
             record = AuditRecord(phase=phase, request_id=f"req-{i}", request_time=BASE + offset, caller=f"cert={who}",
                                  sender="admin", identity=node, collective="nmc", agent=agent, action=action,
                                  data={"n": i}, status=0 if phase == "result" else None, time=BASE + offset)
-            await js.publish(f"nmc.audit.nmc.{node.replace('.', '%2E')}", encode_record(record),
-                             headers={"Nats-Msg-Id": record.msg_id})
+            await publish_signed(js, record, test_ca.signer(node))
+    # Unsigned records (a node older than nmc.audit.v2, or a forgery) are not shown as genuine.
+    forged = AuditRecord(phase="decision", request_id="forged", request_time=BASE, caller="cert=mallory", sender="x",
+                         identity="web1.test", collective="nmc", agent="rpcutil", action="ping", time=BASE + 7200)
+    await js.publish(audit_subject("nmc", "web1.test"), encode_record(forged))
     await nc.close()
     return {**os.environ, "NMC_CONFIG": str(cfg), "HOME": str(tmp_path)}
 
 
 def test_tail_shows_the_newest_records(audit_env):
-    out = nmc(audit_env, "audit", "tail", "-n", "2")
+    out = nmc(audit_env, "audit", "tail", "-n", "3")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 2  # the newest of the three is the unsigned one: left out, and said so
     assert lines[0].startswith("2025-11-25T13:00:00.000Z web1.test decision cert=bob service.restart allowed req=req-2")
     assert "result   cert=bob service.restart status 0" in lines[1]
+    assert out.stderr.startswith("nmc audit: 1 record(s) in NMC_AUDIT not shown: not signed by the node they name")
+    assert "missing Nmc-Signature header" in out.stderr and len(out.stderr.splitlines()) == 1
     as_json = nmc(audit_env, "audit", "tail", "-n", "100", "--json")
     assert [json.loads(ln)["request_id"] for ln in as_json.stdout.splitlines()] == [
         "req-0", "req-0", "req-1", "req-1", "req-2", "req-2"]
+    shown = nmc(audit_env, "audit", "tail", "-n", "1", "--json", "--unverified")
+    [marked] = [json.loads(ln) for ln in shown.stdout.splitlines()]
+    assert (marked["request_id"], marked["verified"]) == ("forged", False) and "Nmc-Signature" in marked["refused"]
+    text = nmc(audit_env, "audit", "tail", "-n", "1", "--unverified")
+    assert text.stdout.startswith("UNVERIFIED (signature: missing Nmc-Signature header) ") and text.stderr == ""
 
 
 def test_query_filters_by_caller_agent_action_identity_and_time(audit_env):
@@ -77,7 +95,7 @@ def test_query_filters_by_caller_agent_action_identity_and_time(audit_env):
     assert bad.returncode != 0 and "neither a time" in bad.stderr and "Traceback" not in bad.stderr
 
 
-async def test_tail_follow_prints_records_as_they_arrive(audit_env, nats_url):
+async def test_tail_follow_prints_records_as_they_arrive(audit_env, nats_url, test_ca):
     proc = await asyncio.create_subprocess_exec(*NMC, "audit", "tail", "-n", "0", "-f", "--json",
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                                                 env=audit_env)
@@ -86,12 +104,14 @@ async def test_tail_follow_prints_records_as_they_arrive(audit_env, nats_url):
         record = AuditRecord(phase="decision", request_id="live-1", request_time=time.time(), caller="cert=carol",
                              sender="admin", identity="db1.test", collective="nmc", agent="rpcutil", action="ping",
                              time=time.time())
+        db1 = test_ca.signer("db1.test")
         # Publish (new copies, the follower shows one) until the follower prints: no guessing how long it takes to start.
         assert proc.stdout is not None
         line = b""
         deadline = time.monotonic() + 30
         while not line and time.monotonic() < deadline:
-            await nc.jetstream().publish("nmc.audit.nmc.db1%2Etest", encode_record(record))
+            body = encode_record(record)
+            await nc.jetstream().publish("nmc.audit.nmc.db1%2Etest", body, headers=db1.headers(body))
             with contextlib.suppress(asyncio.TimeoutError):
                 line = await asyncio.wait_for(proc.stdout.readline(), timeout=0.5)
         assert line, "tail -f printed nothing"
@@ -114,12 +134,15 @@ def test_setup_creates_the_stream_with_its_max_age(nats_url, tmp_path):
     assert missing.returncode != 0 and "--max-age" in missing.stderr
 
 
-def test_reading_without_a_stream_or_broker_is_one_line(nats_url, tmp_path):
-    cfg = tmp_path / "client.cfg"
-    cfg.write_text(f"plugin.nats.servers = {nats_url}\n")
+def test_reading_without_a_stream_or_broker_is_one_line(nats_url, tmp_path, test_ca):
+    cfg = client_cfg(tmp_path / "client.cfg", nats_url, test_ca)
     env = {**os.environ, "NMC_CONFIG": str(cfg), "HOME": str(tmp_path)}
     out = nmc(env, "audit", "query")
     assert out.returncode == 1 and "stream NMC_AUDIT does not exist yet" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    cfg.write_text(f"plugin.nats.servers = {nats_url}\n")
+    out = nmc(env, "audit", "query")
+    assert out.returncode == 1 and "plugin.security.ca_file is not set" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
 
 

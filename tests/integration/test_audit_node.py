@@ -23,7 +23,7 @@ from nmc.protocol.ddl import Input
 from nmc.protocol.filter import combine
 from nmc.protocol.status import Status
 from nmc.services.agent import ActionRequest, Agent, action
-from tests.integration.auditkit import connect, until
+from tests.integration.auditkit import connect, publish_signed, trusting, until
 
 
 class Vault(Agent):
@@ -60,8 +60,8 @@ def auditor(tmp_path: Path, name: str, **kw: Any) -> JetStreamAuditor:
     return JetStreamAuditor(AuditSettings(spool=tmp_path / "spool" / f"{name}.spool", ack_timeout=0.5, **kw))
 
 
-async def stream_records(nc, **query: Any) -> list[dict[str, Any]]:
-    return [r async for r in read_records(nc.jetstream(), AuditQuery(**query))]
+async def stream_records(nc, ca, **query: Any) -> list[dict[str, Any]]:
+    return [r async for r in read_records(nc.jetstream(), AuditQuery(**query), verifier=trusting(ca))]
 
 
 async def test_decision_and_result_reach_the_stream_with_dedup_ids_and_secrets_redacted(fleet, nats_url, tmp_path):
@@ -75,7 +75,7 @@ async def test_decision_and_result_reach_the_stream_with_dedup_ids_and_secrets_r
                                    expect=["n1.test", "n2.test"])
         assert sorted(r.identity for r in result.results) == ["n1.test", "n2.test"]
         assert all(r.data == {"ok": True} for r in result.results)  # the action saw the real password
-        records = await stream_records(nc)
+        records = await stream_records(nc, fleet.ca)
         assert sorted((r["identity"], r["phase"]) for r in records) == [
             ("n1.test", "decision"), ("n1.test", "result"), ("n2.test", "decision"), ("n2.test", "result")]
         for r in records:
@@ -84,10 +84,13 @@ async def test_decision_and_result_reach_the_stream_with_dedup_ids_and_secrets_r
             assert r["allowed"] is True
         results = [r for r in records if r["phase"] == "result"]
         assert all(r["status"] == 0 and r["duration_ms"] >= 0 for r in results)
-        # The stream message carries the de-duplication id and lives on the node's own subject.
+        # The stream message carries the de-duplication id and the node's signature, on the node's own subject.
         msg = await nc.jetstream().get_last_msg(STREAM, "nmc.audit.nmc.n1%2Etest")
-        assert msg.headers["Nats-Msg-Id"] == f"{result.request_id}:n1.test:result"
-        assert [r["identity"] for r in await stream_records(nc, identity="n2.test")] == ["n2.test", "n2.test"]
+        nonce = json.loads(msg.data)["nonce"]
+        assert msg.headers["Nats-Msg-Id"] == f"n1%2Etest:{result.request_id}:result:{nonce}"
+        assert fleet.ca.verifier().verify(msg.data, msg.headers["Nmc-Signature"], msg.headers["Nmc-Certificate"]) == \
+            "n1.test"
+        assert [r["identity"] for r in await stream_records(nc, fleet.ca, identity="n2.test")] == ["n2.test", "n2.test"]
     finally:
         await nc.close()
 
@@ -100,7 +103,7 @@ async def test_a_denied_request_leaves_a_decision_record_and_runs_nothing(fleet,
         async with fleet.client() as fc:
             result = await fc.call("vault", "login", {"user": "bob", "password": "x"}, expect=["n1.test"])
         assert result.results[0].status == Status.ABORTED and Vault.ran == []
-        records = await stream_records(nc)
+        records = await stream_records(nc, fleet.ca)
         assert [(r["phase"], r["allowed"], r["rule"], r["caller"]) for r in records] == [
             ("decision", False, "test.policy:1", "cert=alice")]
     finally:
@@ -120,7 +123,7 @@ async def test_results_made_while_the_broker_is_down_are_spooled_and_resent_in_o
     await until(lambda: _true(len(node_auditor.spool) == 0), 20, "the spool to be resent")
     nc = await connect(nats_server.url)
     try:
-        records = await stream_records(nc)
+        records = await stream_records(nc, fleet.ca)
         assert [(r["request_id"].startswith("later-"), r["phase"]) for r in records] == \
             [(False, "decision"), (False, "result")] + [(True, "decision")] * 5
         assert [r["request_id"] for r in records[2:]] == [f"later-{i}" for i in range(5)]
@@ -130,7 +133,7 @@ async def test_results_made_while_the_broker_is_down_are_spooled_and_resent_in_o
 
 
 async def _outage(fleet, nats_server, node, node_auditor) -> None:
-    nc = await connect(nats_server.url)
+    nc = await connect(nats_server.url, as_name="alice")
     fc = FleetClient(nc=nc, signer=fleet.ca.signer("alice"), verifier=fleet.ca.verifier(),
                      settings=ClientSettings(collective="nmc"))
     try:
@@ -140,14 +143,17 @@ async def _outage(fleet, nats_server, node, node_auditor) -> None:
         await until(lambda: _true(not node.nc.is_connected), 10, "the node to notice the broker is gone")
         Gate.opened.set()  # the action ends while the broker is down: its result can only go to the spool
         await until(lambda: _true(len(node_auditor.spool) == 1), 10, "the result in the spool")
-        for i in range(5):
-            await node_auditor.record(AuditRecord(
-                phase="decision", request_id=f"later-{i}", request_time=0.0, caller="cert=test", sender="t",
-                identity="n1.test", collective="nmc", agent="gate", action="wait", time=1764072000.0 + i))
+        later = [AuditRecord(phase="decision", request_id=f"later-{i}", request_time=0.0, caller="cert=test", sender="t",
+                             identity="n1.test", collective="nmc", agent="gate", action="wait", time=1764072000.0 + i)
+                 for i in range(5)]
+        for record in later:
+            await node_auditor.record(record)
         assert len(node_auditor.spool) == 6  # record() returned: each one is on disk
         spooled = [json.loads(line) for line in node_auditor.settings.spool.read_text().splitlines()]
         assert [e["record"]["phase"] for e in spooled] == ["result"] + ["decision"] * 5
-        assert [e["msg_id"] for e in spooled[1:]] == [f"later-{i}:n1.test:decision" for i in range(5)]
+        # Each with its id and nonce, so a resend (even after a restart) is recognised as the same record.
+        assert [e["msg_id"] for e in spooled[1:]] == [r.msg_id for r in later]
+        assert [e["record"]["nonce"] for e in spooled[1:]] == [r.nonce for r in later]
         await asyncio.to_thread(nats_server.start)
         call.cancel()  # its reply may have been lost with the broker; the records are what matters here
         with contextlib.suppress(asyncio.CancelledError):
@@ -169,7 +175,7 @@ async def test_the_spool_survives_a_node_restart_and_resends_are_deduplicated(fl
                              sender="t", identity="n1.test", collective="nmc", agent="rpcutil", action="ping",
                              time=1764072000.0)
         # A publish that "timed out" although the stream stored it: its resend must not make a second copy.
-        await js.publish("nmc.audit.nmc.n1%2Etest", encode_record(stored), headers={"Nats-Msg-Id": stored.msg_id})
+        await publish_signed(js, stored, fleet.ca.signer("n1.test"))
 
         first = auditor(tmp_path, "n1")
         await first.spool.append(SpoolEntry("nmc.audit.nmc.n1%2Etest", stored.msg_id, encode_record(stored)))
@@ -188,7 +194,7 @@ async def test_the_spool_survives_a_node_restart_and_resends_are_deduplicated(fl
         config.max_msgs, config.discard = -1, DiscardPolicy.OLD  # the stream takes records again
         await js.update_stream(config)
         await until(lambda: _true(len(second.spool) == 0), 20, "the spool to be resent after the restart")
-        records = await stream_records(nc)
+        records = await stream_records(nc, fleet.ca)
         assert [(r["request_id"], r["phase"]) for r in records] == [
             ("stored-before", "decision"), (pinged.request_id, "decision"), (pinged.request_id, "result")]
         assert (await js.stream_info(STREAM)).state.messages == 3  # the resent copy was dropped by the stream
@@ -236,7 +242,7 @@ async def test_nodes_create_a_missing_stream(fleet, nats_url, tmp_path):
         assert info.config.duplicate_window >= 120 and info.config.storage == StorageType.FILE
         async with fleet.client() as fc:
             await fc.call("rpcutil", "ping", {}, filter_expr=combine(identities=["n1.test"]), expect=["n1.test"])
-        assert [r["phase"] for r in await stream_records(nc)] == ["decision", "result"]
+        assert [r["phase"] for r in await stream_records(nc, fleet.ca)] == ["decision", "result"]
     finally:
         await nc.close()
 

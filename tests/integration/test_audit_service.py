@@ -19,8 +19,10 @@ from tests.integration.auditkit import (
     Rsyslog,
     connect,
     consumer_done,
+    publish_signed,
     read_records,
     record_counts,
+    trusting,
     until,
 )
 from tests.integration.test_adr32_schema import assert_valid
@@ -29,14 +31,9 @@ from tests.integration.test_adr32_schema import assert_valid
 def rec(i: int, phase: str = "decision", identity: str = "n1.test", **kw: Any) -> AuditRecord:
     fields: dict[str, Any] = dict(phase=phase, request_id=f"req-{i}", request_time=1764072000.0 + i, caller="cert=alice",
                                   sender="admin", identity=identity, collective="nmc", agent="rpcutil", action="ping",
-                                  time=1764072000.0 + i)
+                                  time=1764072000.0 + i, nonce=f"{i:032x}")  # rec(i) is always the same record
     fields.update(kw)
     return AuditRecord(**fields)
-
-
-async def publish(js, record: AuditRecord, msg_id: str | None = None) -> None:
-    subject = f"nmc.audit.nmc.{record.identity.replace('.', '%2E')}"
-    await js.publish(subject, encode_record(record), headers={"Nats-Msg-Id": msg_id or record.msg_id})
 
 
 def settings(tmp_path: Path, url: str, **kw: Any) -> AuditServiceSettings:
@@ -44,16 +41,21 @@ def settings(tmp_path: Path, url: str, **kw: Any) -> AuditServiceSettings:
                                    "fetch_wait": 0.2, **kw})
 
 
-async def test_each_record_is_written_once_across_restarts_and_crashes(nats_url, tmp_path):
+async def test_each_record_is_written_once_across_restarts_and_crashes(nats_url, tmp_path, test_ca):
     nc = await connect(nats_url)
     js = nc.jetstream()
-    service = AuditService(settings(tmp_path, nats_url))
+    node = test_ca.signer("n1.test")
+
+    async def publish(record: AuditRecord, msg_id: str | None = None) -> None:
+        await publish_signed(js, record, node, msg_id)
+
+    service = AuditService(settings(tmp_path, nats_url), trusting(test_ca))
     try:
         await ensure_stream(js)
         for i in range(10):
-            await publish(js, rec(i))
+            await publish(rec(i))
         # A node's resend that came after the stream's de-duplication window: a second copy in the stream.
-        await publish(js, rec(3), msg_id="resent-after-the-window")
+        await publish(rec(3), msg_id="resent-after-the-window")
         await service.start()
         await until(lambda: consumer_done(nc), 20, "the service to write and acknowledge 11 messages")
         await service.stop()
@@ -62,13 +64,13 @@ async def test_each_record_is_written_once_across_restarts_and_crashes(nats_url,
 
         # While it is stopped more records arrive; it resumes at its consumer's position.
         for i in range(10, 15):
-            await publish(js, rec(i))
+            await publish(rec(i))
         # A crash after writing two of them but before acknowledging: the file has them, the stream redelivers.
         with service.settings.file.open("a") as fh:
             for i in (10, 11):
                 fh.write(json.dumps(rec(i).to_dict(), separators=(",", ":")) + "\n")
             fh.write('{"protocol":"nmc.audit.v1","phase":"deci')  # and a torn last line
-        again = AuditService(settings(tmp_path, nats_url))
+        again = AuditService(settings(tmp_path, nats_url), trusting(test_ca))
         await again.start()
         await until(lambda: consumer_done(nc), 20, "the restarted service to catch up")
         await again.stop()
@@ -81,31 +83,34 @@ async def test_each_record_is_written_once_across_restarts_and_crashes(nats_url,
         await nc.close()
 
 
-async def test_mcollective_format_and_bad_messages(nats_url, tmp_path):
+async def test_mcollective_format_and_bad_messages(nats_url, tmp_path, test_ca):
     nc = await connect(nats_url)
     js = nc.jetstream()
-    service = AuditService(settings(tmp_path, nats_url, file=tmp_path / "audit.log", format="mcollective"))
+    node = test_ca.signer("n1.test")
+    service = AuditService(settings(tmp_path, nats_url, file=tmp_path / "audit.log", format="mcollective"),
+                           trusting(test_ca))
     try:
         await ensure_stream(js)
         await js.publish("nmc.audit.nmc.junk", b"not a record")  # someone else's mistake: logged, never written
-        await publish(js, rec(1, data={"fact": "country"}))
-        await publish(js, rec(1, "result", status=0, duration_ms=2.5))
+        await js.publish("nmc.audit.nmc.n1%2Etest", encode_record(rec(2)))  # a record, but unsigned: refused
+        await publish_signed(js, rec(1, data={"fact": "country"}), node)
+        await publish_signed(js, rec(1, "result", status=0, duration_ms=2.5), node)
         await service.start()
         await until(lambda: consumer_done(nc), 20, "the service to catch up")
         lines = (tmp_path / "audit.log").read_text().splitlines()
-        assert len(lines) == 2 and service.counters.bad == 1
+        assert len(lines) == 2 and service.counters.bad == 1 and service.counters.refused == 1
         assert re.fullmatch(r"\[2025-11-25T12:00:01\.000000Z\] reqid=req-1: reqtime=1764072001 caller=cert=alice@admin "
                             r'agent=rpcutil action=ping data=\{:fact=>"country"\} allowed=true rule=- status=- '
-                            r"duration_ms=- identity=n1\.test phase=decision", lines[0]), lines[0]
-        assert lines[1].endswith("status=0 duration_ms=2.5 identity=n1.test phase=result")
+                            r"duration_ms=- identity=n1\.test phase=decision nonce=0{31}1", lines[0]), lines[0]
+        assert lines[1].endswith("status=0 duration_ms=2.5 identity=n1.test phase=result nonce=" + f"{1:032x}")
     finally:
         await service.stop()
         await nc.close()
 
 
-async def test_the_service_is_an_adr32_service(nats_url, tmp_path):
+async def test_the_service_is_an_adr32_service(nats_url, tmp_path, test_ca):
     nc = await connect(nats_url)
-    service = AuditService(settings(tmp_path, nats_url))
+    service = AuditService(settings(tmp_path, nats_url), trusting(test_ca))
     try:
         await service.start()
         for verb in ("PING", "INFO", "STATS"):
@@ -133,7 +138,7 @@ async def test_records_reach_a_real_rsyslog(fleet, nats_url, tmp_path, rsyslog, 
     target = {"tcp": SyslogTarget("tcp", host="127.0.0.1", port=rsyslog.tcp_port),
               "udp": SyslogTarget("udp", host="127.0.0.1", port=rsyslog.udp_port),
               "unix": SyslogTarget("unix", path=str(rsyslog.unix_socket))}[transport]
-    service = AuditService(settings(tmp_path, nats_url, syslog=target))
+    service = AuditService(settings(tmp_path, nats_url, syslog=target), trusting(fleet.ca))
     nc = await connect(nats_url)
     try:
         await service.start()
@@ -170,13 +175,13 @@ async def test_records_reach_a_real_rsyslog(fleet, nats_url, tmp_path, rsyslog, 
 async def test_nothing_is_acknowledged_while_syslog_cannot_take_it(fleet, nats_url, tmp_path):
     rsyslog = Rsyslog(tmp_path / "rsyslog")  # configured, not started yet: its TCP port refuses connections
     service = AuditService(settings(tmp_path, nats_url, syslog=SyslogTarget("tcp", host="127.0.0.1",
-                                                                            port=rsyslog.tcp_port)))
+                                                                            port=rsyslog.tcp_port)), trusting(fleet.ca))
     nc = await connect(nats_url)
     js = nc.jetstream()
     try:
         await ensure_stream(js)
         for i in range(3):
-            await publish(js, rec(i))
+            await publish_signed(js, rec(i), fleet.ca.signer("n1.test"))
         await service.start()
 
         async def failing() -> bool:

@@ -59,10 +59,11 @@ async def test_exactly_one_decision_and_result_per_request_and_node_through_rest
     running = [0]
     agent = make_agent(ran, running)
     audit_file = tmp_path / "audit" / "audit.jsonl"
-    cfg = write_audit_cfg(tmp_path / "audit.cfg", nats_server.url, file=audit_file, rotate_bytes=2_000_000, keep=100,
+    cfg = write_audit_cfg(tmp_path / "audit.cfg", nats_server.url, fleet.ca.directory / "ca.pem", file=audit_file,
+                          rotate_bytes=2_000_000, keep=100,
                           ack_wait=2)
     service = AuditProcess(cfg, tmp_path / "audit-service.log")
-    nc = await connect(nats_server.url)
+    nc = await connect(nats_server.url, as_name="alice")
     try:
         await service.start(nc)
         auditors = [JetStreamAuditor(AuditSettings(spool=tmp_path / "spool" / f"node{i}.spool", ack_timeout=1.0))

@@ -16,7 +16,7 @@ from nmc.audit.reader import AuditQuery, read_records
 from nmc.audit.stream import STREAM, ensure_stream
 from nmc.ops.broker import BrokerSettings
 from nmc.ops.cluster import LocalCluster
-from tests.integration.auditkit import connect, until
+from tests.integration.auditkit import connect, trusting, until
 from tests.integration.fleetkit import Fleet, FleetCA
 from tests.proctools import gone
 
@@ -47,8 +47,9 @@ async def test_nodes_on_every_server_are_discovered_from_each_server(cluster, te
         await fleet.stop()
 
 
-async def _audit_pairs(nc: Any) -> set[tuple[str, str, str]]:
-    return {(r["request_id"], r["identity"], r["phase"]) async for r in read_records(nc.jetstream(), AuditQuery())}
+async def _audit_pairs(nc: Any, ca: FleetCA) -> set[tuple[str, str, str]]:
+    return {(r["request_id"], r["identity"], r["phase"])
+            async for r in read_records(nc.jetstream(), AuditQuery(), verifier=trusting(ca))}
 
 
 async def test_a_server_killed_mid_run_loses_no_node_and_no_audit_record(cluster, test_ca: FleetCA, tmp_path):
@@ -92,7 +93,7 @@ async def test_a_server_killed_mid_run_loses_no_node_and_no_audit_record(cluster
         async def every_record_kept() -> bool:
             nonlocal have
             try:
-                have = await _audit_pairs(watcher)
+                have = await _audit_pairs(watcher, test_ca)
             except Exception:  # noqa: BLE001 - stream leader moving to a survivor
                 return False
             return wanted <= have

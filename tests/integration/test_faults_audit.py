@@ -24,6 +24,7 @@ import pytest
 
 from nmc.client.fleet import CallResult, ClientSettings, FleetClient
 from nmc.ops.broker import Broker
+from nmc.security.names import inbox_prefix
 from tests.integration.auditkit import consumer_done, record_counts
 from tests.integration.daemonkit import DaemonFleet, until
 
@@ -38,7 +39,7 @@ async def test_audit_service_killed_and_restarted_under_load_loses_no_record(nat
     phase = "up"
     outcomes: list[tuple[str, str, CallResult]] = []
     stop = asyncio.Event()
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url, inbox_prefix=inbox_prefix(daemons.signer().name))
     try:
         audit = daemons.audit().start()
         await audit.wait_for("audit_service_started")

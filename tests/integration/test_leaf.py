@@ -26,7 +26,7 @@ from nmc.services.agents import BUILTIN_AGENTS
 from nmc.services.facts import NodeFacts
 from nmc.services.node import Node, NodeSettings
 from nmc.services.registry import RegistryPublisher, RegistrySettings
-from tests.integration.auditkit import connect, until
+from tests.integration.auditkit import connect, trusting, until
 from tests.integration.fleetkit import Fleet, FleetCA
 
 
@@ -74,7 +74,8 @@ async def test_node_behind_a_leaf_is_discovered_and_answers_rpc_from_the_hub(tmp
             watcher = await connect(hub.url)
             try:
                 async def audited() -> bool:
-                    records = [r async for r in read_records(watcher.jetstream(), AuditQuery())]
+                    records = [r async for r in read_records(watcher.jetstream(), AuditQuery(),
+                                                             verifier=trusting(test_ca))]
                     return {(r["request_id"], r["phase"]) for r in records} >= {(result.request_id, "decision"),
                                                                                  (result.request_id, "result")}
                 await until(audited, 15, "the site node's audit records in the hub's NMC_AUDIT")

@@ -27,7 +27,7 @@ from nmc.protocol.subjects import all_subject, node_subject
 from nmc.security import CERTIFICATE_HEADER, SIGNATURE_HEADER
 from nmc.services.agent import ActionRequest, Agent, action
 from nmc.services.agents import BUILTIN_AGENTS
-from tests.integration.auditkit import connect, until
+from tests.integration.auditkit import connect, trusting, until
 
 NODE = "node1.example.net"
 
@@ -62,11 +62,11 @@ async def nats_req(nc, subject: str, body: bytes) -> tuple[Reply, Any]:
     return Reply.from_bytes(msg.data), msg
 
 
-async def audit_records(nc, expected: int) -> list[dict[str, Any]]:
+async def audit_records(nc, expected: int, ca) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
 
     async def arrived() -> bool:
-        found[:] = [r async for r in read_records(nc.jetstream(), AuditQuery(identity=NODE))]
+        found[:] = [r async for r in read_records(nc.jetstream(), AuditQuery(identity=NODE), verifier=trusting(ca))]
         return len(found) >= expected
 
     await until(arrived, 10, f"{expected} audit records of {NODE}")
@@ -114,7 +114,7 @@ async def test_an_allowlisted_query_the_policy_allows_gets_a_signed_reply_and_an
         assert other.status == Status.INVALID_DATA
         assert other.message.endswith("; hint: rpcutil.inventory is not in this node's security.unsigned_actions")
 
-        records = await audit_records(nc, 5)
+        records = await audit_records(nc, 5, fleet.ca)
     finally:
         await nc.close()
     by_request = {}

@@ -19,24 +19,46 @@ from nmc.audit.spool import Spool, SpoolEntry
 
 def entry(i: int, phase: str = "decision") -> SpoolEntry:
     record = AuditRecord(phase=phase, request_id=f"r{i}", request_time=1.0, caller="cert=a", sender="s",
-                         identity="n1", collective="c", agent="x", action="y", data={"i": i}, time=1764072000.0 + i)
+                         identity="n1", collective="c", agent="x", action="y", data={"i": i}, time=1764072000.0 + i,
+                         nonce=f"{i:032x}")
     return SpoolEntry(subject="nmc.audit.c.n1", msg_id=record.msg_id, payload=encode_record(record))
+
+
+def mid(i: int, phase: str = "decision") -> str:
+    """The id of entry(i): identity, request id, phase and the record's nonce."""
+    return f"n1:r{i}:{phase}:{i:032x}"
 
 
 async def test_spool_keeps_order_across_a_restart_and_drops_only_the_acknowledged(tmp_path: Path) -> None:
     path = tmp_path / "state" / "n1.spool"
     spool = Spool(path)
     await asyncio.gather(*(spool.append(entry(i)) for i in range(50)))  # concurrent: one group commit or a few
-    assert len(spool) == 50 and [e.msg_id for e in spool.head(3)] == ["r0:n1:decision", "r1:n1:decision", "r2:n1:decision"]
+    assert len(spool) == 50 and [e.msg_id for e in spool.head(3)] == [mid(0), mid(1), mid(2)]
     await spool.drop(20)
     await spool.append(entry(50))
 
     again = Spool(path)  # the node restarted
     assert await again.load() == 31
-    assert [e.msg_id for e in again.head(100)] == [f"r{i}:n1:decision" for i in range(20, 51)]
+    assert [e.msg_id for e in again.head(100)] == [mid(i) for i in range(20, 51)]
     assert again.head(1)[0].payload == entry(20).payload
     await again.drop(31)
     assert path.read_bytes() == b"" and await Spool(path).load() == 0
+
+
+async def test_a_spool_of_v1_records_is_upgraded_once_before_anything_is_sent(tmp_path: Path) -> None:
+    path = tmp_path / "n1.spool"
+    old = {k: v for k, v in json.loads(entry(1).payload).items() if k != "nonce"} | {"protocol": "nmc.audit.v1"}
+    path.write_text(json.dumps({"subject": "nmc.audit.c.n1", "msg_id": "r1:n1:decision", "record": old}) + "\n"
+                    + entry(2).to_line().decode())
+    spool = Spool(path)
+    assert await spool.load() == 2
+    upgraded, kept = spool.head(2)
+    record = json.loads(upgraded.payload)
+    assert record["protocol"] == "nmc.audit.v2" and upgraded.msg_id == f"n1:r1:decision:{record['nonce']}"
+    assert kept == entry(2)
+    # Already on disk: a restart (and so every resend) finds the same id.
+    again = Spool(path)
+    assert await again.load() == 2 and again.head(2) == [upgraded, kept]
 
 
 async def test_spool_cuts_a_torn_last_line(tmp_path: Path) -> None:
@@ -50,7 +72,7 @@ async def test_spool_cuts_a_torn_last_line(tmp_path: Path) -> None:
     await again.append(entry(2))
     third = Spool(path)
     await third.load()
-    assert [e.msg_id for e in third.head(5)] == ["r1:n1:decision", "r2:n1:decision"]
+    assert [e.msg_id for e in third.head(5)] == [mid(1), mid(2)]
 
 
 async def test_spool_full_and_unwritable(tmp_path: Path) -> None:
@@ -90,7 +112,7 @@ async def test_file_sink_rotates_by_size_and_keeps_n_files(tmp_path: Path) -> No
     assert not path.with_name("audit.jsonl.3").exists()
     # What a restarted service remembers: the newest ids across the rotated files, newest kept.
     recent = await FileSink(path, rotate_bytes=one_line * 3, keep=2).open(4)
-    assert [f"r{i}:n1:decision" in recent for i in range(9)] == [False] * 5 + [True] * 4
+    assert [mid(i) in recent for i in range(9)] == [False] * 5 + [True] * 4
 
 
 async def test_file_sink_cuts_a_torn_line_and_formats_mcollective(tmp_path: Path) -> None:
@@ -102,11 +124,11 @@ async def test_file_sink_cuts_a_torn_line_and_formats_mcollective(tmp_path: Path
         fh.write("[2025-11-25T12:00:00.000000Z] reqid=r2: reqt")
     again = FileSink(path, format="mcollective")
     recent = await again.open(10)
-    assert "r1:n1:decision" in recent and len(recent) == 1
+    assert mid(1) in recent and len(recent) == 1
     await again.write([rec(2)])
     lines = path.read_text().splitlines()
     assert len(lines) == 2 and all(" reqid=" in ln for ln in lines)
-    assert [line_msg_id(ln) for ln in lines] == ["r1:n1:decision", "r2:n1:decision"]
+    assert [line_msg_id(ln) for ln in lines] == [mid(1), mid(2)]
 
 
 async def test_file_sink_errors_name_the_file(tmp_path: Path) -> None:

@@ -28,16 +28,20 @@ from nmc.audit.records import (
     header_msg_id,
     record_msg_id,
     redact_inputs,
+    upgrade_record,
 )
 from nmc.protocol.ddl import ActionSpec, Input
 
 T = datetime(2025, 11, 25, 12, 0, 0, 123000, tzinfo=timezone.utc).timestamp()
 
 
+NONCE = "0123456789abcdef0123456789abcdef"
+
+
 def rec(phase: str = "decision", **kw) -> AuditRecord:
     fields = dict(phase=phase, request_id="abc123", request_time=1764072000.5, caller="cert=alice", sender="admin.host",
                   identity="web1.example.com", collective="production", agent="puppet", action="runonce",
-                  data={"tags": "ntp", "noop": True}, allowed=True, rule="puppet.policy:4", time=T)
+                  data={"tags": "ntp", "noop": True}, allowed=True, rule="puppet.policy:4", time=T, nonce=NONCE)
     fields.update(kw)
     return AuditRecord(**fields)
 
@@ -47,14 +51,55 @@ def test_encode_decode_round_trip_has_the_protocol_fields() -> None:
     out = decode_record(encode_record(record))
     assert out == record.to_dict()
     assert list(out) == ["protocol", "phase", "time", "request_id", "request_time", "caller", "sender", "identity",
-                         "collective", "agent", "action", "data", "allowed", "rule", "status", "duration_ms"]
-    assert out["protocol"] == "nmc.audit.v1" and out["time"] == "2025-11-25T12:00:00.123Z"
-    assert record_msg_id(out) == record.msg_id == "abc123:web1.example.com:result"
+                         "collective", "agent", "action", "data", "allowed", "rule", "status", "duration_ms", "nonce"]
+    assert out["protocol"] == "nmc.audit.v2" and out["time"] == "2025-11-25T12:00:00.123Z"
+    assert record_msg_id(out) == record.msg_id == f"web1%2Eexample%2Ecom:abc123:result:{NONCE}"
+
+
+def test_every_record_has_its_own_unguessable_id() -> None:
+    first, again = (AuditRecord(phase="decision", request_id="r1", request_time=0.0, caller="cert=a", sender="s",
+                                identity="n1", collective="c", agent="a", action="b") for _ in range(2))
+    assert re.fullmatch(r"[0-9a-f]{32}", first.nonce) and first.nonce != again.nonce
+    assert first.msg_id != again.msg_id, "a request run twice by one node leaves two records"
+    assert first.msg_id.startswith("n1:r1:decision:")
+    # The identity is a subject token, so no request id can make one node's id another node's.
+    assert rec(identity="a:b", request_id="c").msg_id != rec(identity="a", request_id="b:c").msg_id
+
+
+def test_an_old_v1_record_still_decodes_and_keeps_its_old_id() -> None:
+    v1 = {k: v for k, v in rec().to_dict().items() if k != "nonce"} | {"protocol": "nmc.audit.v1"}
+    out = decode_record(json.dumps(v1).encode())
+    assert "nonce" not in out and record_msg_id(out) == "abc123:web1.example.com:decision"
+    upgraded = upgrade_record(out)
+    assert upgraded["protocol"] == "nmc.audit.v2" and re.fullmatch(r"[0-9a-f]{32}", upgraded["nonce"])
+    assert decode_record(json.dumps(upgraded).encode()) == upgraded
+    assert upgrade_record(rec().to_dict()) == rec().to_dict()
+
+
+def test_fields_outside_the_schema_are_dropped() -> None:
+    body = json.dumps({**rec().to_dict(), "verified": True, "extra": [1]}).encode()
+    assert decode_record(body) == rec().to_dict()
 
 
 @pytest.mark.parametrize(("payload", "reason"), [
     (b"\xff", "not UTF-8 JSON"),
-    (b"[]", "not a JSON object"),
+    (b"[]", "must be a JSON object"),
+    ("\ufeff{}".encode(), "byte order mark"),
+    (json.dumps(rec().to_dict()).encode("utf-16"), "not UTF-8 JSON"),
+    (b'{"protocol": "nmc.audit.v2", "x": NaN}', "not JSON"),
+    (b'{"protocol": "nmc.audit.v2", "x": 1e400}', "not JSON"),
+    (b'{"protocol": "nmc.audit.v2", "x": "\\ud800"}', "lone surrogate"),
+    (b"[" * 100_000, "nested too deeply"),
+    (json.dumps({**rec().to_dict(), "request_time": True}).encode(), "'request_time' must be a number"),
+    (json.dumps({**rec().to_dict(), "status": False}).encode(), "'status'"),
+    (json.dumps({**rec().to_dict(), "duration_ms": "1"}).encode(), "'duration_ms'"),
+    (json.dumps({**rec().to_dict(), "allowed": 1}).encode(), "'allowed'"),
+    (json.dumps({**rec().to_dict(), "time": "yesterday"}).encode(), "RFC 3339"),
+    (json.dumps({**rec().to_dict(), "time": "2025-11-25T12:00:00"}).encode(), "time zone"),
+    (json.dumps({**rec().to_dict(), "request_id": "x" * 129}).encode(), "1-128"),
+    (json.dumps({**rec().to_dict(), "nonce": "ABC"}).encode(), "'nonce'"),
+    (json.dumps({k: v for k, v in rec().to_dict().items() if k != "nonce"}).encode(), "'nonce'"),
+    (json.dumps({**rec().to_dict(), "rule": None}).encode(), "'rule'"),
     (b'{"protocol": "nmc.request.v1"}', "protocol"),
     (json.dumps({**rec().to_dict(), "phase": "maybe"}).encode(), "phase"),
     (json.dumps({**rec().to_dict(), "identity": ""}).encode(), "'identity'"),
@@ -87,7 +132,9 @@ def test_json_line_is_one_line_of_the_record() -> None:
     record = rec(data={"msg": "two\nlines", "ü": "ß"}).to_dict()
     line = json_line(record)
     assert "\n" not in line and json.loads(line) == record
-    assert line_msg_id(line) == "abc123:web1.example.com:decision"
+    assert line_msg_id(line) == f"web1%2Eexample%2Ecom:abc123:decision:{NONCE}"
+    old = json_line({k: v for k, v in record.items() if k != "nonce"} | {"protocol": "nmc.audit.v1"})
+    assert line_msg_id(old) == "abc123:web1.example.com:decision"  # lines written before v2 keep their ids
 
 
 def test_mcollective_line_keeps_the_classic_prefix_and_reads_back() -> None:
@@ -97,10 +144,13 @@ def test_mcollective_line_keeps_the_classic_prefix_and_reads_back() -> None:
     assert classic.groups()[:6] == ("2025-11-25T12:00:00.123000Z", "abc123", "1764072000", "cert=alice@admin.host",
                                     "puppet", "runonce")
     assert classic.group(7).startswith('{:tags=>"ntp", :noop=>true}')
-    assert line.endswith(" allowed=true rule=puppet.policy:4 status=0 duration_ms=3.5 identity=web1.example.com phase=result")
-    assert line_msg_id(line) == "abc123:web1.example.com:result"
-    tricky = mcollective_line(rec(data={"note": "x identity=evil phase=result\nmore"}).to_dict())
-    assert "\n" not in tricky and line_msg_id(tricky) == "abc123:web1.example.com:decision"
+    assert line.endswith(" allowed=true rule=puppet.policy:4 status=0 duration_ms=3.5 identity=web1.example.com "
+                         f"phase=result nonce={NONCE}")
+    assert line_msg_id(line) == f"web1%2Eexample%2Ecom:abc123:result:{NONCE}"
+    tricky = mcollective_line(rec(data={"note": "x identity=evil phase=result nonce=00\nmore"}).to_dict())
+    assert "\n" not in tricky and line_msg_id(tricky) == f"web1%2Eexample%2Ecom:abc123:decision:{NONCE}"
+    v1 = mcollective_line({k: v for k, v in rec().to_dict().items() if k != "nonce"})
+    assert v1.endswith("phase=decision") and line_msg_id(v1) == "abc123:web1.example.com:decision"
 
 
 def test_ruby_inspect() -> None:
@@ -145,6 +195,8 @@ def test_text_line() -> None:
                                          'puppet.runonce allowed by puppet.policy:4 req=abc123 {"tags":"ntp","noop":true}')
     assert "DENIED" in text_line(rec(allowed=False, rule="").to_dict())
     assert text_line(rec("result", status=0, duration_ms=7.0, data={}).to_dict()).endswith("status 0 in 7 ms req=abc123")
+    marked = text_line({**rec().to_dict(), "verified": False, "refused": "unsigned"})
+    assert marked.startswith("UNVERIFIED (unsigned) 2025-11-25T12:00:00.123Z web1.example.com decision")
 
 
 def test_query_subject_and_matching() -> None:
@@ -167,7 +219,7 @@ def test_query_subject_and_matching() -> None:
     max_size=4), st.text(min_size=1, max_size=20).filter(lambda s: "\n" not in s and "\r" not in s))
 def test_every_file_line_reads_back_to_its_id(data: dict, request_id: str) -> None:
     record = rec(data=data, request_id=request_id).to_dict()
-    want = f"{request_id}:web1.example.com:decision"
+    want = f"web1%2Eexample%2Ecom:{request_id}:decision:{NONCE}"
     assert line_msg_id(json_line(record)) == want
     line = mcollective_line(record)
     assert "\n" not in line

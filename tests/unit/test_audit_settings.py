@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from nmc.audit.sinks import SyslogTarget
+from nmc.ops import pki
 from nmc.ops.config import ConfigError, load_config
 from nmc.ops.settings import (
     SettingsError,
@@ -14,6 +15,7 @@ from nmc.ops.settings import (
     audit_settings,
     default_spool_path,
     parse_duration,
+    record_verifier,
 )
 
 
@@ -86,3 +88,13 @@ def test_service_bad_values_name_the_key(tmp_path: Path, text: str, key: str) ->
                                                ("-1d", None), ("infd", None)])
 def test_parse_duration(text: str, seconds: float | None) -> None:
     assert parse_duration(text) == seconds
+
+
+def test_records_are_verified_against_the_fleet_ca_or_the_service_does_not_start(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as missing:
+        record_verifier(cfg(tmp_path, "audit.file = a.jsonl\n"))
+    assert "plugin.security.ca_file is not set" in missing.value.reason and "\n" not in missing.value.reason
+    pki.init_ca(tmp_path / "ca")
+    verifier = record_verifier(cfg(tmp_path, f"plugin.security.ca_file = {tmp_path / 'ca' / 'ca.pem'}\n"
+                                             "audit.node_names = *.example.com, web?\n"))
+    assert verifier.node_names == ("*.example.com", "web?")
