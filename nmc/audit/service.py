@@ -9,6 +9,15 @@ and the redelivered records are recognised as written. A restart resumes at
 the consumer's position. It also registers the ADR-32 service `nmc-audit`,
 so `nats micro ls` and the `$SRV` verbs find it.
 
+The stream is the operator's (`nmc audit setup`): the service looks it up
+and never changes it (it creates it only where the broker lets it, with no
+permissions). The consumer is the service's alone (no other role may touch
+it), and the service makes sure it stays the one it reads through: when it
+finds it deleted or changed (another filter, a deliver subject, ...) on an
+idle fetch or every few seconds, it makes it again starting at the record
+after the last one it handled, so records that went past a changed consumer
+are not lost (the ones written already are recognised as duplicates).
+
 Only genuine records are written: signed by a node's certificate whose name
 is the record's identity and its subject's (nmc.audit.verify). Anything else
 is counted (`bad`: not a record, `refused`: not genuine), logged with its
@@ -21,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +41,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from nmc import __version__
 from nmc.audit.dedup import RecentIds
@@ -48,6 +59,8 @@ __all__ = ["SERVICE_NAME", "AuditService", "AuditServiceSettings"]
 SERVICE_NAME = "nmc-audit"
 log = structlog.get_logger("nmc.audit")
 _BACKOFF_MIN, _BACKOFF_MAX = 0.2, 5.0
+_CHECK_EVERY = 5.0  # seconds between looks at the consumer while records keep coming
+_SETUP_HINT = "the operator creates it: `nmc audit setup` with a certificate of role operator"
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,9 @@ class AuditService:
         self._js: JetStreamContext | None = None
         self._sub: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._next_seq: int | None = None  # the stream sequence after the last record handled
+        self._checked = 0.0  # when the consumer was last found as it should be (monotonic)
+        self._stream_warned = False
         self._stopping = asyncio.Event()
         self._log = log.bind(consumer=settings.consumer, file=str(settings.file))
 
@@ -169,28 +185,96 @@ class AuditService:
         return self._stopping.is_set()
 
     async def _subscribe(self) -> Any:
-        """Make sure stream and durable consumer exist (create or update), then bind a pull subscription."""
+        """Find the stream, make sure the durable consumer is the one the service reads through, bind to it."""
+        assert self._js is not None
+        await self._find_stream()
+        await self._ensure_consumer()
+        self._checked = time.monotonic()
+        return await self._js.pull_subscribe_bind(durable=self.settings.consumer, stream=STREAM)
+
+    async def _find_stream(self) -> None:
+        """The stream as the operator made it; created only where the broker lets any client (no permissions)."""
         assert self._js is not None
         try:
-            await ensure_stream(self._js, self.settings.max_age, replicas=self.settings.replicas)
+            info = await ensure_stream(self._js, self.settings.max_age, update=False, replicas=self.settings.replicas)
         except AuditStreamError as exc:
-            # It may exist and just not be ours to change (no permission to update): consume it anyway.
-            try:
-                await self._js.stream_info(STREAM)
-            except Exception:  # noqa: BLE001 - the stream is really not there: report the first error
-                raise exc from None
-            self._log.warning("audit_stream_not_updated", error=exc.reason, max_age=self.settings.max_age,
-                              replicas=self.settings.replicas)
+            raise AuditStreamError(f"{exc.reason} ({_SETUP_HINT})") from exc
+        have = (info.config.max_age or 0, info.config.num_replicas or 1)
+        if have != (self.settings.max_age, self.settings.replicas) and not self._stream_warned:
+            self._stream_warned = True
+            self._log.warning("audit_stream_settings_differ", stream_max_age=have[0], stream_replicas=have[1],
+                              max_age=self.settings.max_age, replicas=self.settings.replicas,
+                              hint="the stream keeps its settings; `nmc audit setup --max-age ...` changes them")
+
+    def _wanted_consumer(self, start_seq: int | None) -> ConsumerConfig:
+        """The durable pull consumer of every audit record, from `start_seq` (None: the stream's first)."""
         config = ConsumerConfig(durable_name=self.settings.consumer, name=self.settings.consumer,
                                 ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
                                 filter_subject=STREAM_SUBJECTS[0], ack_wait=self.settings.ack_wait, max_deliver=-1,
                                 max_ack_pending=self.settings.batch * 4,
                                 description="nmc audit service: writes every record to its file")
+        if start_seq is not None:
+            config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, start_seq
+        return config
+
+    @staticmethod
+    def _changed(config: ConsumerConfig) -> str | None:
+        """Why a consumer found under the service's name may have let records past unwritten (None: it did not)."""
+        filters = list(config.filter_subjects or []) or ([config.filter_subject] if config.filter_subject else [])
+        if filters != [STREAM_SUBJECTS[0]]:
+            return f"filter {', '.join(filters) or '(none)'}"
+        if config.deliver_subject:
+            return f"push consumer delivering to {config.deliver_subject}"
+        if config.ack_policy != AckPolicy.EXPLICIT:
+            return f"ack policy {config.ack_policy}"
+        if config.headers_only:
+            return "delivers headers only"
+        if config.max_deliver not in (None, 0, -1):
+            return f"max_deliver {config.max_deliver}"
+        return None
+
+    async def _ensure_consumer(self) -> None:
+        """Create the consumer, or make it again when it was changed, or set the service's ack settings on it."""
+        assert self._js is not None
+        name = self.settings.consumer
         try:
-            await self._js.add_consumer(STREAM, config)
-        except Exception as exc:  # noqa: BLE001 - reported with the stream's reason, retried by the caller
-            raise AuditStreamError(f"consumer {self.settings.consumer}: {getattr(exc, 'description', None) or exc}") from exc
-        return await self._js.pull_subscribe_bind(durable=self.settings.consumer, stream=STREAM)
+            try:
+                info = await self._js.consumer_info(STREAM, name)
+            except NotFoundError:
+                await self._js.add_consumer(STREAM, self._wanted_consumer(self._next_seq))
+                return
+            reason = self._changed(info.config)
+            if reason is not None:
+                # Records may have gone past it unwritten: start again after the last one handled (the
+                # stream's first when this process handled none yet; those written are duplicates).
+                with contextlib.suppress(NotFoundError):
+                    await self._js.delete_consumer(STREAM, name)
+                await self._js.add_consumer(STREAM, self._wanted_consumer(self._next_seq))
+                self._log.warning("audit_consumer_restored", reason=reason,
+                                  from_stream_seq=self._next_seq or "first")
+            elif (info.config.ack_wait, info.config.max_ack_pending) != (self.settings.ack_wait,
+                                                                          self.settings.batch * 4):
+                config = info.config
+                config.ack_wait, config.max_ack_pending = self.settings.ack_wait, self.settings.batch * 4
+                await self._js.add_consumer(STREAM, config)  # same name: updated in place, position kept
+        except Exception as exc:  # noqa: BLE001 - reported with the server's reason, retried by the caller
+            raise AuditStreamError(f"consumer {name}: {getattr(exc, 'description', None) or exc}") from exc
+
+    async def _check_consumer(self) -> None:
+        """Drop the subscription if the consumer was deleted or changed: `_run` then puts it back (`_subscribe`)."""
+        assert self._js is not None
+        self._checked = time.monotonic()
+        try:
+            info = await self._js.consumer_info(STREAM, self.settings.consumer)
+        except NotFoundError:
+            reason: str | None = "deleted"
+        except Exception:  # noqa: BLE001 - a connection problem: the next fetch reports it, the next look retries
+            return
+        else:
+            reason = self._changed(info.config)
+        if reason is not None:
+            self._log.warning("audit_consumer_changed", reason=reason)
+            await self._drop_subscription()
 
     async def _run(self) -> None:
         delay = _BACKOFF_MIN
@@ -217,8 +301,10 @@ class AuditService:
             try:
                 msgs = fetch.result()
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
-                # nats-py's fetch raises either, depending on where the wait ran out.
-                continue  # nothing new
+                # nats-py's fetch raises either, depending on where the wait ran out. Nothing new:
+                # make sure that is because nothing came, not because the consumer was changed.
+                await self._check_consumer()
+                continue
             except nats.errors.Error as exc:
                 # A consumer deleted under us, a connection problem: rebuild the subscription.
                 self._log.warning("audit_fetch_failed", error=f"{type(exc).__name__}: {exc}")
@@ -229,6 +315,8 @@ class AuditService:
                 continue
             delay = _BACKOFF_MIN
             await self._handle(msgs)
+            if time.monotonic() - self._checked >= _CHECK_EVERY:
+                await self._check_consumer()  # records keep coming, but maybe not all of them
 
     async def _drop_subscription(self) -> None:
         sub, self._sub = self._sub, None
@@ -272,6 +360,9 @@ class AuditService:
         for msg in msgs:
             with contextlib.suppress(nats.errors.Error):
                 await msg.ack()
+        handled = [seq for seq in map(_stream_seq, msgs) if seq is not None]
+        if handled:
+            self._next_seq = max(handled) + 1  # where a consumer made again starts
         self.counters.written += len(fresh)
         self.counters.batches += 1
         if duplicates:

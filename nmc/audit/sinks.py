@@ -41,8 +41,11 @@ __all__ = ["FileSink", "SyslogSink", "SyslogTarget"]
 log = structlog.get_logger("nmc.audit")
 
 
+FILE_MODE = 0o640  # a new audit file: owner read-write, group read, nobody else
+
+
 class FileSink:
-    """Appends records to `path` as lines, rotating by size."""
+    """Appends records to `path` as lines (a new file is created FILE_MODE), rotating by size."""
 
     def __init__(self, path: Path, *, format: str = "json", rotate_bytes: int = 100 << 20, keep: int = 10) -> None:
         if format not in FILE_FORMATS:
@@ -128,7 +131,10 @@ class FileSink:
     def _append(self, lines: list[bytes]) -> None:
         if not lines:
             return
-        with self.path.open("ab") as fh:
+        # Created owner read-write, group read (the umask may take more away): the trail names who
+        # ran what where, and its redacted inputs are still nobody else's business.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        with os.fdopen(fd, "ab") as fh:
             fh.write(b"".join(lines))
             fh.flush()
             os.fsync(fh.fileno())

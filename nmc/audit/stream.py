@@ -5,6 +5,13 @@ for a node to resend what it spooled while a publish timed out, and a
 maximum age (`audit.max_age`) after which JetStream drops old records: the
 audit service's files are the long-term copy. In a JetStream cluster it is
 kept on `plugin.nats.jetstream_replicas` servers (3 survives losing one).
+Rollup headers are refused and records cannot be purged or deleted one by
+one: a node may write its own audit subject, and with `Nats-Rollup: all` one
+record would otherwise wipe the stream.
+
+The operator creates and configures it (`nmc audit setup`, `nmc ops setup`,
+with a certificate of role `operator`); nodes and the audit service only look
+it up, and create it only where the broker lets them (no permissions).
 """
 
 from __future__ import annotations
@@ -58,15 +65,18 @@ def stream_config(max_age: float = DEFAULT_MAX_AGE, replicas: int = 1) -> Stream
     window = DUPLICATE_WINDOW if max_age == 0 else min(DUPLICATE_WINDOW, max_age)
     return StreamConfig(name=STREAM, description="nmc audit records (PROTOCOL.md section 6)",
                         subjects=list(STREAM_SUBJECTS), storage=StorageType.FILE, retention=RetentionPolicy.LIMITS,
-                        discard=DiscardPolicy.OLD, max_age=max_age, duplicate_window=window, num_replicas=replicas)
+                        discard=DiscardPolicy.OLD, max_age=max_age, duplicate_window=window, num_replicas=replicas,
+                        allow_rollup_hdrs=False, deny_delete=True, deny_purge=True)
 
 
 async def ensure_stream(js: JetStreamContext, max_age: float = DEFAULT_MAX_AGE, *, update: bool = True,
                         replicas: int = 1) -> StreamInfo:
-    """Create NMC_AUDIT if missing; with `update`, set its max age (and window) and replicas when they differ.
+    """Create NMC_AUDIT if missing; with `update` (the operator), give an existing one `stream_config`'s settings.
 
-    A clustered JetStream moves an existing stream to more (or fewer) replicas in place,
-    records kept; without `update` (nodes) an existing stream is used as it is.
+    An update sets the max age (and window), the replicas, its subjects and the protection
+    against rollups, purges and deletes (a stream made by an older nmc lacks it). A clustered
+    JetStream moves an existing stream to more (or fewer) replicas in place, records kept;
+    without `update` (nodes, the audit service) an existing stream is used as it is.
     Raises AuditStreamError with the server's reason (no JetStream, no permission, ...).
     """
     wanted = stream_config(max_age, replicas)
@@ -79,10 +89,13 @@ async def ensure_stream(js: JetStreamContext, max_age: float = DEFAULT_MAX_AGE, 
             return info
         current = info.config
         if update and (current.max_age != wanted.max_age or current.duplicate_window != wanted.duplicate_window
-                       or (current.num_replicas or 1) != replicas):
+                       or (current.num_replicas or 1) != replicas or current.subjects != wanted.subjects
+                       or current.allow_rollup_hdrs or not current.deny_delete or not current.deny_purge):
             current.max_age = wanted.max_age
             current.duplicate_window = wanted.duplicate_window
             current.num_replicas = replicas
+            current.subjects = wanted.subjects  # only audit subjects: every user may read this stream
+            current.allow_rollup_hdrs, current.deny_delete, current.deny_purge = False, True, True
             info = await js.update_stream(current)
             log.info("audit_stream_updated", stream=STREAM, max_age=max_age, replicas=replicas)
         return info

@@ -16,6 +16,7 @@ from nmc.audit.errors import AuditStreamError, SinkError
 from nmc.ops.broker import BrokerError
 from nmc.ops.config import Config, ConfigError
 from nmc.ops.dev import DevFleet, DevLayout, FleetBusyError, FleetLock, default_dev_dir
+from nmc.ops.jetstream import SetupError, setup_as
 from nmc.ops.logs import configure_logging
 from nmc.ops.pki import PKIError
 from nmc.ops.serve import (build_audit_service, build_node, build_policy_service, catch_stop_signals, run_nodes,
@@ -86,7 +87,8 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bo
         broker, configs = fleet.prepare()
         announce = _announce_json if as_json else _announce
         asyncio.run(_run_fleet(configs, lambda ids: announce(layout, broker.url, ids, directory is not None),
-                               audit_config=fleet.audit_config(), policy_config=fleet.policy_config()))
+                               audit_config=fleet.audit_config(), policy_config=fleet.policy_config(),
+                               operator_config=fleet.operator_config()))
     except _START_ERRORS as exc:
         raise click.ClickException(f"the dev fleet did not start: {getattr(exc, 'reason', None) or exc}") from exc
     except KeyboardInterrupt:
@@ -102,7 +104,7 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bo
 
 # Whatever stops the fleet from starting: one line, and everything started is stopped again.
 _START_ERRORS = (BrokerError, PKIError, SettingsError, ConfigError, ConnectError, FactError, AuditStreamError,
-                 SinkError, OSError)
+                 SetupError, SinkError, OSError)
 
 # How long a dev daemon may take to connect to the fleet's own broker before start-up gives up.
 _CONNECT_GIVE_UP = 20.0
@@ -113,9 +115,14 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 async def _run_fleet(configs: Sequence[Config], announce: Callable[[list[str]], None], *,
-                     audit_config: Config | None = None, policy_config: Config | None = None) -> None:
+                     audit_config: Config | None = None, policy_config: Config | None = None,
+                     operator_config: Config | None = None) -> None:
     stop = catch_stop_signals()  # from here on a signal at any stage of start-up stops what started
-    # The audit service first (it creates NMC_AUDIT) and last out, so it writes the nodes' final records.
+    # The operator's step first: only its certificate may create the audit stream and the registry bucket.
+    if operator_config is not None and not await unless_stopped(
+            setup_as(operator_config, give_up_after=_CONNECT_GIVE_UP), stop):
+        return
+    # The audit service next and last out, so it writes the nodes' final records.
     audit = build_audit_service(audit_config) if audit_config is not None else None
     try:
         if audit is not None and not await unless_stopped(audit.start(give_up_after=_CONNECT_GIVE_UP), stop):
@@ -148,7 +155,8 @@ async def _run_nodes_with_policy(configs: Sequence[Config], announce: Callable[[
 
 def _announce_json(layout: DevLayout, url: str, identities: list[str], custom_dir: bool) -> None:
     """The ready line for scripts: one JSON object (click.echo flushes it, so a pipe sees it at once)."""
-    click.echo(json.dumps({"broker": url, "client_config": str(layout.client_cfg), "nodes": identities,
+    click.echo(json.dumps({"broker": url, "client_config": str(layout.client_cfg),
+                           "operator_config": str(layout.operator_cfg), "nodes": identities,
                            "audit_file": str(layout.audit_dir / "audit.jsonl"),
                            "policy_dir": str(layout.policy_dir / "policies")}))
 

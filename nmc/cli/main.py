@@ -23,6 +23,7 @@ from nmc.cli.puppet_cmd import puppet
 from nmc.cli.render import choose_color
 from nmc.cli.report_cmds import facts, inventory
 from nmc.cli.serve_cmd import serve
+from nmc.cli.setup_cmd import setup
 from nmc.cli.simulate_cmd import simulate, simulate_worker
 from nmc.cli.systemd_cmd import systemd
 
@@ -55,7 +56,7 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, color: bool | 
 
 @cli.group()
 def ops() -> None:
-    """Operator tools: certificate authority, the embedded broker, the fleet simulator, systemd units.
+    """Operator tools: certificate authority, the embedded broker, JetStream setup, the fleet simulator, systemd units.
 
     \b
     Example:
@@ -67,6 +68,7 @@ def ops() -> None:
 
 ops.add_command(ca)
 ops.add_command(broker)
+ops.add_command(setup)
 ops.add_command(simulate)
 ops.add_command(simulate_worker)
 ops.add_command(systemd)

@@ -1,29 +1,17 @@
 """The broker's half of the security model: one NATS user per certificate, permissions by role.
 
 nats-server's ``verify_and_map`` makes the client certificate's name the NATS
-user (``nmc.security.names.nats_user``); each user gets the permissions of
-the roles its certificate carries (subject ``OU``):
+user (``nmc.security.names.nats_user``); each user gets the union of the
+permissions of the roles its certificate carries (subject ``OU``), as
+``nmc.security.permissions`` defines them (user, node, policy, audit,
+operator, leaf). This module decides which certificates become users and
+renders them: everything else is denied. ``pinned_certs`` lists the public
+keys of the certificates admitted (issued, not revoked, not expired), so a
+revoked certificate is refused at the TLS handshake even when a newer
+certificate of the same name is still admitted.
 
-- ``node``: hears requests for itself and its collective, asks the policy
-  service, writes its own audit records and its own registry key, answers
-  what it was asked (``allow_responses``) and reads only its own inbox;
-- ``user``: publishes requests and ``$SRV`` discovery, reads the registry
-  and the audit stream through consumers delivering to its inbox, and
-  subscribes to nothing but ``_INBOX.<its name>.>``;
-- ``policy``: answers ``nmc.*.authz.check``, announces reloads;
-- ``audit``: owns the ``NMC_AUDIT`` stream and its durable consumer;
-- ``leaf``: a site's leaf server (docs/clusters.md): on the hub, its
-  connection carries the traffic of a whole site's nodes and users, so it
-  gets their permissions for every name, and nothing beyond the collective.
-
-Everything else is denied. ``pinned_certs`` lists the public keys of the
-certificates admitted (issued, not revoked, not expired), so a revoked
-certificate is refused at the TLS handshake even when a newer certificate
-of the same name is still admitted.
-
-The permission sets and ``render_authorization`` are pure;
-``secure_broker_settings`` is the one function that reads (and, for the
-broker's own certificate, writes) files.
+Planning and ``render_authorization`` are pure; ``secure_broker_settings`` is
+the one function that reads (and, for the broker's own certificate, writes) files.
 """
 
 from __future__ import annotations
@@ -31,10 +19,9 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import MappingProxyType
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -42,8 +29,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from nmc.ops import pki
 from nmc.ops.broker import BrokerError, BrokerSettings
-from nmc.protocol.registry import DEFAULT_BUCKET, check_bucket, registry_key
-from nmc.protocol.subjects import PREFIX, encode_token
 from nmc.security import (
     SecurityError,
     certificate_name,
@@ -51,12 +36,28 @@ from nmc.security import (
     load_certificates_pem,
 )
 from nmc.security.crl import RevocationList, Revocations, ca_fingerprint
-from nmc.security.names import inbox_prefix, nats_user
+from nmc.security.names import nats_user
+from nmc.security.permissions import (
+    AUDIT_STREAM,
+    BROKER_ROLE,
+    LEAF_ROLE,
+    OPERATOR_ROLE,
+    ROLE_PERMISSIONS,
+    Permissions,
+    Scope,
+    audit_permissions,
+    leaf_permissions,
+    node_permissions,
+    operator_permissions,
+    policy_permissions,
+    user_permissions,
+)
 
 __all__ = [
     "AUDIT_STREAM",
     "BROKER_ROLE",
     "LEAF_ROLE",
+    "OPERATOR_ROLE",
     "ROLE_PERMISSIONS",
     "Authorization",
     "BrokerUser",
@@ -67,6 +68,7 @@ __all__ = [
     "audit_permissions",
     "leaf_permissions",
     "node_permissions",
+    "operator_permissions",
     "plan_users",
     "policy_permissions",
     "render_authorization",
@@ -74,185 +76,6 @@ __all__ = [
     "spki_pin",
     "user_permissions",
 ]
-
-AUDIT_STREAM = "NMC_AUDIT"
-BROKER_ROLE = "broker"
-LEAF_ROLE = "leaf"
-_JS = "$JS.API"
-
-
-@dataclass(frozen=True)
-class Scope:
-    """What the permissions are about: the collective, the registry bucket and the audit stream."""
-
-    collective: str = "nmc"
-    registry_bucket: str = DEFAULT_BUCKET
-    audit_stream: str = AUDIT_STREAM
-    audit_consumer: str = "nmc-audit"  # the audit service's durable: no user may read, move or delete it
-    jetstream_domain: str = ""  # a hub's domain: its leaf servers send JetStream API requests as $JS.<domain>.API
-
-    def __post_init__(self) -> None:
-        """Refuse names that would not make valid subjects."""
-        if not self.collective:
-            raise ValueError("collective must not be empty")
-        check_bucket(self.registry_bucket)
-        for what, name in (("audit stream", self.audit_stream), ("audit consumer", self.audit_consumer)):
-            if not name or any(c in name for c in " .*>\t\r\n"):
-                raise ValueError(f"{what} name {name!r} must be one subject token")
-
-    @property
-    def base(self) -> str:
-        """``nmc.<encoded collective>``: the root of every request subject."""
-        return f"{PREFIX}.{encode_token(self.collective)}"
-
-    @property
-    def registry_stream(self) -> str:
-        """The stream behind the registry bucket."""
-        return f"KV_{self.registry_bucket}"
-
-
-@dataclass(frozen=True)
-class Permissions:
-    """What one NATS user may publish and subscribe to; ``allow_responses`` lets it answer what it received."""
-
-    publish: tuple[str, ...] = ()
-    subscribe: tuple[str, ...] = ()
-    allow_responses: bool = False
-    publish_deny: tuple[str, ...] = ()  # exceptions carved out of `publish`
-
-    def __or__(self, other: Permissions) -> Permissions:
-        """The union: a certificate with two roles gets both.
-
-        nats-server lets a deny win over any allow, so a subject one role denies
-        stays denied only where the other role does not allow it.
-        """
-        deny = [d for d in self.publish_deny if not other._allows(d)]
-        deny += [d for d in other.publish_deny if not self._allows(d)]
-        return Permissions(publish=_merge(self.publish, other.publish), subscribe=_merge(self.subscribe, other.subscribe),
-                           allow_responses=self.allow_responses or other.allow_responses,
-                           publish_deny=_merge(deny, ()))
-
-
-    def _allows(self, subject: str) -> bool:
-        """Whether these permissions alone let `subject` (and all it stands for) be published."""
-        return (any(_covers(p, subject) for p in self.publish)
-                and not any(_covers(d, subject) for d in self.publish_deny))
-
-
-def _merge(a: Iterable[str], b: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys([*a, *b]))
-
-
-def _covers(pattern: str, subject: str) -> bool:
-    """Whether every subject `subject` stands for (wildcards in it included) matches `pattern`."""
-    want, have = pattern.split("."), subject.split(".")
-    for i, token in enumerate(want):
-        if token == ">":
-            return len(have) > i
-        if i >= len(have) or have[i] == ">" or (token != "*" and token != have[i]) or (token == "*" and have[i] == ">"):
-            return False
-    return len(want) == len(have)
-
-
-def _inbox(name: str) -> str:
-    return f"{inbox_prefix(name)}.>"
-
-
-def node_permissions(name: str, scope: Scope) -> Permissions:
-    """A node named ``name``: its requests, its inbox, its audit records and registry key; answers by reply only."""
-    base, kv = scope.base, scope.registry_stream
-    return Permissions(
-        subscribe=(f"{base}.node.{encode_token(name)}.>", f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>",
-                   f"{base}.authz.reloaded", "$SRV.>", _inbox(name)),
-        publish=(f"{base}.authz.check",
-                 f"{PREFIX}.audit.{encode_token(scope.collective)}.{encode_token(name)}",
-                 f"$KV.{scope.registry_bucket}.{registry_key(scope.collective, name)}",
-                 # The registry publisher and the audit publisher look their stream up, and create it when
-                 # they come first (a create that differs from an existing stream fails: no takeover).
-                 f"{_JS}.STREAM.INFO.{kv}", f"{_JS}.STREAM.CREATE.{kv}",
-                 f"{_JS}.STREAM.INFO.{scope.audit_stream}", f"{_JS}.STREAM.CREATE.{scope.audit_stream}"),
-        allow_responses=True,
-    )
-
-
-def user_permissions(name: str, scope: Scope) -> Permissions:
-    """A person or script: requests and discovery out, replies only into its own inbox."""
-    base, kv, audit = scope.base, scope.registry_stream, scope.audit_stream
-    reads: list[str] = []
-    for stream in (kv, audit):
-        reads += [f"{_JS}.STREAM.INFO.{stream}", f"{_JS}.CONSUMER.CREATE.{stream}",
-                  f"{_JS}.STREAM.MSG.GET.{stream}", f"{_JS}.DIRECT.GET.{stream}.>"]
-    # `nmc audit` reads through named, unacknowledged pull consumers of its own; the audit
-    # service's durable is carved out, so a user can neither take its records nor delete it.
-    reads += [f"{_JS}.CONSUMER.CREATE.{audit}.>", f"{_JS}.CONSUMER.INFO.{audit}.*",
-              f"{_JS}.CONSUMER.DELETE.{audit}.*", f"{_JS}.CONSUMER.MSG.NEXT.{audit}.*"]
-    durable = scope.audit_consumer
-    deny = (f"{_JS}.CONSUMER.CREATE.{audit}.{durable}", f"{_JS}.CONSUMER.CREATE.{audit}.{durable}.>",
-            f"{_JS}.CONSUMER.INFO.{audit}.{durable}", f"{_JS}.CONSUMER.DELETE.{audit}.{durable}",
-            f"{_JS}.CONSUMER.MSG.NEXT.{audit}.{durable}")
-    return Permissions(
-        publish=(f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>", f"{base}.node.>", "$SRV.>", *reads),
-        subscribe=(_inbox(name),),
-        publish_deny=deny,
-    )
-
-
-def policy_permissions(name: str, scope: Scope) -> Permissions:
-    """The action-policy service: answers authorization questions of every collective, announces reloads."""
-    return Permissions(
-        subscribe=(f"{PREFIX}.*.authz.check", "$SRV.>", _inbox(name)),
-        publish=(f"{PREFIX}.*.authz.reloaded",),
-        allow_responses=True,
-    )
-
-
-def audit_permissions(name: str, scope: Scope) -> Permissions:
-    """The audit service: creates the audit stream and reads it through its durable consumer."""
-    stream = scope.audit_stream
-    return Permissions(
-        subscribe=("$SRV.>", _inbox(name)),
-        publish=(f"{_JS}.STREAM.CREATE.{stream}", f"{_JS}.STREAM.UPDATE.{stream}", f"{_JS}.STREAM.INFO.{stream}",
-                 f"{_JS}.STREAM.NAMES",
-                 f"{_JS}.CONSUMER.CREATE.{stream}", f"{_JS}.CONSUMER.CREATE.{stream}.>",
-                 f"{_JS}.CONSUMER.DURABLE.CREATE.{stream}.>", f"{_JS}.CONSUMER.INFO.{stream}.>",
-                 f"{_JS}.CONSUMER.MSG.NEXT.{stream}.>", f"$JS.ACK.{stream}.>", f"$JS.FC.{stream}.>"),
-        allow_responses=True,
-    )
-
-
-def leaf_permissions(name: str, scope: Scope) -> Permissions:
-    """A site's leaf server: what the site's nodes and users may do, for any of their names.
-
-    The hub cannot see which certificate sent a message through a leaf connection: the
-    site's leaf server checks its own clients (the same CA, verify_and_map, per-role
-    users). The hub trusts it for the whole collective's requests, answers, audit
-    records and registry keys, and for nothing else (no $SYS, no stream deletion,
-    never the audit service's durable consumer).
-    """
-    base = scope.base
-    node, user = node_permissions(name, scope), user_permissions(name, scope)
-    # A site's leaf server maps $JS.API to the hub's domain: that is the subject the hub sees.
-    api = f"$JS.{scope.jetstream_domain}.API" if scope.jetstream_domain else _JS
-    js = [api + s[len(_JS):] for s in (*node.publish, *user.publish) if s.startswith(_JS)]
-    deny = tuple(api + s[len(_JS):] for s in user.publish_deny)
-    return Permissions(
-        publish=(f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>", f"{base}.node.>", f"{base}.authz.>",
-                 f"{PREFIX}.audit.{encode_token(scope.collective)}.>", f"$KV.{scope.registry_bucket}.>",
-                 "$SRV.>", "_INBOX.>", *_merge(js, ())),
-        subscribe=(f"{base}.>", "$SRV.>", "_INBOX.>"),
-        allow_responses=True,
-        publish_deny=deny,
-    )
-
-
-ROLE_PERMISSIONS: Mapping[str, Callable[[str, Scope], Permissions]] = MappingProxyType({
-    "audit": audit_permissions,
-    "leaf": leaf_permissions,
-    "node": node_permissions,
-    "policy": policy_permissions,
-    "user": user_permissions,
-})
-
 
 def spki_pin(cert: x509.Certificate) -> str:
     """The certificate's ``pinned_certs`` entry: hex SHA-256 of its DER SubjectPublicKeyInfo."""

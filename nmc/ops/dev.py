@@ -23,7 +23,7 @@ from nmc.ops.brokercfg import TrustSources, secure_broker_settings
 from nmc.ops.config import Config, load_config
 from nmc.protocol.unsigned import UNSIGNED_CALLER
 
-__all__ = ["DevFleet", "DevLayout", "FleetBusyError", "FleetLock", "ensure_ca", "ensure_certificate", "default_dev_dir", "node_facts_for", "write_fleet"]
+__all__ = ["DevFleet", "DevLayout", "FleetBusyError", "FleetLock", "OPERATOR_NAME", "ensure_ca", "ensure_certificate", "default_dev_dir", "node_facts_for", "write_fleet"]
 
 _COUNTRIES = ("us", "de", "uk", "us", "fr")
 _ROLES = ("web", "web", "db", "db", "cache")
@@ -35,6 +35,8 @@ _OSES: tuple[dict[str, Any], ...] = (
 CLIENT_NAME = "admin"
 AUDIT_NAME = "nmc-audit"
 POLICY_NAME = "nmc-policy"
+# Role `operator`: the one certificate that may create and configure the fleet's streams (nmc.ops.jetstream).
+OPERATOR_NAME = "nmc-operator"
 # Written once: edits survive `nmc dev up` restarts, and the service reloads them while it runs.
 DEFAULT_POLICY = f"""# written by `nmc dev up`: the dev client may run everything; nobody else anything.
 # Add <agent>.policy files next to this one; see docs/authorization.md.
@@ -83,6 +85,11 @@ class DevLayout:
     def client_cfg(self) -> Path:
         """The client config `nmc` finds by default."""
         return self.root / "client.cfg"
+
+    @property
+    def operator_cfg(self) -> Path:
+        """The operator's client config (`nmc --config ... audit setup`): certificate of role `operator`."""
+        return self.root / "operator.cfg"
 
     @property
     def broker_dir(self) -> Path:
@@ -159,7 +166,13 @@ def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc"
         } | (_puppet_site(ndir, identity, facts["role"]) if puppet else {}) | dict(node_overrides or {}))
         server_cfgs.append(ndir / "server.cfg")
     _write_policy_service(layout, url, collective, ca)
-    # Role `audit`: the broker lets it own the NMC_AUDIT stream and its durable consumer.
+    operator = ensure_certificate(layout.ca_dir, OPERATOR_NAME, ("operator",))
+    _write_cfg(layout.operator_cfg, {
+        "main_collective": collective, "plugin.nats.servers": url,
+        "plugin.security.ca_file": str(ca), "plugin.security.cert_file": str(operator.certificate),
+        "plugin.security.key_file": str(operator.key),
+    })
+    # Role `audit`: the broker lets it read NMC_AUDIT through its own durable consumer (nmc.security.permissions).
     audit = ensure_certificate(layout.ca_dir, AUDIT_NAME, ("service", "audit"))
     _write_cfg(layout.audit_cfg, {"plugin.nats.servers": url, "audit.file": "audit.jsonl",
                                   "plugin.security.ca_file": str(ca), "plugin.security.cert_file": str(audit.certificate),
@@ -308,6 +321,10 @@ class DevFleet:
     def audit_config(self) -> Config:
         """The config of the fleet's audit service (written by prepare())."""
         return load_config(self.layout.audit_cfg, kind="server", env={})
+
+    def operator_config(self) -> Config:
+        """The operator's config, whose certificate creates the streams (written by prepare())."""
+        return load_config(self.layout.operator_cfg, kind="client", env={})
 
 
 def allow_unsigned(layout: DevLayout, actions: tuple[str, ...]) -> None:

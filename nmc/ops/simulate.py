@@ -33,6 +33,7 @@ import structlog
 
 from nmc.ops.broker import Broker, BrokerSettings, free_port
 from nmc.ops.brokercfg import TrustSources, secure_broker_settings
+from nmc.ops.jetstream import SetupError, setup_as
 from nmc.ops.config import load_config
 from nmc.ops.dev import POLICY_NAME, DevLayout, node_facts_for, write_fleet
 from nmc.ops.serve import build_audit_service, build_node, build_policy_service
@@ -322,8 +323,13 @@ class Simulator:
             if self.settings.authz == "service" else None
         began = time.monotonic()
         try:
+            try:
+                # The operator's step: only its certificate may create the audit stream and the registry bucket.
+                await setup_as(load_config(self.layout.operator_cfg, kind="client", env={}))
+            except SetupError as exc:
+                raise SimulateError(f"JetStream setup: {exc.reason}") from exc
             if audit is not None:
-                await audit.start()  # first: it creates NMC_AUDIT before the nodes write to it
+                await audit.start()  # before the nodes, so it writes their first records as they come
             if policy is not None:
                 await policy.start()
             await self._start_workers(stop)

@@ -10,6 +10,12 @@ and know exactly whom to wait for (`nmc.client.registry`).
 The registry is a discovery aid, never a reason for a node to fail: no
 JetStream, a broker restart or a deleted bucket are logged as warnings and
 retried on the next tick.
+
+The bucket (`bucket_config`) refuses rollup headers and purges: a node may
+write only its own key (broker permissions), and without this one put of its
+own key with `Nats-Rollup: all` would wipe every other record. The operator
+creates it (`nmc ops setup`); a node creates it only where the broker lets it
+(no permissions), and never changes an existing one.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 from nats.aio.client import Client as NATS
-from nats.js.errors import APIError, BucketNotFoundError
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
+from nats.js.client import JetStreamContext
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from nmc import __version__
@@ -33,11 +41,54 @@ from nmc.tasks import cancel_and_wait
 if TYPE_CHECKING:
     from nmc.services.node import Node
 
-__all__ = ["RegistryPublisher", "RegistrySettings"]
+__all__ = ["RegistryPublisher", "RegistrySettings", "bucket_config", "ensure_bucket"]
 
 log = structlog.get_logger("nmc.registry")
 # nats-server's error code for "replicas > 1 not supported in non-clustered mode".
 _NOT_CLUSTERED = 10074
+_DUPLICATE_WINDOW = 120.0  # nats-py's for a key-value bucket (never longer than the TTL)
+
+
+def bucket_config(bucket: str = DEFAULT_BUCKET, ttl: float = 180.0, replicas: int = 1) -> StreamConfig:
+    """The registry bucket's stream: a key-value bucket (history 1, `ttl` seconds) that refuses rollups and purges.
+
+    What nats-py's create_key_value makes, except `allow_rollup_hdrs` (off), `deny_purge`
+    (on) and per-message TTLs (off): nmc writes with put and delete only.
+    """
+    check_bucket(bucket)
+    if not (math.isfinite(ttl) and ttl > 0):
+        raise ValueError(f"registry ttl must be a positive number of seconds, got {ttl!r}")
+    if not 1 <= replicas <= 5:
+        raise ValueError(f"registry replicas must be between 1 and 5, got {replicas!r}")
+    return StreamConfig(name=f"KV_{bucket}", description="nmc registry: identity -> facts, classes, agents",
+                        subjects=[f"$KV.{bucket}.>"], retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
+                        discard=DiscardPolicy.NEW, max_msgs_per_subject=1, max_age=ttl,
+                        duplicate_window=min(_DUPLICATE_WINDOW, ttl), max_consumers=-1, max_msgs=-1, max_bytes=-1,
+                        max_msg_size=-1, num_replicas=replicas, allow_rollup_hdrs=False, deny_delete=True,
+                        deny_purge=True, allow_direct=False)
+
+
+async def ensure_bucket(js: JetStreamContext, bucket: str = DEFAULT_BUCKET, ttl: float = 180.0, *, replicas: int = 1,
+                        update: bool = True) -> StreamInfo:
+    """Create the registry bucket if missing; with `update`, give an existing one `bucket_config`'s settings.
+
+    An update keeps the records; it turns rollups off and purge protection on for a bucket made
+    by an older nmc or by nats-py (which turn rollups on), and sets the TTL and replicas.
+    Raises nats errors (APIError with the server's reason, timeouts) to the caller.
+    """
+    wanted = bucket_config(bucket, ttl, replicas)
+    try:
+        info = await js.stream_info(wanted.name or "")
+    except NotFoundError:
+        return await js.add_stream(wanted)
+    current = info.config
+    if update and (current.allow_rollup_hdrs or not current.deny_purge or not current.deny_delete
+                   or current.max_age != wanted.max_age or (current.num_replicas or 1) != replicas):
+        current.allow_rollup_hdrs, current.deny_purge, current.deny_delete = False, True, True
+        current.max_age, current.num_replicas = wanted.max_age, replicas
+        current.duplicate_window = min(current.duplicate_window or _DUPLICATE_WINDOW, ttl)
+        info = await js.update_stream(current)
+    return info
 
 
 @dataclass(frozen=True)
@@ -147,9 +198,10 @@ class RegistryPublisher:
             kv = await js.key_value(bucket)
         except BucketNotFoundError:
             try:
-                # Same config from every node makes a concurrent create idempotent on the server.
-                kv = await js.create_key_value(bucket=bucket, ttl=ttl, history=1, replicas=replicas,
-                                               description="nmc registry: identity -> facts, classes, agents")
+                # Same config from every node makes a concurrent create idempotent on the server. Where the
+                # broker's permissions leave creating it to the operator (`nmc ops setup`), this fails, is
+                # logged and retried on the next tick.
+                await js.add_stream(bucket_config(bucket, ttl, replicas))
             except APIError as exc:
                 if exc.err_code == _NOT_CLUSTERED:
                     raise RuntimeError(f"bucket {bucket}: {replicas} replicas need a JetStream cluster and this broker "
@@ -158,7 +210,7 @@ class RegistryPublisher:
                 kv = await js.key_value(bucket)
             else:
                 self._log.info("registry_bucket_created", ttl=ttl, replicas=replicas)
-                return kv
+                return await js.key_value(bucket)
         status = await kv.status()
         have = status.stream_info.config.num_replicas or 1
         if have != replicas:

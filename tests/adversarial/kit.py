@@ -12,6 +12,7 @@ them, as it admits any certificate the fleet's CA issued):
 | `node9.example.net` | node | a compromised node: no daemon, the attacker holds its key |
 | `nmc-policy` | service, policy | the policy service (running) |
 | `nmc-audit` | service, audit | the audit service (running, writes `audit_file`) |
+| `nmc-operator` | operator | the operator: creates the streams before the daemons start |
 | `site1` | leaf | a site's leaf server certificate |
 
 Attacks use raw nats-py (`connect_as`) with one of these certificates; the daemons
@@ -43,6 +44,7 @@ from nmc.ops.broker import Broker, BrokerSettings, free_port
 from nmc.ops.brokercfg import TrustSources, secure_broker_settings
 from nmc.ops.config import Config, load_config
 from nmc.ops.dev import DevLayout, node_facts_for, write_fleet
+from nmc.ops.jetstream import setup_as
 from nmc.ops.serve import build_audit_service, build_node, build_policy_service
 from nmc.security import Signer, Verifier
 from nmc.security.names import inbox_prefix
@@ -146,9 +148,11 @@ class HostileFleet:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> HostileFleet:
-        """Broker, audit service, policy service, then every node (each connected and subscribed)."""
+        """Broker, the operator's stream setup, audit and policy services, then every node (connected, subscribed)."""
         assert self.broker is not None
         await asyncio.to_thread(self.broker.start)
+        # The operator's step, as `nmc dev up` runs it: no daemon may create or change a stream.
+        await setup_as(load_config(self.layout.operator_cfg, kind="client", env={}))
         self.audit = build_audit_service(load_config(self.layout.audit_cfg, kind="server", env={}))
         await self.audit.start()
         self.policy = build_policy_service(load_config(self.layout.policy_cfg, kind="server", env={}))

@@ -29,6 +29,7 @@ from nmc.ops import pki
 from nmc.ops.broker import Broker, BrokerSettings
 from nmc.ops.brokercfg import Scope, TrustSources, secure_broker_settings
 from nmc.ops.config import Config, load_config
+from nmc.ops.jetstream import setup_as
 from nmc.ops.serve import build_node
 from nmc.protocol.status import Status
 from nmc.security import (
@@ -258,7 +259,10 @@ def _client_cfg(tmp_path: Path, url: str, ca_dir: Path, name: str) -> Config:
 
 async def test_fleet_works_under_the_generated_configuration(nats_server_factory, ca_dir, tmp_path):
     """tls:// URL and only plugin.security.* set: nodes register, answer ping and rpc; users read the registry."""
+    pki.issue(ca_dir, "ops1", roles=("operator",))
     broker = _secure(nats_server_factory, TrustSources(ca_dir=ca_dir))
+    # The operator's step first: nodes may write their registry key, but not create the bucket.
+    await setup_as(_client_cfg(tmp_path, broker.url, ca_dir, "ops1"))
     nodes = [await build_node(_node_cfg(tmp_path, broker.url, ca_dir, name), agents=BUILTIN_AGENTS)
              for name in ("web1.example.com", "web2.example.com")]
     for node in nodes:
@@ -330,15 +334,21 @@ async def test_rotation_reload_admits_the_new_key_and_refuses_the_revoked_one(na
 
 
 async def test_policy_and_audit_services_get_what_they_need(nats_server_factory, ca_dir):
-    """policy: a queue subscription on authz.check and answers; audit: its stream and durable consumer."""
+    """policy: a queue subscription on authz.check and answers; audit: its durable consumer on the operator's stream."""
     from nats.js.api import ConsumerConfig
 
     from nmc.audit.stream import STREAM, ensure_stream
 
     pki.issue(ca_dir, "policy1", roles=("policy",))
     pki.issue(ca_dir, "audit1", roles=("audit",))
+    pki.issue(ca_dir, "ops1", roles=("operator",))
     broker = _secure(nats_server_factory, TrustSources(ca_dir=ca_dir))
     errors = Errors()
+    operator = await _connect(broker.url, _as(ca_dir, "ops1"), "ops1", errors)
+    try:
+        await ensure_stream(operator.jetstream())  # the operator's step: nobody else may create a stream
+    finally:
+        await operator.close()
     policy = await _connect(broker.url, _as(ca_dir, "policy1"), "policy1", errors)
     audit = await _connect(broker.url, _as(ca_dir, "audit1"), "audit1", errors)
     node = await _connect(broker.url, _as(ca_dir, "web1.example.com"), "web1.example.com", errors)
@@ -353,7 +363,7 @@ async def test_policy_and_audit_services_get_what_they_need(nats_server_factory,
         await policy.publish("nmc.nmc.authz.reloaded", b"{}")
 
         js = audit.jetstream()
-        await ensure_stream(js)
+        assert (await ensure_stream(js, update=False)).config.name == STREAM  # looks it up, as the service does
         ack = await node.jetstream().publish("nmc.audit.nmc.web1%2Eexample%2Ecom", b'{"phase":"decision"}',
                                              headers={"Nats-Msg-Id": "r1:web1:decision"})
         assert ack.stream == STREAM

@@ -9,10 +9,12 @@ import pytest
 from nmc.ops.broker import BrokerError, BrokerSettings, render_config
 from nmc.ops.brokercfg import (
     Authorization,
+    BrokerUser,
     Permissions,
     Scope,
     audit_permissions,
     node_permissions,
+    operator_permissions,
     plan_users,
     policy_permissions,
     render_authorization,
@@ -38,10 +40,12 @@ def test_user_subscribes_only_to_its_own_inbox_and_publishes_requests():
     perms = user_permissions("alice", Scope(collective="prod"))
     assert perms.subscribe == ("_INBOX.alice.>",)
     assert perms.publish[:5] == ("nmc.prod.all.>", "nmc.prod.fact.>", "nmc.prod.class.>", "nmc.prod.node.>", "$SRV.>")
-    assert "$JS.API.CONSUMER.CREATE.KV_nmc_registry" in perms.publish
-    assert not perms.allow_responses
+    # Streams are read one stored message at a time: no consumer, no direct get (their deliveries go anywhere).
+    assert {"$JS.API.STREAM.INFO.KV_nmc_registry", "$JS.API.STREAM.MSG.GET.KV_nmc_registry",
+            "$JS.API.STREAM.INFO.NMC_AUDIT", "$JS.API.STREAM.MSG.GET.NMC_AUDIT"} <= set(perms.publish)
+    assert not any("CONSUMER" in s or "DIRECT" in s for s in perms.publish)
+    assert not perms.allow_responses and perms.publish_deny == ()
     assert not any(s.startswith(("nmc.audit", "_INBOX", "$KV.")) for s in perms.publish)
-    assert "$JS.API.CONSUMER.MSG.NEXT.NMC_AUDIT.nmc-audit" in perms.publish_deny
 
 
 def test_node_hears_its_own_subjects_and_writes_only_its_own_records():
@@ -51,25 +55,38 @@ def test_node_hears_its_own_subjects_and_writes_only_its_own_records():
     assert {"nmc.nmc.authz.check", "nmc.audit.nmc.web1%2Eexample%2Ecom",
             "$KV.nmc_registry.nmc.web1=2Eexample=2Ecom"} <= set(perms.publish)
     assert not any(s.startswith("nmc.nmc.all") for s in perms.publish)
-    assert perms.allow_responses
+    # Answers go to inboxes, never through allow_responses (which beats every deny); streams are the operator's.
+    assert not perms.allow_responses and "_INBOX.>" in perms.publish
+    assert not any("STREAM.CREATE" in s or "STREAM.UPDATE" in s for s in perms.publish)
 
 
 def test_services_get_their_subjects():
     policy = policy_permissions("p1", Scope())
-    assert policy.subscribe == ("nmc.*.authz.check", "$SRV.>", "_INBOX.p1.>") and policy.allow_responses
-    assert policy.publish == ("nmc.*.authz.reloaded",)
+    assert policy.subscribe == ("nmc.*.authz.check", "$SRV.>", "_INBOX.p1.>") and not policy.allow_responses
+    assert policy.publish == ("nmc.*.authz.reloaded", "_INBOX.>")
     audit = audit_permissions("a1", Scope())
-    assert "$JS.API.CONSUMER.DURABLE.CREATE.NMC_AUDIT.>" in audit.publish and "$JS.ACK.NMC_AUDIT.>" in audit.publish
-    assert audit.subscribe == ("$SRV.>", "_INBOX.a1.>")
+    # Its own durable in every subject form that names it; never the nameless CREATE.<stream>.
+    assert {"$JS.API.CONSUMER.CREATE.NMC_AUDIT.nmc-audit", "$JS.API.CONSUMER.CREATE.NMC_AUDIT.nmc-audit.>",
+            "$JS.API.CONSUMER.DURABLE.CREATE.NMC_AUDIT.nmc-audit", "$JS.ACK.NMC_AUDIT.nmc-audit.>"} <= set(audit.publish)
+    assert not audit.may_publish("$JS.API.CONSUMER.CREATE.NMC_AUDIT")
+    assert not audit.may_publish("$JS.API.CONSUMER.CREATE.NMC_AUDIT.other")
+    assert not any("STREAM.CREATE" in s or "STREAM.UPDATE" in s for s in audit.publish)
+    assert audit.subscribe == ("$SRV.>", "_INBOX.a1.>") and not audit.allow_responses
+    operator = operator_permissions("ops1", Scope())
+    assert operator.subscribe == ("_INBOX.ops1.>",)
+    assert set(operator.publish) == {f"$JS.API.STREAM.{verb}.{stream}" for verb in ("INFO", "CREATE", "UPDATE")
+                                     for stream in ("NMC_AUDIT", "KV_nmc_registry")}
 
 
 def test_union_keeps_a_deny_only_where_the_other_role_does_not_allow_it():
     scope = Scope()
     both = user_permissions("ops", scope) | audit_permissions("ops", scope)
-    assert "$JS.API.CONSUMER.MSG.NEXT.NMC_AUDIT.nmc-audit" not in both.publish_deny
-    assert both.allow_responses and "_INBOX.ops.>" in both.subscribe
+    assert both.may_publish("$JS.API.CONSUMER.MSG.NEXT.NMC_AUDIT.nmc-audit") and "_INBOX.ops.>" in both.subscribe
+    assert both.may_publish("nmc.nmc.all.rpcutil.ping") and not both.allow_responses
     same = user_permissions("u", scope) | user_permissions("u", scope)
-    assert same.publish_deny == user_permissions("u", scope).publish_deny
+    assert same == user_permissions("u", scope)
+    partial = Permissions(publish=("a.>",), publish_deny=("a.b",))
+    assert (partial | partial).publish_deny == ("a.b",)
     assert (Permissions(publish=("a.b",)) | Permissions(publish_deny=("a.b",))).publish_deny == ()
     assert (Permissions(publish=("x",)) | Permissions(publish_deny=("a.b",))).publish_deny == ("a.b",)
 
@@ -123,8 +140,10 @@ def test_render_is_a_users_block_with_allow_deny_and_responses(ca):
     text = render_authorization(auth)
     assert text.startswith("authorization {") and text.endswith("}")
     assert 'user: "alice"' in text and 'subscribe: { allow: ["_INBOX.alice.>"] }' in text
-    assert ', deny: ["$JS.API.CONSUMER.CREATE.NMC_AUDIT.nmc-audit"' in text
-    assert text.count("allow_responses: true") == 1
+    assert "allow_responses" not in text and "deny" not in text
+    perms = Permissions(publish=("a.>",), publish_deny=("a.b",), allow_responses=True)
+    one = render_authorization(Authorization(users=(BrokerUser(user="u", name="u", roles=(), pins=(), permissions=perms),)))
+    assert 'publish: { allow: ["a.>"], deny: ["a.b"] }' in one and one.count("allow_responses: true") == 1
     assert "# skipped x: no broker role" in text
     assert 'users = [\n  ]' in render_authorization(Authorization())
 

@@ -86,8 +86,8 @@ def test_leaf_permissions_cover_the_collective_and_the_hub_domain_only():
     assert not any(s.startswith(("nmc.other", "$SYS")) or s == ">" for s in perms.publish)
     js = [s for s in perms.publish if s.startswith("$JS.")]
     assert js and all(s.startswith("$JS.hub.API.") for s in js)
-    assert "$JS.hub.API.CONSUMER.DELETE.NMC_AUDIT.nmc-audit" in perms.publish_deny
-    assert not any("STREAM.DELETE" in s for s in perms.publish)
+    assert "$JS.hub.API.STREAM.MSG.GET.NMC_AUDIT" in perms.publish and not perms.allow_responses
+    assert not any("STREAM.DELETE" in s or "STREAM.CREATE" in s or "CONSUMER" in s for s in perms.publish)
 
 
 def test_cli_config_rejects_leaf_and_routes_together_in_one_line(tmp_path):

@@ -1,0 +1,123 @@
+"""The operator's JetStream step: the audit stream and the registry bucket, made before any daemon runs.
+
+No running daemon may create or change a stream (nmc.security.permissions,
+rule 3): a node or service key could otherwise make the audit stream, which
+every user may read, capture requests, or turn rollups back on. The operator
+runs this once per fleet (and again to change a setting) with a certificate
+of role `operator`: `nmc ops setup` does both, `nmc audit setup` the audit
+stream alone; `nmc dev up`, `nmc ops simulate` and the tests run it with the
+fleet's `nmc-operator` certificate before the first daemon starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import nats.errors
+from nats.js.api import StreamInfo
+from nats.js.client import JetStreamContext
+from nats.js.errors import APIError
+
+from nmc.audit.errors import AuditStreamError
+from nmc.audit.stream import DEFAULT_MAX_AGE, ensure_stream, replicas_reason
+from nmc.ops.config import Config
+from nmc.ops.settings import client_servers, connect_timeout, jetstream_replicas, tls_context
+from nmc.protocol.registry import DEFAULT_BUCKET, check_bucket
+from nmc.security.names import inbox_prefix, tls_identity
+from nmc.services.registry import ensure_bucket
+from nmc.transport import ConnectError, connect
+
+__all__ = ["DEFAULT_REGISTRY_TTL", "JetStreamSetup", "SetupError", "SetupResult", "setup_as", "setup_jetstream"]
+
+DEFAULT_REGISTRY_TTL = 180.0  # three missed refreshes at the nodes' default registerinterval (60 s)
+# A refused publish gets no answer, only a timeout: say what usually causes it.
+_NO_ANSWER = "no answer from JetStream (is it enabled, and does this certificate have role `operator`?)"
+
+
+class SetupError(Exception):
+    """A stream could not be created or configured; `reason` is one line and names it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class JetStreamSetup:
+    """What the operator asks for: the audit stream's max age, the registry bucket and its TTL, the replicas."""
+
+    audit_max_age: float = DEFAULT_MAX_AGE  # seconds; 0 keeps records forever
+    registry_bucket: str = DEFAULT_BUCKET
+    registry_ttl: float = DEFAULT_REGISTRY_TTL
+    replicas: int = 1
+
+    def __post_init__(self) -> None:
+        check_bucket(self.registry_bucket)
+        if not (math.isfinite(self.registry_ttl) and self.registry_ttl > 0):
+            raise ValueError(f"registry ttl must be a positive number of seconds, got {self.registry_ttl!r}")
+        if not 1 <= self.replicas <= 5:
+            raise ValueError(f"JetStream replicas must be between 1 and 5, got {self.replicas!r}")
+
+    @classmethod
+    def from_config(cls, config: Config, **given: float | str | None) -> JetStreamSetup:
+        """The replicas and bucket of the operator's config (plugin.nats.jetstream_replicas, plugin.registry.bucket)."""
+        values = {k: v for k, v in given.items() if v is not None}
+        bucket = config.get("plugin.registry.bucket") or DEFAULT_BUCKET
+        return cls(registry_bucket=bucket, replicas=jetstream_replicas(config), **values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SetupResult:
+    """The two streams as the broker has them after the setup."""
+
+    audit: StreamInfo
+    registry: StreamInfo
+
+
+async def setup_jetstream(js: JetStreamContext, setup: JetStreamSetup = JetStreamSetup()) -> SetupResult:
+    """Create, or give their settings to, NMC_AUDIT and the registry bucket (SetupError with the reason)."""
+    try:
+        audit = await ensure_stream(js, setup.audit_max_age, replicas=setup.replicas)
+    except AuditStreamError as exc:
+        if isinstance(exc.__cause__, (nats.errors.TimeoutError, TimeoutError)):
+            raise SetupError(f"stream NMC_AUDIT: {_NO_ANSWER}") from exc
+        raise SetupError(exc.reason) from exc
+    bucket = f"bucket {setup.registry_bucket}"
+    try:
+        registry = await ensure_bucket(js, setup.registry_bucket, setup.registry_ttl, replicas=setup.replicas)
+    except APIError as exc:
+        raise SetupError(f"{bucket}: {replicas_reason(exc, setup.replicas)}") from exc
+    except (nats.errors.TimeoutError, TimeoutError) as exc:
+        raise SetupError(f"{bucket}: {_NO_ANSWER}") from exc
+    except Exception as exc:  # noqa: BLE001 - no responders (no JetStream), closed connection
+        raise SetupError(f"{bucket}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
+    return SetupResult(audit=audit, registry=registry)
+
+
+async def setup_as(config: Config, setup: JetStreamSetup | None = None, *,
+                   give_up_after: float | None = None) -> SetupResult:
+    """Connect with `config`'s certificate (an operator's), run `setup_jetstream`, disconnect.
+
+    `setup` defaults to the config's replicas and bucket; the first connection is retried
+    until `give_up_after` seconds (the config's connect timeout when None). SetupError on failure.
+    """
+    layout = setup or JetStreamSetup.from_config(config)
+    tls = tls_context(config)
+    servers = client_servers(config)
+    options: dict[str, object] = {"servers": list(servers), "name": "nmc setup", "tls": tls,
+                                  "connect_timeout": connect_timeout(config), "allow_reconnect": True,
+                                  "max_reconnect_attempts": 1, "reconnect_time_wait": 0.25}
+    owner = tls_identity(tls)
+    if owner:
+        options["inbox_prefix"] = inbox_prefix(owner)  # the only inbox the broker lets it read
+    try:
+        nc = await connect(options, give_up_after=connect_timeout(config) if give_up_after is None else give_up_after)
+    except ConnectError as exc:
+        raise SetupError(f"cannot connect to NATS at {', '.join(servers)}: {exc.reason}") from exc
+    try:
+        return await setup_jetstream(nc.jetstream(), layout)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()

@@ -1,0 +1,266 @@
+"""What each certificate role may publish and subscribe to at the broker (pure: names in, subjects out).
+
+nats-server's ``verify_and_map`` makes a client certificate's name its NATS user,
+and ``nmc.ops.brokercfg`` renders one user per certificate with the union of the
+permissions of its roles (the subject's ``OU`` values). docs/security.md has the
+same table for people, and a test checks it against these functions.
+
+- ``user``: publishes requests and ``$SRV`` discovery; reads the registry and the
+  audit stream one stored message at a time (``STREAM.INFO``, ``STREAM.MSG.GET``);
+  subscribes to nothing but ``_INBOX.<its name>.>``.
+- ``node``: hears requests for itself and its collective; asks the policy service;
+  writes its own audit subject and its own registry key; answers into inboxes.
+- ``policy``: answers ``nmc.*.authz.check`` into inboxes, announces reloads.
+- ``audit``: reads ``NMC_AUDIT`` through its own durable pull consumer.
+- ``operator``: creates and changes the audit stream and the registry bucket
+  (``nmc audit setup``, ``nmc ops setup``); nothing else.
+- ``leaf``: a site's leaf server: what the site's nodes and users may do, for any name.
+
+Three rules hold for every role, because nats-server enforces nothing finer:
+
+1. **Answers go to inboxes only.** ``allow_responses`` would let a daemon publish to
+   the reply subject of anything it received, and nats-server lets such an answer win
+   over every ``deny`` (server/client.go ``pubAllowedFullCheck``). The sender chooses
+   the reply subject, so a user could aim a node's answer at another node's registry
+   key. Roles that answer get ``publish _INBOX.>`` instead, where every nmc
+   connection takes its replies.
+2. **No role reads through consumers it makes, except the audit service's durable.**
+   nats-server checks neither a push consumer's deliver subject nor the reply
+   subject of a pull request or direct get against the asker's permissions, so any
+   role that may create a consumer or fetch from one can have stored records
+   delivered onto any subject. Readers use ``STREAM.MSG.GET``: its answer is the
+   server's JSON (the record inside, base64), never a raw message.
+3. **Stream configuration is the operator's.** No running daemon may create,
+   change, purge or delete a stream, so no daemon key can make a stream capture
+   requests or turn on rollups.
+
+The permissions of a role depend on its name and the ``Scope`` only, never on which
+other certificates exist: regenerating the configuration after a revocation leaves
+every other user's permissions exactly as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from nmc.protocol.registry import DEFAULT_BUCKET, check_bucket, registry_key
+from nmc.protocol.subjects import PREFIX, encode_token
+from nmc.security.names import INBOX_ROOT, inbox_prefix
+
+__all__ = [
+    "AUDIT_CONSUMER",
+    "AUDIT_STREAM",
+    "BROKER_ROLE",
+    "LEAF_ROLE",
+    "OPERATOR_ROLE",
+    "ROLE_PERMISSIONS",
+    "Permissions",
+    "Scope",
+    "audit_permissions",
+    "leaf_permissions",
+    "node_permissions",
+    "operator_permissions",
+    "policy_permissions",
+    "subject_matches",
+    "user_permissions",
+]
+
+AUDIT_STREAM = "NMC_AUDIT"
+AUDIT_CONSUMER = "nmc-audit"
+BROKER_ROLE = "broker"
+LEAF_ROLE = "leaf"
+OPERATOR_ROLE = "operator"
+_JS = "$JS.API"
+_ANSWERS = f"{INBOX_ROOT}.>"  # where every nmc connection takes its replies (nmc.security.names)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the permissions are about: the collective, the registry bucket and the audit stream."""
+
+    collective: str = "nmc"
+    registry_bucket: str = DEFAULT_BUCKET
+    audit_stream: str = AUDIT_STREAM
+    audit_consumer: str = AUDIT_CONSUMER  # the audit service's durable: no other role may touch it
+    jetstream_domain: str = ""  # a hub's domain: its leaf servers send JetStream API requests as $JS.<domain>.API
+
+    def __post_init__(self) -> None:
+        """Refuse names that would not make valid subjects."""
+        if not self.collective:
+            raise ValueError("collective must not be empty")
+        check_bucket(self.registry_bucket)
+        for what, name in (("audit stream", self.audit_stream), ("audit consumer", self.audit_consumer)):
+            if not name or any(c in name for c in " .*>\t\r\n"):
+                raise ValueError(f"{what} name {name!r} must be one subject token")
+
+    @property
+    def base(self) -> str:
+        """``nmc.<encoded collective>``: the root of every request subject."""
+        return f"{PREFIX}.{encode_token(self.collective)}"
+
+    @property
+    def registry_stream(self) -> str:
+        """The stream behind the registry bucket."""
+        return f"KV_{self.registry_bucket}"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """What one NATS user may publish and subscribe to.
+
+    ``allow_responses`` (answer any reply subject received) is never set by a role
+    (rule 1 of the module doc); it stays so that a hand-made configuration can be rendered.
+    """
+
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
+    allow_responses: bool = False
+    publish_deny: tuple[str, ...] = ()  # exceptions carved out of `publish`
+
+    def __or__(self, other: Permissions) -> Permissions:
+        """The union: a certificate with two roles gets both.
+
+        nats-server lets a deny win over any allow, so a subject one role denies
+        stays denied only where the other role does not allow it.
+        """
+        deny = [d for d in self.publish_deny if not other._allows(d)]
+        deny += [d for d in other.publish_deny if not self._allows(d)]
+        return Permissions(publish=_merge(self.publish, other.publish), subscribe=_merge(self.subscribe, other.subscribe),
+                           allow_responses=self.allow_responses or other.allow_responses,
+                           publish_deny=_merge(deny, ()))
+
+    def may_publish(self, subject: str) -> bool:
+        """Whether nats-server lets this user publish to the concrete `subject` (not as an answer)."""
+        return (any(subject_matches(p, subject) for p in self.publish)
+                and not any(subject_matches(d, subject) for d in self.publish_deny))
+
+    def may_subscribe(self, subject: str) -> bool:
+        """Whether nats-server lets this user subscribe to `subject` (wildcards: only if the allows cover it all)."""
+        return any(_covers(p, subject) for p in self.subscribe)
+
+    def _allows(self, subject: str) -> bool:
+        """Whether these permissions alone let `subject` (and all it stands for) be published."""
+        return (any(_covers(p, subject) for p in self.publish)
+                and not any(_covers(d, subject) for d in self.publish_deny))
+
+
+def _merge(a: Iterable[str], b: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*a, *b]))
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS matching of a concrete `subject` against `pattern` (``*`` one token, ``>`` one or more)."""
+    return _covers(pattern, subject)
+
+
+def _covers(pattern: str, subject: str) -> bool:
+    """Whether every subject `subject` stands for (wildcards in it included) matches `pattern`."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or have[i] == ">" or (token != "*" and token != have[i]) or (token == "*" and have[i] == ">"):
+            return False
+    return len(want) == len(have)
+
+
+def _inbox(name: str) -> str:
+    return f"{inbox_prefix(name)}.>"
+
+
+def node_permissions(name: str, scope: Scope) -> Permissions:
+    """A node named ``name``: its requests, its inbox, its audit records and registry key; answers into inboxes."""
+    base = scope.base
+    return Permissions(
+        subscribe=(f"{base}.node.{encode_token(name)}.>", f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>",
+                   f"{base}.authz.reloaded", "$SRV.>", _inbox(name)),
+        publish=(f"{base}.authz.check",
+                 f"{PREFIX}.audit.{encode_token(scope.collective)}.{encode_token(name)}",
+                 f"$KV.{scope.registry_bucket}.{registry_key(scope.collective, name)}",
+                 # The registry and audit publishers look their stream up; the operator made it (rule 3).
+                 f"{_JS}.STREAM.INFO.{scope.registry_stream}", f"{_JS}.STREAM.INFO.{scope.audit_stream}",
+                 _ANSWERS),
+    )
+
+
+def user_permissions(name: str, scope: Scope) -> Permissions:
+    """A person or script: requests and discovery out, replies only into its own inbox, streams read by message."""
+    base = scope.base
+    reads = [f"{_JS}.STREAM.{verb}.{stream}" for stream in (scope.registry_stream, scope.audit_stream)
+             for verb in ("INFO", "MSG.GET")]
+    return Permissions(
+        publish=(f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>", f"{base}.node.>", "$SRV.>", *reads),
+        subscribe=(_inbox(name),),
+    )
+
+
+def policy_permissions(name: str, scope: Scope) -> Permissions:
+    """The action-policy service: answers authorization questions of every collective, announces reloads."""
+    return Permissions(
+        subscribe=(f"{PREFIX}.*.authz.check", "$SRV.>", _inbox(name)),
+        publish=(f"{PREFIX}.*.authz.reloaded", _ANSWERS),
+    )
+
+
+def audit_permissions(name: str, scope: Scope) -> Permissions:
+    """The audit service: looks the audit stream up, owns its durable pull consumer, answers $SRV.
+
+    Every subject form that names the consumer (``CREATE.<stream>.<name>[.<filter>]``,
+    ``DURABLE.CREATE``) and nothing else, so it can put back a consumer someone changed;
+    never the nameless ``CREATE.<stream>``, whose body may name any consumer.
+    """
+    stream, durable = scope.audit_stream, scope.audit_consumer
+    consumer = f"{stream}.{durable}"
+    return Permissions(
+        subscribe=("$SRV.>", _inbox(name)),
+        publish=(f"{_JS}.STREAM.INFO.{stream}",
+                 f"{_JS}.CONSUMER.CREATE.{consumer}", f"{_JS}.CONSUMER.CREATE.{consumer}.>",
+                 f"{_JS}.CONSUMER.DURABLE.CREATE.{consumer}", f"{_JS}.CONSUMER.INFO.{consumer}",
+                 f"{_JS}.CONSUMER.DELETE.{consumer}", f"{_JS}.CONSUMER.MSG.NEXT.{consumer}",
+                 f"$JS.ACK.{consumer}.>", _ANSWERS),
+    )
+
+
+def operator_permissions(name: str, scope: Scope) -> Permissions:
+    """An operator's certificate: creates and configures the audit stream and the registry bucket, nothing else."""
+    streams = (scope.audit_stream, scope.registry_stream)
+    return Permissions(
+        subscribe=(_inbox(name),),
+        publish=tuple(f"{_JS}.STREAM.{verb}.{stream}" for stream in streams for verb in ("INFO", "CREATE", "UPDATE")),
+    )
+
+
+def leaf_permissions(name: str, scope: Scope) -> Permissions:
+    """A site's leaf server: what the site's nodes and users may do, for any of their names.
+
+    The hub cannot see which certificate sent a message through a leaf connection: the
+    site's leaf server checks its own clients (the same CA, verify_and_map, per-role
+    users). The hub trusts it for the whole collective's requests, answers, audit
+    records and registry keys, and for nothing else (no $SYS, no stream changes, no
+    consumers: the site's readers read by message, as users do).
+    """
+    base = scope.base
+    node, user = node_permissions(name, scope), user_permissions(name, scope)
+    # A site's leaf server maps $JS.API to the hub's domain: that is the subject the hub sees.
+    api = f"$JS.{scope.jetstream_domain}.API" if scope.jetstream_domain else _JS
+    js = [api + s[len(_JS):] for s in (*node.publish, *user.publish) if s.startswith(_JS)]
+    deny = tuple(api + s[len(_JS):] for s in user.publish_deny)
+    return Permissions(
+        publish=(f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>", f"{base}.node.>", f"{base}.authz.>",
+                 f"{PREFIX}.audit.{encode_token(scope.collective)}.>", f"$KV.{scope.registry_bucket}.>",
+                 "$SRV.>", _ANSWERS, *_merge(js, ())),
+        subscribe=(f"{base}.>", "$SRV.>", _ANSWERS),
+        publish_deny=deny,
+    )
+
+
+ROLE_PERMISSIONS: Mapping[str, Callable[[str, Scope], Permissions]] = MappingProxyType({
+    "audit": audit_permissions,
+    LEAF_ROLE: leaf_permissions,
+    "node": node_permissions,
+    OPERATOR_ROLE: operator_permissions,
+    "policy": policy_permissions,
+    "user": user_permissions,
+})
