@@ -213,11 +213,12 @@ class _StoredMessages:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
+            behind = self.next_seq <= self.last_seq or self.start_time is not None
             found = await self._read(batch)
             if found:
                 return found
-            if loop.time() + _POLL > deadline:
-                raise nats.errors.TimeoutError
+            if behind or loop.time() + _POLL > deadline:
+                raise nats.errors.TimeoutError  # nothing up to the end; or nothing new for `timeout` seconds
             await asyncio.sleep(_POLL)
 
     async def _read(self, batch: int) -> list[_Stored]:
@@ -225,6 +226,7 @@ class _StoredMessages:
             first = await self._get(None)  # the first match at or after the start time
             self.start_time = None
             if first is None:
+                self.next_seq = max(self.next_seq, self.last_seq + 1)  # none yet: only what comes next
                 return []
             self.next_seq = first.seq or self.next_seq
         ahead = self.last_seq - self.next_seq + 1
@@ -236,6 +238,8 @@ class _StoredMessages:
                 break  # nothing at or after this sequence: nor after the later ones
             found.setdefault(answer.seq or 0, answer)
         if not found:
+            # No match at or after next_seq when asked, so none up to the end known then: skip there.
+            self.next_seq = max(self.next_seq, self.last_seq + 1)
             return []
         self.next_seq = max(found) + 1
         self.last_seq = max(self.last_seq, self.next_seq - 1)
