@@ -39,6 +39,9 @@ Fixtures (all function-scoped):
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -79,3 +82,24 @@ def nats_server(nats_server_factory: Callable[..., Broker]) -> Broker:
 def nats_url(nats_server: Broker) -> str:
     """The client URL of the `nats_server` fixture."""
     return nats_server.url
+
+
+_STATE_DIR = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Daemons built by tests keep their state (replay files, audit spools) in a directory of this run.
+
+    Without it a test node built from a hand-written server.cfg would use the machine's
+    /var/lib/nmc (as root) or ~/.local/state/nmc, shared with every other test run.
+    """
+    if not os.environ.get("NMC_STATE_DIR"):
+        os.environ["NMC_STATE_DIR"] = config.stash[_STATE_DIR] = tempfile.mkdtemp(prefix="nmc-test-state-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the state directory pytest_configure made."""
+    made = config.stash.get(_STATE_DIR, None)
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+        os.environ.pop("NMC_STATE_DIR", None)

@@ -29,6 +29,7 @@ from nmc.ops.serve import (
 )
 from nmc.ops.settings import SettingsError
 from nmc.services.facts import FactError
+from nmc.services.replaylog import ReplayLogError
 
 __all__ = ["serve"]
 
@@ -86,7 +87,11 @@ async def _serve(config: Config) -> None:
         node = await build_node(config)
     except (ConfigError, SettingsError, FactError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    await run_nodes([(node, config)], stop=stop)
+    try:
+        await run_nodes([(node, config)], stop=stop)
+    except ReplayLogError as exc:  # no record of the requests it runs: it must not serve
+        raise click.ClickException(f"security.replay_file: {exc.reason} "
+                                   f"(set at {config.origin('security.replay_file')})") from exc
 
 
 @serve.command("policy")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Collection, Mapping
 import structlog
 from nats.aio.client import Client as NATS
 
-from nmc.client.request_many import NoRespondersError, is_no_responders, request_many
+from nmc.client.request_many import NoRespondersError, Publication, is_no_responders, request_many
 from nmc.protocol.envelope import EnvelopeError, Reply, Request, new_request_id
 from nmc.protocol.factindex import FactIndex
 from nmc.protocol.filter import Route, parse, route
@@ -99,9 +99,14 @@ class FleetClient:
     settings: ClientSettings = field(default_factory=ClientSettings)
     on_reply: Callable[[NodeResult], None] | None = None
 
+    def _route(self, filter_expr: str) -> Route:
+        return route(parse(filter_expr), self.settings.fact_index.covers)
+
     def subject_for(self, filter_expr: str, agent: str, action: str) -> str:
         """The narrowest subject that cannot miss a matching node (PROTOCOL.md routing invariant)."""
-        r: Route = route(parse(filter_expr), self.settings.fact_index.covers)
+        return self._subject(self._route(filter_expr), agent, action)
+
+    def _subject(self, r: Route, agent: str, action: str) -> str:
         c = self.settings.collective
         if r.kind == "node":
             return node_subject(c, r.name, agent, action)
@@ -111,13 +116,33 @@ class FleetClient:
             return class_subject(c, r.name, agent, action)
         return all_subject(c, agent, action)
 
-    def build_request(self, agent: str, action: str, data: Mapping[str, Any], filter_expr: str) -> tuple[Request, bytes, dict[str, str]]:
-        """A signed request: the envelope, its exact body bytes and the signature headers."""
-        req = Request(id=new_request_id(), collective=self.settings.collective, agent=agent, action=action,
-                      caller=self.signer.caller, sender=self.settings.sender, time=time.time(),
-                      ttl=self.settings.ttl, data=dict(data), filter=filter_expr)
+    def build_request(self, agent: str, action: str, data: Mapping[str, Any], filter_expr: str, *,
+                      targets: Collection[str] | None = None) -> tuple[Request, bytes, dict[str, str]]:
+        """A signed request: the envelope, its exact body bytes and the signature headers.
+
+        `targets`: the identities it may run on (it must have them to go to a node's own
+        subject); None: every node its filter matches, from a broadcast, fact or class subject.
+        """
+        req = self._envelope(agent, action, data, filter_expr, targets)
         body = req.to_bytes()
         return req, body, self.signer.headers(body)
+
+    def _envelope(self, agent: str, action: str, data: Mapping[str, Any], filter_expr: str,
+                  targets: Collection[str] | None = None) -> Request:
+        return Request(id=new_request_id(), collective=self.settings.collective, agent=agent, action=action,
+                       caller=self.signer.caller, sender=self.settings.sender, time=time.time(),
+                       ttl=self.settings.ttl, data=dict(data), filter=filter_expr,
+                       targets=tuple(targets) if targets is not None else None)
+
+    def _addressed(self, req: Request, identities: Collection[str], agent: str, action: str) -> list[Publication]:
+        """One body per node, signed with `targets` naming that node alone, on its own subject.
+
+        Each node's copy names only that node, so whoever holds it (the node, or anyone it
+        passes it to) cannot make any other node run it. All copies share one id.
+        """
+        c, headers = self.settings.collective, self.signer.headers
+        return [Publication(node_subject(c, name, agent, action), body, headers(body))
+                for name, body in req.bodies_for_each(sorted(set(identities)))]
 
     def _verify(self, msg: Any, request_id: str, started: float) -> NodeResult | None:
         """A verified NodeResult, or None (with a warning) for a forged or malformed reply."""
@@ -129,6 +154,12 @@ class FleetClient:
                 raise SecurityError(f"reply claims identity {reply.identity!r} but is signed by {name!r}")
         except (EnvelopeError, SecurityError) as exc:
             log.warning("reply_dropped", reason=getattr(exc, "reason", str(exc)), request_id=request_id)
+            return None
+        if reply.request_id == "" and reply.status != Status.OK:
+            # A node that could not read the request at all, e.g. one older than nmc.request.v2:
+            # it cannot name the request, so this is not a result, but its reason is worth showing.
+            log.warning("reply_dropped", reason=f"{reply.identity} could not read the request: {reply.message}",
+                        request_id=request_id, identity=reply.identity)
             return None
         if reply.request_id != request_id:
             log.warning("reply_dropped", reason="reply to another request", request_id=request_id)
@@ -144,16 +175,23 @@ class FleetClient:
         With `expect` (the discovered identities) gathering ends the moment all
         of them answered, or at `timeout`; without it, when replies stall.
         With `direct`, the request goes to each expected node's own subject
-        (a subset chosen by --limit, or a list from a file): nobody else runs it.
+        (a subset chosen by --limit, or a list from a file), signed for that node
+        alone (`targets`): nobody else runs it, wherever a copy is re-published.
         """
-        req, body, headers = self.build_request(agent, action, data or {}, filter_expr)
-        subject = self.subject_for(filter_expr, agent, action)
-        targets = None
+        targets: list[Publication] | None = None
         if direct:
             if expect is None:
                 raise ValueError("direct addressing needs the identities to expect")
-            targets = [node_subject(self.settings.collective, n, agent, action) for n in sorted(set(expect))]
-            subject = targets[0] if len(targets) == 1 else f"{len(targets)} node subjects"
+            req = self._envelope(agent, action, data or {}, filter_expr)
+            targets = self._addressed(req, expect, agent, action)
+            body, headers = b"", None
+            subject = targets[0].subject if len(targets) == 1 else f"{len(targets)} node subjects"
+        else:
+            r = self._route(filter_expr)
+            # Routed to one node's own subject (an exact identity filter): it names that node as its target.
+            req, body, headers = self.build_request(agent, action, data or {}, filter_expr,
+                                                    targets=(r.name,) if r.kind == "node" else None)
+            subject = self._subject(r, agent, action)
         expected = set(expect) if expect is not None else None
         wait = timeout if timeout is not None else self.settings.timeout
         use_stall = None if expected is not None else (stall or self.settings.discovery_stall)

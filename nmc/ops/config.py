@@ -86,6 +86,17 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
                                          " (e.g. rpcutil.ping, rpcutil.get_fact): read-only actions only, caller"
                                          " unsigned=nats, needs authz.mode local or service; empty = off"
                                          " (docs/nats-tools.md)", _SERVER),
+    "security.replay_file": KeySpec("", "file where the node records the id of every request it runs, so a restart"
+                                    " does not run one twice; empty: /var/lib/nmc/replay/<identity>.log as root,"
+                                    " else $XDG_STATE_HOME/nmc/replay/<identity>.log (docs/security.md#replay)",
+                                    _SERVER, is_path=True),
+    "security.replay_capacity": KeySpec("100000", "most unexpired request ids a node remembers; when full it"
+                                        " refuses new requests (it never forgets an unexpired one)", _SERVER),
+    "security.replay_per_caller": KeySpec("0", "most unexpired request ids a node remembers per caller; 0 = a"
+                                          " tenth of security.replay_capacity", _SERVER),
+    "security.clock_skew": KeySpec("5", "seconds a request's time may lie in the future (the caller's clock"
+                                   " ahead of the node's); also how long a node that lost its replay file"
+                                   " refuses everything after its start", _SERVER),
     "plugin.yaml": KeySpec("", "YAML facts file(s), several separated by ':'", _SERVER, is_path=True),
     "classesfile": KeySpec("", "classes file, one class per line", _SERVER, is_path=True),
     "factsource": KeySpec("builtin,yaml", "fact sources, comma-separated: builtin, yaml, facter; whatever"

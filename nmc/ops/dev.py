@@ -162,6 +162,7 @@ def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc"
             "plugin.security.key_file": str(issued.key), "plugin.yaml": "facts.yaml",
             "classesfile": "classes.txt",
             "audit.spool": "audit.spool",
+            "security.replay_file": "replay.log",
             "authz.mode": "service", "authz.signers": POLICY_NAME,
         } | (_puppet_site(ndir, identity, facts["role"]) if puppet else {}) | dict(node_overrides or {}))
         server_cfgs.append(ndir / "server.cfg")

@@ -12,6 +12,7 @@ import shlex
 import socket
 import ssl
 from pathlib import Path
+from typing import Any
 
 from nmc.audit.publisher import AuditSettings
 from nmc.audit.service import AuditServiceSettings
@@ -32,7 +33,7 @@ from nmc.services.facts import FactSources
 from nmc.services.node import NodeSettings
 from nmc.services.registry import RegistrySettings
 
-__all__ = ["DEFAULT_CRL_NAME", "SettingsError", "audit_max_age", "crl_path", "crl_warning", "audit_service_settings", "audit_settings", "default_spool_path", "parse_duration", "authz_settings", "client_settings", "connect_timeout", "policy_service_settings", "fact_refresh_interval", "fact_sources", "jetstream_replicas", "load_signer", "load_verifier", "record_verifier",
+__all__ = ["DEFAULT_CRL_NAME", "SettingsError", "audit_max_age", "crl_path", "crl_warning", "audit_service_settings", "audit_settings", "default_replay_path", "default_spool_path", "parse_duration", "authz_settings", "client_settings", "connect_timeout", "policy_service_settings", "fact_refresh_interval", "fact_sources", "jetstream_replicas", "load_signer", "load_verifier", "record_verifier",
            "node_settings", "registry_settings", "tls_context"]
 
 
@@ -237,7 +238,33 @@ def node_settings(config: Config) -> NodeSettings:
         fact_index=fact_index(config),
         agent_settings=_agent_settings(config),
         unsigned_actions=_unsigned_actions(config),
+        **_replay_settings(config),
     )
+
+
+def default_replay_path(identity: str) -> Path:
+    """The node's replay file when `security.replay_file` is empty: one per identity under the state directory."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in identity) or "node"
+    return _state_dir() / "replay" / f"{safe}.log"
+
+
+def _replay_settings(config: Config) -> dict[str, Any]:
+    """security.replay_file, replay_capacity, replay_per_caller and clock_skew (docs/security.md, "Replay")."""
+    identity = config.get("identity") or socket.getfqdn()
+    capacity = config.get_int("security.replay_capacity", 100_000)
+    if capacity is None or capacity < 1:
+        raise SettingsError(f"security.replay_capacity must be a whole number of at least 1 "
+                            f"(set at {config.origin('security.replay_capacity')})")
+    per_caller = config.get_int("security.replay_per_caller", 0)
+    if per_caller is None or per_caller < 0:
+        raise SettingsError(f"security.replay_per_caller must be a whole number, 0 for a tenth of "
+                            f"security.replay_capacity (set at {config.origin('security.replay_per_caller')})")
+    skew = config.get_float("security.clock_skew", 5.0)
+    if skew is None or not skew >= 0:
+        raise SettingsError(f"security.clock_skew must be 0 or more seconds "
+                            f"(set at {config.origin('security.clock_skew')})")
+    return {"replay_file": config.get_path("security.replay_file") or default_replay_path(identity),
+            "replay_capacity": capacity, "replay_per_caller": per_caller or None, "clock_skew": skew}
 
 
 def _unsigned_actions(config: Config) -> tuple[str, ...]:
@@ -381,7 +408,9 @@ def _duration(config: Config, key: str, default: float) -> float:
 
 
 def _state_dir() -> Path:
-    """Where a daemon keeps state: /var/lib/nmc as root, else $XDG_STATE_HOME/nmc (~/.local/state/nmc)."""
+    """Where a daemon keeps state: $NMC_STATE_DIR, else /var/lib/nmc as root, else $XDG_STATE_HOME/nmc."""
+    if os.environ.get("NMC_STATE_DIR"):
+        return Path(os.environ["NMC_STATE_DIR"])
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         return Path("/var/lib/nmc")
     return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "nmc"

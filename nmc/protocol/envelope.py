@@ -7,10 +7,12 @@ instead of dying on a malformed message.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -19,13 +21,18 @@ from nmc.protocol.status import Status
 __all__ = [
     "REPLY_PROTOCOL",
     "REQUEST_PROTOCOL",
+    "REQUEST_PROTOCOL_V1",
     "EnvelopeError",
+    "OutdatedRequestError",
     "Reply",
     "Request",
     "new_request_id",
 ]
 
-REQUEST_PROTOCOL = "nmc.request.v1"
+# v2 added `targets`: a request says where it may run, so a copy re-published on another
+# subject runs nowhere else (docs/protocol.md section 3, "Versions").
+REQUEST_PROTOCOL = "nmc.request.v2"
+REQUEST_PROTOCOL_V1 = "nmc.request.v1"
 REPLY_PROTOCOL = "nmc.reply.v1"
 
 
@@ -35,6 +42,14 @@ class EnvelopeError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class OutdatedRequestError(EnvelopeError):
+    """A request of an older protocol version; `request_id` (or "") so the refusal reaches its client."""
+
+    def __init__(self, reason: str, request_id: str) -> None:
+        super().__init__(reason)
+        self.request_id = request_id
 
 
 def new_request_id() -> str:
@@ -108,9 +123,34 @@ def _dumps(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
+def _dumps_list(items: list[str]) -> bytes:
+    return json.dumps(items, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+_V1_REFUSED = (f"{REQUEST_PROTOCOL_V1} is no longer accepted: it does not say where it may run; "
+               "upgrade the client")
+
+
+def _targets(obj: Mapping[str, Any]) -> tuple[str, ...] | None:
+    value = obj.get("targets")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise EnvelopeError("request field 'targets' must be a non-empty list of identities")
+    if not all(isinstance(name, str) and name for name in value):
+        raise EnvelopeError("request field 'targets' must hold only non-empty strings")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class Request:
-    """A signed request as it travels: what to run, where, by whom, until when."""
+    """A signed request as it travels: what to run, where, by whom, until when.
+
+    `targets` None: the request runs on every node its filter matches, and only when it came
+    on a broadcast, fact or class subject. Otherwise it runs only on the nodes it names
+    (whatever subject it came on), where its filter matches too. Both are signed, so a copy
+    re-published elsewhere cannot widen either.
+    """
 
     id: str
     collective: str
@@ -122,22 +162,43 @@ class Request:
     ttl: float
     data: Mapping[str, Any] = field(default_factory=dict)
     filter: str = ""
+    targets: tuple[str, ...] | None = None
 
     def to_bytes(self) -> bytes:
         """The exact body bytes that get signed."""
-        return _dumps({
+        obj: dict[str, Any] = {
             "protocol": REQUEST_PROTOCOL, "id": self.id, "collective": self.collective,
             "agent": self.agent, "action": self.action, "data": dict(self.data),
             "filter": self.filter, "caller": self.caller, "sender": self.sender,
             "time": self.time, "ttl": self.ttl,
-        })
+        }
+        if self.targets is not None:
+            obj["targets"] = list(self.targets)
+        return _dumps(obj)
+
+    def bodies_for_each(self, identities: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+        """``(identity, body)`` for this request with ``targets = [identity]``, for each identity.
+
+        The same bytes as ``replace(self, targets=(identity,)).to_bytes()``, but the shared part
+        (data can be large) is encoded once: direct addressing signs one body per node.
+        """
+        shared = dataclasses.replace(self, targets=None).to_bytes()
+        assert shared.endswith(b"}")
+        head = shared[:-1] + b',"targets":'
+        for name in identities:
+            yield name, head + _dumps_list([name]) + b"}"
 
     @classmethod
     def from_bytes(cls, body: bytes) -> Request:
-        """Parse and shape-check a request body."""
+        """Parse and shape-check a request body (OutdatedRequestError for a v1 request)."""
         obj = _load_object(body, "request")
-        if obj.get("protocol") != REQUEST_PROTOCOL:
-            raise EnvelopeError(f"request protocol must be {REQUEST_PROTOCOL!r}, got {obj.get('protocol')!r}")
+        protocol = obj.get("protocol")
+        if protocol == REQUEST_PROTOCOL_V1:
+            # Say why, with its id when it has one, so an old client shows this instead of "no response".
+            rid = obj.get("id")
+            raise OutdatedRequestError(_V1_REFUSED, rid if isinstance(rid, str) and 0 < len(rid) <= 128 else "")
+        if protocol != REQUEST_PROTOCOL:
+            raise EnvelopeError(f"request protocol must be {REQUEST_PROTOCOL!r}, got {protocol!r}")
         w = "request"
         req = cls(
             id=_field(obj, "id", str, w), collective=_field(obj, "collective", str, w),
@@ -145,6 +206,7 @@ class Request:
             caller=_field(obj, "caller", str, w), sender=_field(obj, "sender", str, w),
             time=_number(obj, "time", w), ttl=_number(obj, "ttl", w),
             data=_field(obj, "data", dict, w), filter=_field(obj, "filter", str, w),
+            targets=_targets(obj),
         )
         if not req.id or len(req.id) > 128:
             raise EnvelopeError("request id must be 1-128 characters")

@@ -8,7 +8,9 @@ The exception tree::
     ├── SignatureError            missing, bad base64, or does not verify over the body
     ├── CallerMismatchError       ``caller`` is not ``cert=<certificate name>``
     ├── ClockSkewError            request time too far in the future or older than its ttl
-    └── ReplayError               request id already seen within its ttl window
+    ├── ReplayError               request id already seen within its ttl window
+    ├── StaleRequestError         issued before the node lost its memory of request ids
+    └── ReplayCapacityError       no room to remember one more id (node full, or the caller's quota)
 
 ``str(error) == error.reason`` always, and the reason is a single line so a
 node can log it and put it in a reply as is.
@@ -16,14 +18,18 @@ node can log it and put it in a reply as is.
 
 from __future__ import annotations
 
+import datetime
+
 __all__ = [
     "CallerMismatchError",
     "CertificateError",
     "ClockSkewError",
     "PrivateKeyError",
+    "ReplayCapacityError",
     "ReplayError",
     "SecurityError",
     "SignatureError",
+    "StaleRequestError",
 ]
 
 
@@ -93,3 +99,43 @@ class ReplayError(SecurityError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.request_id,))
+
+
+class StaleRequestError(SecurityError):
+    """Issued at or before ``not_before``: the node lost its memory of ids then, so it may have run already."""
+
+    def __init__(self, issued: float, not_before: float) -> None:
+        self.issued = issued
+        self.not_before = not_before
+        super().__init__(f"request issued before this node started ({_iso(not_before)}) and the node lost its "
+                         "record of the requests it ran: it may have run already; send it again")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.issued, self.not_before))
+
+
+class ReplayCapacityError(SecurityError):
+    """No room to remember one more request id: ``scope`` "node" (the whole cache) or "caller" (its quota)."""
+
+    def __init__(self, scope: str, limit: int, caller: str) -> None:
+        self.scope = scope
+        self.limit = limit
+        self.caller = caller
+        if scope == "caller":
+            reason = (f"{caller} already has {limit} unexpired requests remembered on this node, the most per "
+                      "caller: refused until some expire (a node never forgets an unexpired one)")
+        else:
+            reason = (f"this node remembers {limit} unexpired requests, its capacity: refused until some "
+                      "expire (a node never forgets an unexpired one)")
+        super().__init__(reason)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.scope, self.limit, self.caller))
+
+
+def _iso(when: float) -> str:
+    try:
+        stamp = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+        return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return f"{when!r}"

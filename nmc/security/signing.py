@@ -252,11 +252,19 @@ def check_caller(caller: str, name: str) -> None:
         raise CallerMismatchError(caller, name)
 
 
-def check_time(request_time: float, ttl: float, now: float) -> None:
-    """Raise ClockSkewError unless ``|now - request_time| <= ttl``."""
+def check_time(request_time: float, ttl: float, now: float, skew: float | None = None) -> None:
+    """Raise ClockSkewError unless ``now - ttl <= request_time <= now + min(ttl, skew)``.
+
+    ``skew`` is how far a caller's clock may run ahead of ours. Without it a request could
+    be dated a whole ttl into the future, and stay valid (and be remembered) for twice its ttl.
+    """
     if not (_finite(request_time) and _finite(ttl)):
         raise ClockSkewError(f"request time {request_time!r} and ttl {ttl!r} must be finite numbers")
     offset = request_time - now
+    if skew is not None and offset > skew and skew < ttl:
+        raise ClockSkewError(
+            f"request time is {offset:.1f}s in the future (allowed clock skew {skew:g}s): clock skew?",
+            offset=offset, ttl=ttl)
     if offset > ttl:
         raise ClockSkewError(
             f"request time is {offset:.1f}s in the future (ttl {ttl:g}s): clock skew?", offset=offset, ttl=ttl

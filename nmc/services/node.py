@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
 import structlog
@@ -25,10 +26,12 @@ from nmc.protocol.ddl import AgentSpec
 from nmc.protocol.factindex import FactIndex
 from nmc.protocol.subjects import PREFIX, encode_token
 from nmc.security import ReplayCache, Signer, Verifier
+from nmc.security.replay import DEFAULT_CAPACITY
 from nmc.services.agent import Agent
 from nmc.services.facts import NodeFacts
 from nmc.services.micro import MicroService
 from nmc.services.pipeline import PipelineSettings, RequestPipeline
+from nmc.services.replaylog import ReplayJournal
 from nmc.transport import connect, daemon_options
 
 __all__ = ["Companion", "Node", "NodeSettings", "SERVICE_NAME"]
@@ -53,12 +56,20 @@ class NodeSettings:
     agent_settings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # `agent.action` names answered without a signature (security.unsigned_actions; read-only ones only).
     unsigned_actions: tuple[str, ...] = ()
+    # The replay file (security.replay_file): None keeps request ids in memory only, so a
+    # restart forgets them (library use and tests; `nmc serve node` always has a file).
+    replay_file: Path | None = None
+    replay_capacity: int = DEFAULT_CAPACITY  # live request ids remembered at most
+    replay_per_caller: int | None = None  # ... of them per caller; None: a tenth of replay_capacity
+    clock_skew: float = 5.0  # seconds a request's time may lie in the future
 
     def __post_init__(self) -> None:
         if not self.identity:
             raise ValueError("node identity must not be empty")
         if not self.servers:
             raise ValueError("at least one NATS server URL is needed")
+        if not self.clock_skew >= 0:
+            raise ValueError(f"clock_skew must be 0 or more seconds, got {self.clock_skew!r}")
 
 
 class Companion(Protocol):
@@ -98,8 +109,10 @@ class Node:
             settings=PipelineSettings(identity=self.identity, collective=self.collective,
                                       max_request_bytes=self.settings.max_request_bytes,
                                       agent_timeout=self.settings.agent_timeout,
-                                      unsigned_actions=self.settings.unsigned_actions),
-            verifier=self.verifier, agents=self._agents, snapshot=self.snapshot, replay=ReplayCache(),
+                                      unsigned_actions=self.settings.unsigned_actions,
+                                      clock_skew=self.settings.clock_skew),
+            verifier=self.verifier, agents=self._agents, snapshot=self.snapshot,
+            replay=ReplayCache(self.settings.replay_capacity, self.settings.replay_per_caller),
             authorizer=self.authorizer, auditor=self.auditor)
         self.service: MicroService | None = None
         self._log = log.bind(identity=self.identity)
@@ -117,12 +130,37 @@ class Node:
         """Request counters."""
         return self.pipeline.counters.as_dict()
 
+    def open_replay_file(self) -> None:
+        """Load the replay file (settings.replay_file) before serving; ReplayLogError when it cannot be used.
+
+        `start()` calls it first (a no-op once open), so a node that cannot keep its record of
+        request ids does not serve. A file that says the node lost its record makes it refuse
+        requests issued before now + clock_skew: logged as `replay_state_lost`.
+        """
+        path = self.settings.replay_file
+        if path is None or self.pipeline.journal is not None:
+            return
+        journal = ReplayJournal.open(path, capacity=self.pipeline.replay.capacity,
+                                     per_caller=self.pipeline.replay.per_caller, skew=self.settings.clock_skew,
+                                     max_ttl=self.pipeline.settings.max_ttl, now=time.time())
+        self.pipeline.replay, self.pipeline.journal = journal.cache, journal
+        if journal.state.startswith("lost"):
+            self._log.warning("replay_state_lost", path=str(journal.path), reason=journal.state[len("lost: "):],
+                              refused_until_issued_after=journal.cache.not_before,
+                              message="requests issued before this node's start (plus the clock-skew allowance) "
+                                      "are refused: they may have run already")
+        else:
+            self._log.info("replay_file_opened", path=str(journal.path), state=journal.state,
+                           remembered=len(journal.cache))
+
     async def start(self, *, give_up_after: float | None = None) -> None:
         """Connect, register the micro service and subscribe every request subject.
 
         The first connection is retried (each failure logged with its reason) until
-        `give_up_after` seconds, forever when None; then ConnectError says why.
+        `give_up_after` seconds, forever when None; then ConnectError says why. A replay
+        file that cannot be used raises ReplayLogError before anything connects.
         """
+        self.open_replay_file()
         opts = daemon_options(f"nmc-node {self.identity}", self.settings.servers, self.settings.tls,
                               self.settings.reconnect_wait, inbox=self.signer.name)
         self.nc = await connect(
@@ -213,6 +251,9 @@ class Node:
         if self.nc is not None and not self.nc.is_closed:
             self._stopping = True  # the disconnect that follows is ours, not the broker's
             await self.nc.drain()
+        if self.pipeline.journal is not None:  # nothing runs any more: mark the replay file cleanly closed
+            self.pipeline.journal.close()
+            self.pipeline.journal = None
         self._log.info("node_stopped")
 
     def _on_connect_failed(self, reason: str, attempts: int) -> None:

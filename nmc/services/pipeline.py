@@ -1,9 +1,10 @@
 """The node's request path, as one plain async function that always answers.
 
 Order (Choria's HandleMessage): size -> decode -> verify signature, caller,
-ttl, replay -> match filter (silent when it does not match) -> find agent
-and action -> validate inputs -> run the action with its time limit ->
-reply. Errors map to status codes in exactly one place: `_failure()`.
+ttl, replay -> match targets and filter (silent when they do not match) ->
+remember the id (in memory and in the replay file) -> find agent and action ->
+validate inputs -> run the action with its time limit -> reply. Errors map to
+status codes in exactly one place: `_failure()`.
 
 A message without signature headers may instead be an unsigned read-only
 query (nmc/protocol/unsigned.py): admitted only for an allowlisted action on
@@ -26,7 +27,7 @@ from nmc.audit.hooks import AuditRecord, Auditor, AuditUnavailable, NoAudit
 from nmc.audit.records import redact_inputs
 from nmc.authz.hooks import AllowAll, Authorizer, Decision
 from nmc.protocol.ddl import InputError, fill_output_defaults, validate_inputs
-from nmc.protocol.envelope import EnvelopeError, Reply, Request, new_request_id
+from nmc.protocol.envelope import EnvelopeError, OutdatedRequestError, Reply, Request, new_request_id
 from nmc.protocol.filter import FilterSyntaxError, matches, parse
 from nmc.protocol.status import Status
 from nmc.protocol.subjects import RequestSubject, SubjectError, parse_request_subject
@@ -36,6 +37,7 @@ from nmc.security import (
     CERTIFICATE_HEADER,
     SIGNATURE_HEADER,
     ReplayCache,
+    ReplayCapacityError,
     SecurityError,
     Verifier,
     check_caller,
@@ -44,6 +46,7 @@ from nmc.security import (
 from nmc.security.names import in_inbox_of
 from nmc.services.agent import ActionFailed, ActionRequest, Agent
 from nmc.services.facts import NodeFacts
+from nmc.services.replaylog import ReplayJournal, ReplayLogError
 
 __all__ = ["Counters", "Outcome", "PipelineSettings", "RequestPipeline"]
 
@@ -58,6 +61,7 @@ class PipelineSettings:
     collective: str
     max_request_bytes: int = 1024 * 1024
     max_ttl: float = 3600.0  # bounds the replay cache: a caller cannot ask us to remember forever
+    clock_skew: float = 5.0  # how far a request's time may lie in the future (security.clock_skew)
     agent_timeout: float = 60.0
     # `agent.action` names answered without a signature (security.unsigned_actions); empty: none.
     unsigned_actions: tuple[str, ...] = ()
@@ -92,11 +96,13 @@ class Outcome:
 class _Rejected(Exception):
     """Internal: stop the pipeline with this status and one-line reason."""
 
-    def __init__(self, status: Status, reason: str, data: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, status: Status, reason: str, data: Mapping[str, Any] | None = None,
+                 request_id: str = "") -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.data = dict(data or {})
+        self.request_id = request_id  # for a refusal before the request was fully decoded
 
 
 @dataclass
@@ -108,6 +114,7 @@ class RequestPipeline:
     agents: Mapping[str, Agent]
     snapshot: Any  # Callable[[], NodeFacts]
     replay: ReplayCache = field(default_factory=ReplayCache)
+    journal: ReplayJournal | None = None  # the replay file behind `replay` (None: memory only)
     counters: Counters = field(default_factory=Counters)
     authorizer: Authorizer = field(default_factory=AllowAll)
     auditor: Auditor = field(default_factory=NoAudit)
@@ -154,9 +161,11 @@ class RequestPipeline:
         self.counters.total += 1
         request: Request | None = None
         hint = ""
+        unsigned = False
         try:
             if not headers or (SIGNATURE_HEADER not in headers and CERTIFICATE_HEADER not in headers):
                 request, hint = self._admit_unsigned(subject, body)
+                unsigned = request is not None
             if request is None:
                 request = self._decode(subject, body)
                 self._authenticate(request, body, headers or {})
@@ -166,14 +175,16 @@ class RequestPipeline:
             if not self._matches(request, snap):
                 self.counters.filtered += 1
                 return Outcome(None, "filter does not match")
+            if not unsigned:  # no await since the replay check: a copy arriving meanwhile cannot slip through
+                self._remember(request)
             self.counters.passed += 1
             reply = await self._run(request, snap)
         except _Rejected as exc:
             if hint:  # an unsigned message refused as before: say why unsigned was not enough
-                exc = _Rejected(exc.status, f"{exc.reason}; hint: {hint}", exc.data)
+                exc = _Rejected(exc.status, f"{exc.reason}; hint: {hint}", exc.data, exc.request_id)
             # Answer with the request id whenever the body parsed, so the client can
             # show the refusal instead of counting this node as silent.
-            return self._failure(request.id if request is not None else "", exc, subject)
+            return self._failure(request.id if request is not None else exc.request_id, exc, subject)
         self.counters.replies += 1
         return Outcome(reply)
 
@@ -223,12 +234,19 @@ class RequestPipeline:
         try:
             routed: RequestSubject = parse_request_subject(subject)
             request = Request.from_bytes(body)
+        except OutdatedRequestError as exc:
+            raise _Rejected(Status.INVALID_DATA, exc.reason, request_id=exc.request_id) from exc
         except (SubjectError, EnvelopeError) as exc:
             raise _Rejected(Status.INVALID_DATA, exc.reason) from exc
         if (routed.collective, routed.agent, routed.action) != (request.collective, request.agent, request.action):
             raise _Rejected(Status.INVALID_DATA, "subject does not match the request's collective/agent/action")
         if request.collective != self.settings.collective:
             raise _Rejected(Status.INVALID_DATA, f"collective {request.collective!r} is not served here")
+        if routed.kind == "node" and request.targets is None:
+            # What a node subject carries is meant for chosen nodes; without targets a copy of it
+            # (or of a broadcast) would run on any node it is re-published to.
+            raise _Rejected(Status.INVALID_DATA, "request on a node subject names no targets: a request to chosen "
+                                                 "nodes must list them in 'targets'", request_id=request.id)
         return request
 
     def _authenticate(self, request: Request, body: bytes, headers: Mapping[str, str]) -> None:
@@ -241,23 +259,46 @@ class RequestPipeline:
                 raise _Rejected(Status.INVALID_DATA, f"ttl {request.ttl:g}s exceeds the node's maximum of "
                                                      f"{self.settings.max_ttl:g}s")
             try:
-                check_time(request.time, request.ttl, now)
+                check_time(request.time, request.ttl, now, skew=self.settings.clock_skew)
             except SecurityError:
                 self.counters.ttlexpired += 1
                 raise
-            # Only after the signature verified: forged ids must not poison the replay cache.
-            self.replay.check_and_remember(request.id, request.time + request.ttl, now)
+            # Seen before (or issued before the node lost its record of ids)? Checked before the
+            # filter, so a copy re-published where it does not match is refused just the same.
+            self.replay.check(request.id, request.time, now)
         except SecurityError as exc:
             self.counters.unvalidated += 1
             raise _Rejected(Status.INVALID_DATA, f"security: {exc.reason}") from exc
         self.counters.validated += 1
 
     def _matches(self, request: Request, snap: NodeFacts) -> bool:
+        if request.targets is not None and self.settings.identity not in request.targets:
+            return False  # signed for other nodes: runs nowhere else, whatever subject it came on
         try:
             node = self._parsed_filter(request.filter)
         except FilterSyntaxError as exc:
             raise _Rejected(Status.INVALID_DATA, f"bad filter: {exc}") from exc
         return bool(matches(node, snap.facts, snap.classes, self.settings.identity, self.agents.keys()))
+
+    def _remember(self, request: Request) -> None:
+        """Keep the id until the request expires, in memory and in the replay file, before anything runs.
+
+        Only requests that verified and match this node get here: one that cannot run here
+        costs the cache nothing. No room, or no file to write to, refuses the request.
+        """
+        try:
+            kept = self.replay.remember(request.id, request.caller, request.time + request.ttl, time.time())
+        except ReplayCapacityError as exc:
+            setting = "security.replay_per_caller" if exc.scope == "caller" else "security.replay_capacity"
+            raise _Rejected(Status.ABORTED, f"{exc.reason} ({setting} = {exc.limit})") from exc
+        except SecurityError as exc:
+            raise _Rejected(Status.INVALID_DATA, f"security: {exc.reason}") from exc
+        if kept and self.journal is not None:
+            try:
+                self.journal.record(request.id, request.caller, request.time + request.ttl)
+            except ReplayLogError as exc:
+                raise _Rejected(Status.ABORTED, f"{exc.reason}: refused, because after a restart this node "
+                                                f"could not tell that the request ran") from exc
 
     def _audit_record(self, request: Request, phase: str, decision: Decision, *, status: int | None = None,
                       duration_ms: float | None = None) -> AuditRecord:

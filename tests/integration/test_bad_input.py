@@ -47,7 +47,7 @@ class Counter(Agent):
 
 def body_of(caller: str = "cert=alice", **over) -> bytes:
     fields = dict(id=new_request_id(), collective="nmc", agent="counter", action="bump", caller=caller,
-                  sender="t", time=time.time(), ttl=60, data={}, filter="")
+                  sender="t", time=time.time(), ttl=60, data={}, filter="", targets=("n1.test",))
     fields.update(over)
     return Request(**fields).to_bytes()
 
@@ -96,7 +96,7 @@ async def test_every_kind_of_bad_request_runs_nothing_and_the_node_keeps_serving
     cases = [
         # (label, subject, body, headers, status, words in the reason)
         ("not JSON", SUBJECT, b"\xff not json", signed, Status.INVALID_DATA, "JSON"),
-        ("wrong shape", SUBJECT, b'{"protocol": "nmc.request.v1"}', signed, Status.INVALID_DATA, "no 'id' field"),
+        ("wrong shape", SUBJECT, b'{"protocol": "nmc.request.v2"}', signed, Status.INVALID_DATA, "no 'id' field"),
         ("missing headers", SUBJECT, good, None, Status.INVALID_DATA, "security:"),
         ("bad base64", SUBJECT, good, {"Nmc-Signature": "%%%", "Nmc-Certificate": "%%%"}, Status.INVALID_DATA,
          "security:"),

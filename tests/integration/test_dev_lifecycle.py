@@ -219,7 +219,9 @@ def test_a_node_that_cannot_verify_the_broker_logs_why_and_still_stops(home, tmp
         text = node_cfg.read_text()
         ca_line = next(ln for ln in text.splitlines() if ln.startswith("plugin.security.ca_file"))
         bad = node_cfg.parent / "bad.cfg"
-        bad.write_text(text.replace(ca_line, f"plugin.security.ca_file = {tmp_path / 'ca2' / 'ca.pem'}"))
+        # A replay file of its own: node1's is locked by the fleet's node1, which keeps running.
+        bad.write_text(text.replace(ca_line, f"plugin.security.ca_file = {tmp_path / 'ca2' / 'ca.pem'}")
+                       .replace("security.replay_file = replay.log", "security.replay_file = bad-replay.log"))
         node = subprocess.Popen([*NMC, "serve", "node", "--config", str(bad)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, env=home)
         from tests.proctools import wait_for_log

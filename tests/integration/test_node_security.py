@@ -33,7 +33,8 @@ class Counter(Agent):
 
 def _request(caller: str, identity: str = "n1.test") -> Request:
     return Request(id=new_request_id(), collective="nmc", agent="counter", action="bump", caller=caller,
-                   sender="test", time=time.time(), ttl=60, data={}, filter=f"identity({identity})")
+                   sender="test", time=time.time(), ttl=60, data={}, filter=f"identity({identity})",
+                   targets=(identity,))
 
 
 async def _send(url: str, body: bytes, headers: dict[str, str], caller: str = "alice") -> Reply:

@@ -81,7 +81,7 @@ async def test_an_unsigned_request_is_refused_by_default(fleet):
     finally:
         await nc.close()
     assert reply.status == Status.INVALID_DATA and reply.data == {}
-    assert reply.message == ("request protocol must be 'nmc.request.v1', got None; "
+    assert reply.message == ("request protocol must be 'nmc.request.v2', got None; "
                              "hint: unsigned requests are off on this node (security.unsigned_actions is empty)")
     assert fleet.ca.verifier().verify(msg.data, msg.headers[SIGNATURE_HEADER], msg.headers[CERTIFICATE_HEADER]) == NODE
 

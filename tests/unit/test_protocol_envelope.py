@@ -13,6 +13,7 @@ from nmc.protocol.envelope import (
     REPLY_PROTOCOL,
     REQUEST_PROTOCOL,
     EnvelopeError,
+    OutdatedRequestError,
     Reply,
     Request,
     new_request_id,
@@ -115,7 +116,12 @@ BAD_REQUESTS: list[tuple[str, bytes]] = [
     ("json array", b"[1, 2]"),
     ("json string", b'"x"'),
     ("json null", b"null"),
-    ("wrong protocol", _body({**REQUEST, "protocol": "nmc.request.v2"})),
+    ("wrong protocol", _body({**REQUEST, "protocol": "nmc.request.v3"})),
+    ("old protocol", _body({**REQUEST, "protocol": "nmc.request.v1"})),
+    ("targets empty", _body({**REQUEST, "targets": []})),
+    ("targets not a list", _body({**REQUEST, "targets": "web1"})),
+    ("targets with a non-string", _body({**REQUEST, "targets": ["web1", 7]})),
+    ("targets with an empty name", _body({**REQUEST, "targets": ["web1", ""]})),
     ("reply protocol", _body({**REQUEST, "protocol": REPLY_PROTOCOL})),
     ("no protocol", _body(_without(REQUEST, "protocol"))),
     ("ttl zero", _body({**REQUEST, "ttl": 0})),
@@ -221,3 +227,26 @@ def test_arbitrary_bytes_parse_or_raise_envelope_error(body: bytes) -> None:
         else:
             # Whatever parses can be sent on again: it re-serialises to an equal envelope.
             assert parse(parsed.to_bytes()) == parsed
+
+
+def test_targets_round_trip_and_are_signed_content() -> None:
+    req = Request(id="i", collective="c", agent="a", action="b", caller="cert=x", sender="s", time=1.5,
+                  ttl=60, targets=("web1.example.com",))
+    body = req.to_bytes()
+    assert json.loads(body)["targets"] == ["web1.example.com"]
+    assert Request.from_bytes(body) == req
+    # Without targets the field is absent (a broadcast body stays as small as before), and null reads as absent.
+    plain = Request(id="i", collective="c", agent="a", action="b", caller="cert=x", sender="s", time=1.5, ttl=60)
+    assert "targets" not in json.loads(plain.to_bytes())
+    assert Request.from_bytes(_body({**REQUEST, "targets": None})).targets is None
+
+
+def test_a_v1_request_is_refused_with_its_id_and_why() -> None:
+    with pytest.raises(OutdatedRequestError) as info:
+        Request.from_bytes(_body({**REQUEST, "protocol": "nmc.request.v1"}))
+    assert info.value.request_id == "abc123"
+    assert info.value.reason == ("nmc.request.v1 is no longer accepted: it does not say where it may run; "
+                                 "upgrade the client")
+    with pytest.raises(OutdatedRequestError) as info:
+        Request.from_bytes(_body({**REQUEST, "protocol": "nmc.request.v1", "id": 5}))
+    assert info.value.request_id == ""

@@ -207,7 +207,7 @@ def test_unsigned_messages_that_are_not_admitted_keep_their_refusal_and_get_a_hi
     off = pipeline(())
     reply = ask(off, "rpcutil", "get_fact", b'{"fact":"role"}')
     assert reply.status == Status.INVALID_DATA
-    assert reply.message == ("request protocol must be 'nmc.request.v1', got None; "
+    assert reply.message == ("request protocol must be 'nmc.request.v2', got None; "
                              "hint: unsigned requests are off on this node (security.unsigned_actions is empty)")
     p = pipeline()
     reply = ask(p, "rpcutil", "inventory", b"")
@@ -219,7 +219,7 @@ def test_unsigned_messages_that_are_not_admitted_keep_their_refusal_and_get_a_hi
                                   "nmc.<collective>.node.<identity>.<agent>.<action>")
     # A whole request envelope without its signature headers: today's "security:" refusal, its id, and the hint.
     envelope = Request(id=new_request_id(), collective="nmc", agent="rpcutil", action="inventory",
-                       caller="cert=alice", sender="t", time=time.time(), ttl=60)
+                       caller="cert=alice", sender="t", time=time.time(), ttl=60, targets=(IDENTITY,))
     reply = ask(p, "rpcutil", "inventory", envelope.to_bytes())
     assert reply.message.startswith("security: ") and reply.request_id == envelope.id
     assert reply.message.endswith("; hint: rpcutil.inventory is not in this node's security.unsigned_actions")
@@ -246,7 +246,7 @@ def test_signed_requests_are_unchanged_by_the_allowlist():
     p = pipeline(("rpcutil.get_fact",))
     Counter.runs = []
     req = Request(id=new_request_id(), collective="nmc", agent="counter", action="bump", caller="cert=alice",
-                  sender="t", time=time.time(), ttl=60, data={"n": 1})
+                  sender="t", time=time.time(), ttl=60, data={"n": 1}, targets=(IDENTITY,))
     body = req.to_bytes()
     reply = ask(p, "counter", "bump", body, ALICE.headers(body))
     assert (reply.status, reply.request_id, Counter.runs) == (Status.OK, req.id, ["cert=alice"])
