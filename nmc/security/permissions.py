@@ -11,7 +11,7 @@ same table for people, and a test checks it against these functions.
 - ``node``: hears requests for itself and its collective; asks the policy service;
   writes its own audit subject and its own registry key; answers into inboxes.
 - ``policy``: answers ``nmc.*.authz.check`` into inboxes, announces reloads.
-- ``audit``: reads ``NMC_AUDIT`` through its own durable pull consumer.
+- ``audit``: reads ``NMC_AUDIT`` through durable pull consumers it names.
 - ``operator``: creates and changes the audit stream and the registry bucket
   (``nmc audit setup``, ``nmc ops setup``); nothing else.
 - ``leaf``: a site's leaf server: what the site's nodes and users may do, for any name.
@@ -24,7 +24,7 @@ Three rules hold for every role, because nats-server enforces nothing finer:
    the reply subject, so a user could aim a node's answer at another node's registry
    key. Roles that answer get ``publish _INBOX.>`` instead, where every nmc
    connection takes its replies.
-2. **No role reads through consumers it makes, except the audit service's durable.**
+2. **No role reads through consumers, except the audit service through its durable.**
    nats-server checks neither a push consumer's deliver subject nor the reply
    subject of a pull request or direct get against the asker's permissions, so any
    role that may create a consumer or fetch from one can have stored records
@@ -83,7 +83,7 @@ class Scope:
     collective: str = "nmc"
     registry_bucket: str = DEFAULT_BUCKET
     audit_stream: str = AUDIT_STREAM
-    audit_consumer: str = AUDIT_CONSUMER  # the audit service's durable: no other role may touch it
+    audit_consumer: str = AUDIT_CONSUMER  # the audit service's default durable (only `audit` touches consumers)
     jetstream_domain: str = ""  # a hub's domain: its leaf servers send JetStream API requests as $JS.<domain>.API
 
     def __post_init__(self) -> None:
@@ -205,21 +205,22 @@ def policy_permissions(name: str, scope: Scope) -> Permissions:
 
 
 def audit_permissions(name: str, scope: Scope) -> Permissions:
-    """The audit service: looks the audit stream up, owns its durable pull consumer, answers $SRV.
+    """The audit service: looks the audit stream up, owns durable pull consumers on it, answers $SRV.
 
-    Every subject form that names the consumer (``CREATE.<stream>.<name>[.<filter>]``,
-    ``DURABLE.CREATE``) and nothing else, so it can put back a consumer someone changed;
-    never the nameless ``CREATE.<stream>``, whose body may name any consumer.
+    Consumers on the audit stream only, in the subject forms that name the consumer
+    (``CREATE.<stream>.<name>[.<filter>]``, ``DURABLE.CREATE``), so the service can put back
+    one someone changed; never the nameless ``CREATE.<stream>``. Any name: each independent
+    audit service has its own (``audit.consumer``), and a consumer delivers where its creator
+    says anyway, so one name more or less buys the role nothing.
     """
-    stream, durable = scope.audit_stream, scope.audit_consumer
-    consumer = f"{stream}.{durable}"
+    stream = scope.audit_stream
     return Permissions(
         subscribe=("$SRV.>", _inbox(name)),
         publish=(f"{_JS}.STREAM.INFO.{stream}",
-                 f"{_JS}.CONSUMER.CREATE.{consumer}", f"{_JS}.CONSUMER.CREATE.{consumer}.>",
-                 f"{_JS}.CONSUMER.DURABLE.CREATE.{consumer}", f"{_JS}.CONSUMER.INFO.{consumer}",
-                 f"{_JS}.CONSUMER.DELETE.{consumer}", f"{_JS}.CONSUMER.MSG.NEXT.{consumer}",
-                 f"$JS.ACK.{consumer}.>", _ANSWERS),
+                 f"{_JS}.CONSUMER.CREATE.{stream}.*", f"{_JS}.CONSUMER.CREATE.{stream}.*.>",
+                 f"{_JS}.CONSUMER.DURABLE.CREATE.{stream}.*", f"{_JS}.CONSUMER.INFO.{stream}.*",
+                 f"{_JS}.CONSUMER.DELETE.{stream}.*", f"{_JS}.CONSUMER.MSG.NEXT.{stream}.*",
+                 f"$JS.ACK.{stream}.>", _ANSWERS),
     )
 
 

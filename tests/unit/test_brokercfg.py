@@ -65,11 +65,14 @@ def test_services_get_their_subjects():
     assert policy.subscribe == ("nmc.*.authz.check", "$SRV.>", "_INBOX.p1.>") and not policy.allow_responses
     assert policy.publish == ("nmc.*.authz.reloaded", "_INBOX.>")
     audit = audit_permissions("a1", Scope())
-    # Its own durable in every subject form that names it; never the nameless CREATE.<stream>.
-    assert {"$JS.API.CONSUMER.CREATE.NMC_AUDIT.nmc-audit", "$JS.API.CONSUMER.CREATE.NMC_AUDIT.nmc-audit.>",
-            "$JS.API.CONSUMER.DURABLE.CREATE.NMC_AUDIT.nmc-audit", "$JS.ACK.NMC_AUDIT.nmc-audit.>"} <= set(audit.publish)
-    assert not audit.may_publish("$JS.API.CONSUMER.CREATE.NMC_AUDIT")
-    assert not audit.may_publish("$JS.API.CONSUMER.CREATE.NMC_AUDIT.other")
+    # Consumers of the audit stream in every subject form that names them; never the nameless CREATE.<stream>.
+    assert all(audit.may_publish(s) for s in (
+        "$JS.API.CONSUMER.CREATE.NMC_AUDIT.nmc-audit", "$JS.API.CONSUMER.CREATE.NMC_AUDIT.nmc-audit.nmc.audit.>",
+        "$JS.API.CONSUMER.DURABLE.CREATE.NMC_AUDIT.nmc-audit", "$JS.ACK.NMC_AUDIT.nmc-audit.1.1.1.1.0"))
+    assert not audit.may_publish("$JS.API.CONSUMER.CREATE.NMC_AUDIT")  # the name would be in the body
+    assert audit.may_publish("$JS.API.CONSUMER.CREATE.NMC_AUDIT.siem")  # another audit service's own
+    assert not audit.may_publish("$JS.API.CONSUMER.CREATE.KV_nmc_registry.nmc-audit")
+    assert not audit.may_publish("$JS.API.CONSUMER.PAUSE.NMC_AUDIT.nmc-audit")
     assert not any("STREAM.CREATE" in s or "STREAM.UPDATE" in s for s in audit.publish)
     assert audit.subscribe == ("$SRV.>", "_INBOX.a1.>") and not audit.allow_responses
     operator = operator_permissions("ops1", Scope())
