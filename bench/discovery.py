@@ -43,6 +43,7 @@ from nmc.ops.logs import configure_logging
 from nmc.ops.serve import build_node
 from nmc.ops.settings import client_settings, load_signer, load_verifier
 from nmc.protocol.filter import parse
+from nmc.security.names import inbox_prefix
 
 Row = tuple[float, float, float, int]  # wall ms, last reply/record at ms, tail ms, nodes found
 
@@ -79,7 +80,8 @@ async def bench(tmp: Path, nodes: int, runs: int) -> dict[str, list[Row]]:
             await node.start()
         print(f"{nodes} nodes up in {time.perf_counter() - started:.1f} s (CA, certificates, configs, start)")
         client_cfg = load_config(layout.client_cfg, kind="client", env={})
-        nc = await nats.connect(broker.url)
+        # Nodes answer only into the inbox of the certificate that signed the request.
+        nc = await nats.connect(broker.url, inbox_prefix=inbox_prefix(load_signer(client_cfg).name))
         fc = FleetClient(nc=nc, signer=load_signer(client_cfg), verifier=load_verifier(client_cfg),
                          settings=client_settings(client_cfg))
         results: dict[str, list[Row]] = {"broadcast": [], "registry": []}

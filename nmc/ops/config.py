@@ -129,7 +129,8 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "audit.ack_timeout": KeySpec("2", "seconds a node waits for the stream to acknowledge a record before it"
                                  " spools it", _SERVER),
     "audit.max_age": KeySpec("30d", "how long NMC_AUDIT keeps records: seconds or a number with s, m, h, d;"
-                             " 0 = forever (the audit service sets it)", _SERVER),
+                             " 0 = forever (used when a daemon creates the stream; with nmc's broker"
+                             " permissions the operator's `nmc audit setup` does)", _SERVER),
     "audit.file": KeySpec("", "audit service: the file it writes; empty: /var/log/nmc/audit.jsonl as root,"
                           " else $XDG_STATE_HOME/nmc/audit.jsonl", _SERVER, is_path=True),
     "audit.format": KeySpec("json", "audit service: file format, json (one JSON object per line) or mcollective"
