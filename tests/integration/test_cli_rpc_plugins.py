@@ -72,7 +72,8 @@ def client_env(tmp_path: Path, url: str, ca_dir: Path, plugindir: Path | None = 
     if plugindir is not None:
         values["plugindir"] = str(plugindir)
     _write_cfg(tmp_path / "client.cfg", values)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NMC_")}
+    # No NMC_* from the test's environment, except the state directory of this test run (tests/conftest.py).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NMC_") or k == "NMC_STATE_DIR"}
     return {**env, "NMC_CONFIG": str(tmp_path / "client.cfg"), "HOME": str(tmp_path)}
 
 

@@ -68,8 +68,8 @@ def venv_bin(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _venv_env(venv_bin: Path, **extra: str) -> dict[str, str]:
     """The environment of a process from the venv: no PYTHONPATH, no NMC_* from the test's environment."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME") and not k.startswith("NMC_")}
+    env = {k: v for k, v in os.environ.items()  # NMC_STATE_DIR: this test run's state directory (conftest)
+           if k not in ("PYTHONPATH", "PYTHONHOME") and (not k.startswith("NMC_") or k == "NMC_STATE_DIR")}
     return {**env, "PATH": f"{venv_bin}{os.pathsep}{env.get('PATH', '')}", "VIRTUAL_ENV": str(venv_bin.parent),
             **extra}
 
