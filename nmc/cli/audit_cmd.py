@@ -15,9 +15,10 @@ import click
 from nmc.audit.errors import AuditStreamError
 from nmc.audit.formats import json_line, text_line
 from nmc.audit.reader import AuditQuery, read_records
-from nmc.audit.stream import STREAM, ensure_stream
+from nmc.audit.stream import STREAM
 from nmc.cli.common import connect_client, load_client_config
 from nmc.ops.config import Config, ConfigError
+from nmc.ops.jetstream import SetupError, setup_audit_stream
 from nmc.ops.settings import SettingsError, jetstream_replicas, parse_duration, record_verifier
 
 __all__ = ["audit", "parse_when"]
@@ -179,10 +180,14 @@ def _when(text: str | None, now: datetime, option: str) -> datetime | None:
 def setup(ctx: click.Context, max_age: str, as_json: bool) -> None:
     """Create the NMC_AUDIT stream (or set its max age) before any node or audit service runs.
 
+    Needs a certificate of role `operator` (no running daemon may create or change
+    a stream); `nmc ops setup` makes the registry bucket too.
+
     \b
     Example:
       nmc audit setup --max-age 90d
       nmc audit setup --json | jq .messages
+      nmc --config operator.cfg audit setup --max-age 90d
     """
     seconds = parse_duration(max_age)
     if seconds is None:
@@ -191,7 +196,10 @@ def setup(ctx: click.Context, max_age: str, as_json: bool) -> None:
     async def go() -> None:
         config = load_client_config(ctx)
         async with _connect(config) as nc:
-            info = await ensure_stream(nc.jetstream(), seconds, replicas=jetstream_replicas(config))
+            try:
+                info = await setup_audit_stream(nc.jetstream(), seconds, replicas=jetstream_replicas(config))
+            except SetupError as exc:
+                raise AuditStreamError(exc.reason) from exc
         if as_json:
             click.echo(json.dumps({"stream": STREAM, "subjects": list(info.config.subjects or []),
                                    "messages": info.state.messages, "max_age_s": info.config.max_age or 0,

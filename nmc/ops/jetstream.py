@@ -29,7 +29,8 @@ from nmc.security.names import inbox_prefix, tls_identity
 from nmc.services.registry import ensure_bucket
 from nmc.transport import ConnectError, connect
 
-__all__ = ["DEFAULT_REGISTRY_TTL", "JetStreamSetup", "SetupError", "SetupResult", "setup_as", "setup_jetstream"]
+__all__ = ["DEFAULT_REGISTRY_TTL", "JetStreamSetup", "SetupError", "SetupResult", "setup_as", "setup_audit_stream",
+           "setup_jetstream"]
 
 DEFAULT_REGISTRY_TTL = 180.0  # three missed refreshes at the nodes' default registerinterval (60 s)
 # A refused publish gets no answer, only a timeout: say what usually causes it.
@@ -76,14 +77,19 @@ class SetupResult:
     registry: StreamInfo
 
 
-async def setup_jetstream(js: JetStreamContext, setup: JetStreamSetup = JetStreamSetup()) -> SetupResult:
-    """Create, or give their settings to, NMC_AUDIT and the registry bucket (SetupError with the reason)."""
+async def setup_audit_stream(js: JetStreamContext, max_age: float = DEFAULT_MAX_AGE, replicas: int = 1) -> StreamInfo:
+    """Create, or give its settings to, NMC_AUDIT (SetupError with the reason: `nmc audit setup`)."""
     try:
-        audit = await ensure_stream(js, setup.audit_max_age, replicas=setup.replicas)
+        return await ensure_stream(js, max_age, replicas=replicas)
     except AuditStreamError as exc:
         if isinstance(exc.__cause__, (nats.errors.TimeoutError, TimeoutError)):
             raise SetupError(f"stream NMC_AUDIT: {_NO_ANSWER}") from exc
         raise SetupError(exc.reason) from exc
+
+
+async def setup_jetstream(js: JetStreamContext, setup: JetStreamSetup = JetStreamSetup()) -> SetupResult:
+    """Create, or give their settings to, NMC_AUDIT and the registry bucket (SetupError with the reason)."""
+    audit = await setup_audit_stream(js, setup.audit_max_age, setup.replicas)
     bucket = f"bucket {setup.registry_bucket}"
     try:
         registry = await ensure_bucket(js, setup.registry_bucket, setup.registry_ttl, replicas=setup.replicas)

@@ -66,3 +66,15 @@ async def test_the_audit_file_is_readable_by_owner_and_group_only(hostile: Hosti
         await fc.call("rpcutil", "ping", {}, expect=hostile.identities)
     await until(lambda: len(hostile.audit_records()) >= 2 * len(hostile.identities), 20, "the ping's audit records")
     assert stat.S_IMODE(hostile.audit_file.stat().st_mode) == 0o640
+
+
+async def test_setup_with_a_user_certificate_is_refused_in_one_line(hostile: HostileFleet):
+    config = hostile.client_config("admin").source
+    # A user may look the streams up (setup with nothing to change succeeds), but not change them.
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "nmc", "--config", str(config), "ops", "setup",
+                                                "--audit-max-age", "7d",
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, err.decode()
+    assert "does this certificate have role `operator`?" in lines[0]
