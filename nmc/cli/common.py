@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import os
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from nmc.client.discovery import DISCOVERY_METHODS, DiscoveryError, Targeting
 from nmc.client.fleet import CallResult, FleetClient
 from nmc.client.request_many import NoRespondersError
 from nmc.ops.config import Config, ConfigError, find_client_config, load_config
-from nmc.ops.logs import configure_logging
+from nmc.ops.logs import configure_logging, quiet_tls_eof_warning
 from nmc.ops.settings import (
     SettingsError,
     client_servers,
@@ -185,20 +184,6 @@ def load_client_config(ctx: click.Context) -> Config:
             raise
         hint = " (given by --config or NMC_CONFIG)" if explicit and not Path(explicit).exists() else ""
         raise click.ClickException(f"{exc}{hint}") from exc
-
-
-class _TlsEofNoise(logging.Filter):
-    """asyncio warns on every TLS connection nats-py closes; it means nothing to a user."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "eof_received() has no effect when using ssl" not in record.getMessage()
-
-
-def quiet_tls_eof_warning() -> None:
-    """Drop asyncio's 'returning true from eof_received() has no effect when using ssl' (idempotent)."""
-    logger = logging.getLogger("asyncio")
-    if not any(isinstance(f, _TlsEofNoise) for f in logger.filters):
-        logger.addFilter(_TlsEofNoise())
 
 
 @contextlib.asynccontextmanager

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import click
 
-from nmc.ops.broker import BrokerError
-from nmc.ops.config import ConfigError
-from nmc.ops.pki import PKIError
-from nmc.ops.settings import SettingsError
+__all__ = ["expected_errors", "one_line", "show_click_error", "show_unexpected", "show_usage_error"]
 
-__all__ = ["EXPECTED_ERRORS", "one_line", "show_click_error", "show_unexpected", "show_usage_error"]
 
-# Failures of the user's set-up whose message already says what is wrong: shown as they are.
-EXPECTED_ERRORS: tuple[type[Exception], ...] = (ConfigError, SettingsError, PKIError, BrokerError)
+def expected_errors() -> tuple[type[Exception], ...]:
+    """Failures of the user's set-up whose message already says what is wrong: shown as they are.
+
+    Imported when a failure is shown, not at start-up: `nmc --version` must not load the ops code.
+    """
+    from nmc.ops.broker import BrokerError
+    from nmc.ops.config import ConfigError
+    from nmc.ops.pki import PKIError
+    from nmc.ops.settings import SettingsError
+
+    return (ConfigError, SettingsError, PKIError, BrokerError)
 
 
 def one_line(text: str) -> str:
@@ -43,7 +48,7 @@ def show_click_error(exc: click.ClickException) -> None:
 
 def show_unexpected(exc: BaseException) -> None:
     """A failure no command turned into a message: say what it was and how to see more."""
-    if isinstance(exc, EXPECTED_ERRORS):
+    if isinstance(exc, expected_errors()):
         _echo_error(str(exc))
         return
     detail = str(exc) or "(no message)"

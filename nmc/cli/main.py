@@ -8,29 +8,54 @@ import sys
 import click
 
 from nmc import __version__
-from nmc.cli.audit_cmd import audit
-from nmc.cli.broker_cmd import broker
-from nmc.cli.common import quiet_tls_eof_warning
-from nmc.cli.completion import completion
-from nmc.cli.ca_cmd import ca
-from nmc.cli.config_cmd import config
-from nmc.cli.dev_cmd import dev
 from nmc.cli.errors import show_click_error, show_unexpected, show_usage_error
-from nmc.cli.fleet_cmds import find, ping, rpc
-from nmc.cli.plugin_cmd import plugin
-from nmc.cli.policy_cmd import policy
-from nmc.cli.puppet_cmd import puppet
-from nmc.cli.render import choose_color
-from nmc.cli.report_cmds import facts, inventory
-from nmc.cli.serve_cmd import serve
-from nmc.cli.setup_cmd import setup
-from nmc.cli.simulate_cmd import simulate, simulate_worker
-from nmc.cli.systemd_cmd import systemd
+from nmc.cli.lazy import LazyCommand, LazyGroup
+from nmc.cli.terminal import choose_color
 
 EXIT_USAGE = 4
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Every sub-command is imported when it runs, not before (nmc.cli.lazy): `nmc --version` and
+# `nmc ping` do not pay for the CA code, the broker writer or the audit service.
+_COMMANDS = {
+    "audit": LazyCommand("nmc.cli.audit_cmd:audit",
+                         "The audit trail: who ran what, where, when, allowed or not, and how it ended."),
+    "completion": LazyCommand("nmc.cli.completion:completion",
+                              "Print the shell completion script for SHELL (commands, options, agents,..."),
+    "config": LazyCommand("nmc.cli.config_cmd:config",
+                          "Inspect nmc's configuration (client.cfg, server.cfg, plugin.d, NMC_* variables)."),
+    "dev": LazyCommand("nmc.cli.dev_cmd:dev", "A throwaway local fleet for trying nmc and for development."),
+    "facts": LazyCommand("nmc.cli.report_cmds:facts",
+                         "Show how many nodes have each value of FACT (dotted paths reach into..."),
+    "find": LazyCommand("nmc.cli.fleet_cmds:find", "List the identities of the nodes that match the filter."),
+    "inventory": LazyCommand("nmc.cli.report_cmds:inventory",
+                             "Show everything NODE says about itself, or a scripted report over many nodes."),
+    "ping": LazyCommand("nmc.cli.fleet_cmds:ping", "Ping matching nodes and show each one's round-trip time."),
+    "plugin": LazyCommand("nmc.cli.plugin_cmd:plugin",
+                          "Agent plugins: what this client knows and their DDLs (plugindir, entry..."),
+    "policy": LazyCommand("nmc.cli.policy_cmd:policy", "Action policies: what they decide, and whether they parse."),
+    "puppet": LazyCommand("nmc.cli.puppet_cmd:puppet",
+                          "Run Puppet across the fleet, enable or disable it, and see its state."),
+    "rpc": LazyCommand("nmc.cli.fleet_cmds:rpc",
+                       "Run AGENT ACTION on every matching node and show each node's structured result."),
+    "serve": LazyCommand("nmc.cli.serve_cmd:serve", "Run nmc daemons in the foreground (for systemd or a terminal)."),
+}
+_OPS_COMMANDS = {
+    "broker": LazyCommand("nmc.cli.broker_cmd:broker",
+                          "Run a NATS broker with JetStream for a dev or small fleet, in the foreground."),
+    "ca": LazyCommand("nmc.cli.ca_cmd:ca", "Manage the fleet certificate authority and the certificates it issues."),
+    "setup": LazyCommand("nmc.cli.setup_cmd:setup",
+                         "Create or configure NMC_AUDIT and the registry bucket: run once, before any..."),
+    "simulate": LazyCommand("nmc.cli.simulate_cmd:simulate",
+                            "Run N real nodes (own connection, certificate, facts) in a few processes, for..."),
+    "simulate-worker": LazyCommand("nmc.cli.simulate_cmd:simulate_worker", "(hidden)"),
+    "systemd": LazyCommand("nmc.cli.systemd_cmd:systemd",
+                           "Write systemd units for `nmc serve node|policy|audit`, and an example..."),
+}
+
+
+@click.group(cls=LazyGroup, lazy=_COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="nmc")
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), envvar="NMC_CONFIG",
               help="Client configuration file (default: ~/.nmc/client.cfg, /etc/nmc/client.cfg, "
@@ -54,7 +79,7 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, color: bool | 
     ctx.color = choose_color(color, os.environ)  # inherited by every subcommand's context
 
 
-@cli.group()
+@cli.group(cls=LazyGroup, lazy=_OPS_COMMANDS)
 def ops() -> None:
     """Operator tools: certificate authority, the embedded broker, JetStream setup, the fleet simulator, systemd units.
 
@@ -66,24 +91,9 @@ def ops() -> None:
     """
 
 
-ops.add_command(ca)
-ops.add_command(broker)
-ops.add_command(setup)
-ops.add_command(simulate)
-ops.add_command(simulate_worker)
-ops.add_command(systemd)
-for command in (ping, find, rpc, facts, inventory, config, serve, dev):
-    cli.add_command(command)
-cli.add_command(audit)
-cli.add_command(plugin)
-cli.add_command(puppet)
-cli.add_command(policy)
-cli.add_command(completion)
-
 
 def main() -> None:
     """Console-script entry point: usage errors exit 4 (MCollective's rpc exit codes keep 1 and 2)."""
-    quiet_tls_eof_warning()  # daemons and dev up close TLS connections too
     state: dict[str, object] = {}  # becomes the root context's obj: --debug is readable after a failure
     try:
         rv = cli.main(prog_name="nmc", standalone_mode=False, obj=state)

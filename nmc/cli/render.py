@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from nmc.cli.terminal import choose_color  # re-exported: render is where commands look for it
 from nmc.client.fleet import CallResult, NodeResult
 from nmc.protocol.aggregate import AggregateResult
 from nmc.protocol.ddl import ActionSpec
@@ -22,20 +23,6 @@ __all__ = ["DISPLAY_MODES", "call_json", "choose_color", "default_display", "pri
            "print_summary", "print_table", "reply_json", "shown_replies", "summary_json"]
 
 DISPLAY_MODES = ("ok", "failed", "all", "none")
-
-
-def choose_color(flag: bool | None, env: Mapping[str, str]) -> bool | None:
-    """The root context's `color`: --color/--no-color, else off when NO_COLOR is set, else None.
-
-    None lets click decide per stream: colour on a terminal, plain text into a
-    pipe or file. NO_COLOR (https://no-color.org) counts when set and not
-    empty, and an explicit flag beats it, as that convention asks.
-    """
-    if flag is not None:
-        return flag
-    if env.get("NO_COLOR"):
-        return False
-    return None
 
 
 def _fmt_value(value: Any) -> str:

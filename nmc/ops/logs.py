@@ -13,14 +13,32 @@ from typing import TextIO
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "quiet_tls_eof_warning"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING,
            "error": logging.ERROR, "fatal": logging.CRITICAL, "critical": logging.CRITICAL}
 
 
+class _TlsEofNoise(logging.Filter):
+    """asyncio warns on every TLS connection nats-py closes; it means nothing to a user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+def quiet_tls_eof_warning() -> None:
+    """Drop asyncio's 'returning true from eof_received() has no effect when using ssl' (idempotent)."""
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _TlsEofNoise) for f in logger.filters):
+        logger.addFilter(_TlsEofNoise())
+
+
 def configure_logging(*, json: bool, level: str = "info", stream: TextIO | None = None) -> None:
-    """Route structlog to `stream` (stderr by default) as JSON or as coloured console lines."""
+    """Route structlog to `stream` (stderr by default) as JSON or as coloured console lines.
+
+    Also drops asyncio's TLS-close noise: every process that logs this way talks TLS to NATS.
+    """
+    quiet_tls_eof_warning()
     out = stream or sys.stderr
     processors: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,

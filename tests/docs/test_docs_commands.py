@@ -21,8 +21,11 @@ ALL = [cmd for path in doc_files() for cmd in doc_commands(path)]
 def _params(command: click.Command) -> Iterator[click.Parameter]:
     yield from command.params
     if isinstance(command, click.Group):
-        for sub in command.commands.values():
-            yield from _params(sub)
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):  # lazily imported sub-commands too (nmc.cli.lazy)
+            sub = command.get_command(ctx, name)
+            if sub is not None:
+                yield from _params(sub)
 
 
 @pytest.fixture
