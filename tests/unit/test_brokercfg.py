@@ -170,3 +170,14 @@ def test_broker_settings_render_pins_and_authorization(tmp_path):
                        tls_pinned=("nothex",))
     with pytest.raises(BrokerError, match="need client verification"):
         BrokerSettings(tls_cert=tmp_path / "c", tls_key=tmp_path / "k", tls_pinned=(pin,))
+
+
+def test_a_users_permissions_do_not_depend_on_the_other_certificates(ca):
+    """Revoking one certificate and regenerating the configuration changes nobody else's block (issue 14 hole 13)."""
+    certs = {name: _cert(ca, name, *roles) for name, roles in (
+        ("alice", ("user",)), ("web1", ("node",)), ("nmc-policy", ("policy",)), ("nmc-audit", ("audit",)),
+        ("ops1", ("operator",)), ("site1", ("leaf",)), ("mallory", ("user",)))}
+    everyone = plan_users(certs.values(), Scope(), ca_certificates=[ca[1]])
+    without = plan_users([c for n, c in certs.items() if n != "mallory"], Scope(), ca_certificates=[ca[1]])
+    assert [u for u in everyone.users if u.name != "mallory"] == list(without.users)
+    assert not any(u.permissions.allow_responses for u in everyone.users)
