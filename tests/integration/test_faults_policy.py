@@ -30,6 +30,7 @@ import pytest
 from nmc.client.fleet import CallResult, ClientSettings, FleetClient
 from nmc.ops.broker import Broker
 from nmc.protocol.status import Status
+from nmc.security.names import inbox_prefix
 from tests.integration.daemonkit import DaemonFleet, until
 
 WORKERS_PER_CALLER = 2
@@ -55,12 +56,13 @@ async def test_policy_service_killed_and_restarted_under_load(nats_server: Broke
     phase = "up"
     outcomes: list[Outcome] = []
     stop = asyncio.Event()
-    nc = await nats.connect(nats_server.url)
+    # One connection per caller: nodes answer only into the signer's own inbox.
+    conns = {name: await nats.connect(nats_server.url, inbox_prefix=inbox_prefix(name)) for name in ("admin", "mallory")}
     try:
         policy = daemons.policy().start()
         await policy.wait_for("policy_service_started")
         nodes = await daemons.start_nodes()
-        clients = {name: FleetClient(nc=nc, signer=daemons.signer(name), verifier=daemons.verifier(),
+        clients = {name: FleetClient(nc=conns[name], signer=daemons.signer(name), verifier=daemons.verifier(),
                                      settings=ClientSettings(collective="nmc", timeout=10))
                    for name in ("admin", "mallory")}
 
@@ -94,7 +96,8 @@ async def test_policy_service_killed_and_restarted_under_load(nats_server: Broke
         assert all(n.proc is not None and n.proc.poll() is None for n in nodes.values()), "a node daemon died"
     finally:
         stop.set()
-        await nc.close()
+        for nc in conns.values():
+            await nc.close()
         daemons.stop_all()
 
     def replies(caller: str, name: str, node: str) -> list[tuple[Status, str]]:
