@@ -388,7 +388,7 @@ async def test_a_certificate_the_broker_does_not_admit_gets_a_one_line_reason(na
     with pytest.raises(SettingsError) as refused:
         async with client_session(_client_cfg(tmp_path, broker.url, ca_dir, "zed")):
             pass
-    assert "does it admit certificate 'zed'?" in refused.value.reason
+    assert "does the broker admit certificate 'zed'?" in refused.value.reason
     assert "\n" not in refused.value.reason
 
 
