@@ -348,6 +348,8 @@ def _port_free(port: int) -> bool:
     import socket
 
     with socket.socket() as s:
+        # As nats-server binds: the previous fleet's connections in TIME_WAIT do not make the port "taken".
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
