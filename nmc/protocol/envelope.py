@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from nmc.protocol.status import Status
+from nmc.protocol.strictjson import StrictJsonError, dumps_compact, loads_object
 
 __all__ = [
     "REPLY_PROTOCOL",
@@ -57,43 +57,13 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-# A JSON escape of a UTF-16 surrogate (\uD800-\uDFFF); only then is the slower check needed.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} does not fit a finite number")
-    return value
-
-
 def _load_object(body: bytes, what: str) -> dict[str, Any]:
-    # Decode strictly ourselves: json.loads(bytes) would also take UTF-16/32 and a BOM, and
-    # lets UTF-8-encoded surrogates through ('surrogatepass'); the contract says UTF-8 JSON.
+    # The one strict reader of signed bodies (nmc.protocol.strictjson): UTF-8 only, finite numbers
+    # only, Unicode text only, so what parses here can be written again unchanged.
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise EnvelopeError(f"{what} is not UTF-8 JSON: invalid UTF-8 at byte {exc.start}") from exc
-    try:
-        # NaN/Infinity/1e400 are not JSON numbers and could not be serialised again (allow_nan=False).
-        obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-    except ValueError as exc:
-        raise EnvelopeError(f"{what} is not JSON: {exc.__class__.__name__}") from exc
-    except RecursionError as exc:
-        raise EnvelopeError(f"{what} is nested too deeply") from exc
-    if not isinstance(obj, dict):
-        raise EnvelopeError(f"{what} must be a JSON object, got {type(obj).__name__}")
-    if _SURROGATE_ESCAPE.search(text):
-        try:
-            _dumps(obj)
-        except (UnicodeEncodeError, ValueError, RecursionError) as exc:
-            raise EnvelopeError(f"{what} holds a lone surrogate escape, not Unicode text") from exc
-    return obj
+        return loads_object(body, what)
+    except StrictJsonError as exc:
+        raise EnvelopeError(exc.reason) from exc
 
 
 def _field(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
@@ -120,7 +90,7 @@ def _number(obj: Mapping[str, Any], name: str, what: str) -> float:
 
 
 def _dumps(obj: Mapping[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return dumps_compact(obj)
 
 
 def _dumps_list(items: list[str]) -> bytes:

@@ -5,9 +5,9 @@ BOM, UTF-8-encoded surrogates, `NaN`/`Infinity` and numbers that overflow a
 float. A value read that way may not survive being written again (a NaN in an
 audit record makes `allow_nan=False` fail in the sink that writes it), so
 every body a signature covers is read with `loads_object` and written with
-`dumps_compact`: what one accepts, the other writes back unchanged.
-(The request and reply envelopes of nmc.protocol.envelope follow the same
-rules with their own copy.)
+`dumps_compact`: what one accepts, the other writes back unchanged. The
+request and reply envelopes (nmc.protocol.envelope) and audit records both
+read through here.
 """
 
 from __future__ import annotations
