@@ -30,7 +30,7 @@ from typing import Literal
 
 from nmc.protocol.filter import And, ClassTerm, FilterSyntaxError, MatchAll, Node, parse
 from nmc.protocol.filter_ast import regex_problem
-from nmc.protocol.regex import compile_pattern
+from nmc.protocol.regex import Pattern, compile_pattern
 from nmc.protocol.unsigned import UNSIGNED_CALLER
 
 __all__ = [
@@ -80,7 +80,7 @@ class Caller:
 
     kind: Literal["any", "exact", "regex", "group"]
     text: str
-    pattern: re.Pattern[str] | None = field(default=None, compare=False)
+    pattern: Pattern | None = field(default=None, compare=False)  # RE2 (nmc.protocol.regex)
 
     def matches(self, caller: str, groups: Groups) -> bool:
         """True where `caller` (always a verified `cert=<name>`) is this item."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Protocol
 
-import re2
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
 __all__ = ["MAX_PATTERN", "Pattern", "RegexError", "compile_pattern", "regex_problem", "search"]
 

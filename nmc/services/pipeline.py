@@ -152,10 +152,10 @@ class RequestPipeline:
                      message=message, time=time.time(), data=dict(data or {}))
 
     async def handle(self, subject: str, body: bytes, headers: Mapping[str, str] | None,
-                     reply: str | None = None) -> Outcome:
+                     reply_to: str | None = None) -> Outcome:
         """Process one request message; never raises for bad input.
 
-        `reply` is the message's reply subject: a request whose reply subject lies outside
+        `reply_to` is the message's reply subject: a request whose reply subject lies outside
         its caller's inbox runs nothing and gets no answer (see `_reply_refused`).
         """
         self.counters.total += 1
@@ -169,7 +169,7 @@ class RequestPipeline:
             if request is None:
                 request = self._decode(subject, body)
                 self._authenticate(request, body, headers or {})
-            if reply and (refused := self._reply_refused(request, reply)) is not None:
+            if reply_to and (refused := self._reply_refused(request, reply_to)) is not None:
                 return refused
             snap: NodeFacts = self.snapshot()
             if not self._matches(request, snap):
