@@ -13,6 +13,7 @@ Usage: python bench/memory.py [--nodes 1000] [--processes 2] [--runs 5]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import NMC, ROOT, Simulation, env_for, machine, rss_kb
 
 from nmc.ops.dev import DevFleet, DevLayout
+from nmc.ops.jetstream import setup_as
 from nmc.ops.logs import configure_logging
 
 
@@ -44,6 +46,7 @@ def idle_daemon(tmp: Path, runs: int) -> list[int]:
     """VmRSS (KiB) of one idle `nmc serve node`, once per run."""
     fleet = DevFleet(DevLayout(tmp / "one"), nodes=1, port=0)
     broker, _ = fleet.prepare()
+    asyncio.run(setup_as(fleet.operator_config()))  # as `nmc dev up`: the operator creates the streams
     cfg = fleet.layout.node_dir("node1.example.net") / "server.cfg"
     out = []
     try:

@@ -23,6 +23,7 @@ Usage: python bench/peers_salt.py [--runs 5] [--nodes 20] [--batch 3] [--salt-ve
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import os
@@ -55,6 +56,7 @@ from _salt_procs import (
 
 from nmc.ops.broker import Broker, BrokerError, find_nats_server
 from nmc.ops.dev import DevFleet, DevLayout, node_facts_for
+from nmc.ops.jetstream import SetupError, setup_as
 
 # Facts that become salt grains; the OS facts stay out because they would override Salt's own core grains.
 GRAIN_FACTS = ("role", "dc", "country", "environment", "customer")
@@ -82,8 +84,11 @@ class NmcFleet:
     def start(self, timeout: float = 120.0) -> None:
         """Write CA, certs and configs (nmc.ops.dev), start broker, audit, policy and the nodes; wait for all."""
         try:
-            self.broker, _ = DevFleet(self.layout, nodes=self.nodes, port=0).prepare()
-        except BrokerError as exc:
+            fleet = DevFleet(self.layout, nodes=self.nodes, port=0)
+            self.broker, _ = fleet.prepare()
+            # As `nmc dev up`: the operator certificate creates the streams no daemon may create.
+            asyncio.run(setup_as(fleet.operator_config()))
+        except (BrokerError, SetupError) as exc:
             raise BenchError(f"nmc broker: {exc}") from None
         out = self.layout.root / "out"
         self.audit = Child("nmc serve audit", self._nmc("serve", "audit", "--config", str(self.layout.audit_cfg)),

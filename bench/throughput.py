@@ -45,6 +45,7 @@ from nmc.cli.common import client_session, quiet_tls_eof_warning
 from nmc.client.fleet import FleetClient
 from nmc.ops.config import load_config
 from nmc.ops.dev import DevFleet, DevLayout, node_facts_for
+from nmc.ops.jetstream import setup_as
 from nmc.ops.logs import configure_logging
 
 
@@ -143,7 +144,11 @@ async def audit_lines(path: Path, want: int, quiet_for: float = 15.0) -> int:
 async def bench(runs: int, duration: float, concurrency: int, cache_ttl: str) -> None:
     with tempfile.TemporaryDirectory(prefix="nmc-throughput-") as tmpdir:
         layout = DevLayout(Path(tmpdir))
-        broker, _ = DevFleet(layout, nodes=1, port=0).prepare()
+        fleet = DevFleet(layout, nodes=1, port=0)
+        broker, _ = fleet.prepare()
+        # As `nmc dev up` does: the operator certificate creates NMC_AUDIT and the registry bucket
+        # (no daemon may), before the audit service starts.
+        await setup_as(fleet.operator_config())
         identity = node_facts_for(1)[0]
         server_cfg = layout.node_dir(identity) / "server.cfg"
         with server_cfg.open("a", encoding="utf-8") as out:
@@ -187,6 +192,8 @@ async def bench(runs: int, duration: float, concurrency: int, cache_ttl: str) ->
     print(f"  p99        {statistics.median(r.percentile(99) for r in results):8.2f} ms")
     print(f"audit trail: {written} records written by nmc serve audit for {total} requests "
           f"({2 * total} expected: a decision and a result each)")
+    if written != 2 * total:
+        sys.exit("audit records are missing: the figures above do not count")
 
 
 async def _until_answers(fc: FleetClient, identity: str, node: Daemon, within: float = 60.0) -> None:
