@@ -11,13 +11,16 @@ import asyncio
 import os
 import shlex
 import signal
+import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from nmc.ops import pki
 from nmc.services.agents import BUILTIN_AGENTS
 from nmc.services.agents.puppetstate import pid_alive
 
@@ -157,3 +160,24 @@ async def wait_until(predicate: Any, timeout: float, what: str, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def client_env_for(url: str, ca_dir: Path, home: Path, *, clean: bool = False) -> dict[str, str]:
+    """Environment for an `nmc` child process signing as `admin` of `ca_dir` against `url` (NMC_* dropped if `clean`)."""
+    issued = pki.issued_paths(ca_dir, "admin")
+    cfg = home / "client.cfg"
+    cfg.write_text(f"main_collective = nmc\nplugin.nats.servers = {url}\n"
+                   f"plugin.security.ca_file = {ca_dir / 'ca.pem'}\n"
+                   f"plugin.security.cert_file = {issued.certificate}\nplugin.security.key_file = {issued.key}\n",
+                   encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not (clean and k.startswith("NMC_"))}
+    return {**env, "NMC_CONFIG": str(cfg), "HOME": str(home)}
+
+
+async def run_nmc(env: Mapping[str, str], *args: str) -> tuple[int, str, str]:
+    """Run `nmc ARGS` without blocking the event loop the nodes answer from."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "nmc", *args, env=dict(env),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
-import sys
 import time
 
 import pytest
 
-from nmc.ops import pki
-from tests.integration.puppetkit import PuppetSite, max_overlap
+from tests.integration.puppetkit import PuppetSite, client_env_for, max_overlap, run_nmc
 from tests.tools import needs_tool
 
 _puppet = needs_tool("puppet")  # skipped with one line without puppet, failed in CI (tests/tools.py)
@@ -30,22 +27,10 @@ async def puppet_site(fleet, tmp_path):
 def client_env(nats_server, test_ca, tmp_path) -> dict:
     """Environment for `nmc` with a client.cfg for the fleet's broker and CA."""
     test_ca.signer("admin")
-    issued = pki.issued_paths(test_ca.directory, "admin")
-    cfg = tmp_path / "client.cfg"
-    cfg.write_text(f"main_collective = nmc\nplugin.nats.servers = {nats_server.url}\n"
-                   f"plugin.security.ca_file = {test_ca.directory / 'ca.pem'}\n"
-                   f"plugin.security.cert_file = {issued.certificate}\nplugin.security.key_file = {issued.key}\n",
-                   encoding="utf-8")
-    return {**os.environ, "NMC_CONFIG": str(cfg), "HOME": str(tmp_path)}
+    return client_env_for(nats_server.url, test_ca.directory, tmp_path)
 
 
-async def nmc(env: dict, *args: str) -> tuple[int, str, str]:
-    """Run `nmc ARGS` without blocking the event loop the nodes answer from."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "nmc", *args, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+nmc = run_nmc
 
 
 async def test_runonce_batch_3_runs_every_us_node_never_more_than_3_at_once(fleet, puppet_site, client_env):

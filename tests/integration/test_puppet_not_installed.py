@@ -9,16 +9,12 @@ sum up, and runall's event times never later than its total.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 import shlex
-import sys
 
 import pytest
 
-from nmc.ops import pki
-from tests.integration.puppetkit import PuppetSite
+from tests.integration.puppetkit import PuppetSite, client_env_for, run_nmc
 
 MISSING = "nmc-test-no-such-puppet"
 HINT = "install Puppet (Debian, Ubuntu: apt-get install puppet) or set plugin.puppet.command"
@@ -41,24 +37,12 @@ async def no_puppet(fleet, tmp_path) -> list[str]:
 
 @pytest.fixture
 def client_env(nats_server, test_ca, tmp_path) -> dict:
+    """Environment for `nmc` with a client.cfg for the fleet's broker and CA."""
     test_ca.signer("admin")
-    issued = pki.issued_paths(test_ca.directory, "admin")
-    cfg = tmp_path / "client.cfg"
-    cfg.write_text(f"main_collective = nmc\nplugin.nats.servers = {nats_server.url}\n"
-                   f"plugin.security.ca_file = {test_ca.directory / 'ca.pem'}\n"
-                   f"plugin.security.cert_file = {issued.certificate}\nplugin.security.key_file = {issued.key}\n",
-                   encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NMC_")}
-    return {**env, "NMC_CONFIG": str(cfg), "HOME": str(tmp_path)}
+    return client_env_for(nats_server.url, test_ca.directory, tmp_path, clean=True)
 
 
-async def nmc(env: dict, *args: str) -> tuple[int, str, str]:
-    """Run `nmc ARGS` without blocking the event loop the nodes answer from."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "nmc", *args, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+nmc = run_nmc
 
 
 async def test_runall_says_puppet_is_missing_once_per_node_with_the_hint(no_puppet, client_env):
