@@ -86,9 +86,15 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bo
         fleet = DevFleet(layout, nodes=nodes, port=port, unsigned_actions=actions)
         broker, configs = fleet.prepare()
         announce = _announce_json if as_json else _announce
+        # While asyncio.run builds its loop a KeyboardInterrupt would hit a half-made loop (a traceback
+        # from its __del__): from here a signal is only noted, and _run_fleet acts on it first thing.
+        early: list[int] = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda signum, frame: early.append(signum))
         asyncio.run(_run_fleet(configs, lambda ids: announce(layout, broker.url, ids, directory is not None),
                                audit_config=fleet.audit_config(), policy_config=fleet.policy_config(),
-                               operator_config=fleet.operator_config()))
+                               operator_config=fleet.operator_config(), early=early))
     except _START_ERRORS as exc:
         raise click.ClickException(f"the dev fleet did not start: {getattr(exc, 'reason', None) or exc}") from exc
     except KeyboardInterrupt:
@@ -116,8 +122,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 async def _run_fleet(configs: Sequence[Config], announce: Callable[[list[str]], None], *,
                      audit_config: Config | None = None, policy_config: Config | None = None,
-                     operator_config: Config | None = None) -> None:
+                     operator_config: Config | None = None, early: Sequence[int] = ()) -> None:
     stop = catch_stop_signals()  # from here on a signal at any stage of start-up stops what started
+    if early:  # a signal that came while the loop was being made
+        return
     # The operator's step first: only its certificate may create the audit stream and the registry bucket.
     if operator_config is not None and not await unless_stopped(
             setup_as(operator_config, give_up_after=_CONNECT_GIVE_UP), stop):
