@@ -11,7 +11,8 @@ same table for people, and a test checks it against these functions.
 - ``node``: hears requests for itself and its collective; asks the policy service;
   writes its own audit subject and its own registry key; answers into inboxes.
 - ``policy``: answers ``nmc.*.authz.check`` into inboxes, announces reloads.
-- ``audit``: reads ``NMC_AUDIT`` through durable pull consumers it names.
+- ``audit``: reads ``NMC_AUDIT`` one stored message at a time, as users do, and hears
+  ``nmc.audit.>`` as a wake-up hint.
 - ``operator``: creates and changes the audit stream and the registry bucket
   (``nmc audit setup``, ``nmc ops setup``); nothing else.
 - ``leaf``: a site's leaf server: what the site's nodes and users may do, for any name.
@@ -24,7 +25,7 @@ Three rules hold for every role, because nats-server enforces nothing finer:
    the reply subject, so a user could aim a node's answer at another node's registry
    key. Roles that answer get ``publish _INBOX.>`` instead, where every nmc
    connection takes its replies.
-2. **No role reads through consumers, except the audit service through its durable.**
+2. **No role reads through consumers.**
    nats-server checks neither a push consumer's deliver subject nor the reply
    subject of a pull request or direct get against the asker's permissions, so any
    role that may create a consumer or fetch from one can have stored records
@@ -50,7 +51,6 @@ from nmc.protocol.subjects import PREFIX, encode_token
 from nmc.security.names import INBOX_ROOT, inbox_prefix
 
 __all__ = [
-    "AUDIT_CONSUMER",
     "AUDIT_STREAM",
     "BROKER_ROLE",
     "LEAF_ROLE",
@@ -68,7 +68,6 @@ __all__ = [
 ]
 
 AUDIT_STREAM = "NMC_AUDIT"
-AUDIT_CONSUMER = "nmc-audit"
 BROKER_ROLE = "broker"
 LEAF_ROLE = "leaf"
 OPERATOR_ROLE = "operator"
@@ -83,7 +82,6 @@ class Scope:
     collective: str = "nmc"
     registry_bucket: str = DEFAULT_BUCKET
     audit_stream: str = AUDIT_STREAM
-    audit_consumer: str = AUDIT_CONSUMER  # the audit service's default durable (only `audit` touches consumers)
     jetstream_domain: str = ""  # a hub's domain: its leaf servers send JetStream API requests as $JS.<domain>.API
 
     def __post_init__(self) -> None:
@@ -91,9 +89,8 @@ class Scope:
         if not self.collective:
             raise ValueError("collective must not be empty")
         check_bucket(self.registry_bucket)
-        for what, name in (("audit stream", self.audit_stream), ("audit consumer", self.audit_consumer)):
-            if not name or any(c in name for c in " .*>\t\r\n"):
-                raise ValueError(f"{what} name {name!r} must be one subject token")
+        if not self.audit_stream or any(c in self.audit_stream for c in " .*>\t\r\n"):
+            raise ValueError(f"audit stream name {self.audit_stream!r} must be one subject token")
 
     @property
     def base(self) -> str:
@@ -205,22 +202,17 @@ def policy_permissions(name: str, scope: Scope) -> Permissions:
 
 
 def audit_permissions(name: str, scope: Scope) -> Permissions:
-    """The audit service: looks the audit stream up, owns durable pull consumers on it, answers $SRV.
+    """The audit service: reads the audit stream one stored record at a time, answers $SRV.
 
-    Consumers on the audit stream only, in the subject forms that name the consumer
-    (``CREATE.<stream>.<name>[.<filter>]``, ``DURABLE.CREATE``), so the service can put back
-    one someone changed; never the nameless ``CREATE.<stream>``. Any name: each independent
-    audit service has its own (``audit.consumer``), and a consumer delivers where its creator
-    says anyway, so one name more or less buys the role nothing.
+    No consumers (rule 2): the service keeps its own position (``nmc.audit.service``) and
+    reads with ``STREAM.MSG.GET``, as every other reader does. It hears the records as they
+    are published (``nmc.audit.>``) only as a hint that there is more to read: what it
+    writes comes from the stream.
     """
     stream = scope.audit_stream
     return Permissions(
-        subscribe=("$SRV.>", _inbox(name)),
-        publish=(f"{_JS}.STREAM.INFO.{stream}",
-                 f"{_JS}.CONSUMER.CREATE.{stream}.*", f"{_JS}.CONSUMER.CREATE.{stream}.*.>",
-                 f"{_JS}.CONSUMER.DURABLE.CREATE.{stream}.*", f"{_JS}.CONSUMER.INFO.{stream}.*",
-                 f"{_JS}.CONSUMER.DELETE.{stream}.*", f"{_JS}.CONSUMER.MSG.NEXT.{stream}.*",
-                 f"$JS.ACK.{stream}.>", _ANSWERS),
+        subscribe=("$SRV.>", _inbox(name), f"{PREFIX}.audit.>"),
+        publish=(f"{_JS}.STREAM.INFO.{stream}", f"{_JS}.STREAM.MSG.GET.{stream}", _ANSWERS),
     )
 
 
