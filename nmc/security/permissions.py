@@ -30,7 +30,11 @@ Three rules hold for every role, because nats-server enforces nothing finer:
    subject of a pull request or direct get against the asker's permissions, so any
    role that may create a consumer or fetch from one can have stored records
    delivered onto any subject. Readers use ``STREAM.MSG.GET``: its answer is the
-   server's JSON (the record inside, base64), never a raw message.
+   server's JSON (the record inside, base64), never a raw message. What remains:
+   nats-server does not check the reply subject of any JetStream API request or
+   stream publish either, so whoever may read or write a stream can have the
+   server's JSON answer posted on any subject. Every nmc receiver refuses it
+   (unsigned), and a node listens on its own registry key to put its record back.
 3. **Stream configuration is the operator's.** No running daemon may create,
    change, purge or delete a stream, so no daemon key can make a stream capture
    requests or turn on rollups.
@@ -170,12 +174,14 @@ def _inbox(name: str) -> str:
 def node_permissions(name: str, scope: Scope) -> Permissions:
     """A node named ``name``: its requests, its inbox, its audit records and registry key; answers into inboxes."""
     base = scope.base
+    own_key = f"$KV.{scope.registry_bucket}.{registry_key(scope.collective, name)}"
     return Permissions(
         subscribe=(f"{base}.node.{encode_token(name)}.>", f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>",
-                   f"{base}.authz.reloaded", "$SRV.>", _inbox(name)),
+                   f"{base}.authz.reloaded", "$SRV.>", _inbox(name),
+                   own_key),  # to put its record back when the broker was made to write there (rule 2)
         publish=(f"{base}.authz.check",
                  f"{PREFIX}.audit.{encode_token(scope.collective)}.{encode_token(name)}",
-                 f"$KV.{scope.registry_bucket}.{registry_key(scope.collective, name)}",
+                 own_key,
                  # The registry and audit publishers look their stream up; the operator made it (rule 3).
                  f"{_JS}.STREAM.INFO.{scope.registry_stream}", f"{_JS}.STREAM.INFO.{scope.audit_stream}",
                  _ANSWERS),
@@ -244,7 +250,7 @@ def leaf_permissions(name: str, scope: Scope) -> Permissions:
         publish=(f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>", f"{base}.node.>", f"{base}.authz.>",
                  f"{PREFIX}.audit.{encode_token(scope.collective)}.>", f"$KV.{scope.registry_bucket}.>",
                  "$SRV.>", _ANSWERS, *_merge(js, ())),
-        subscribe=(f"{base}.>", "$SRV.>", _ANSWERS),
+        subscribe=(f"{base}.>", "$SRV.>", _ANSWERS, f"$KV.{scope.registry_bucket}.>"),
         publish_deny=deny,
     )
 

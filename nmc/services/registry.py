@@ -16,6 +16,13 @@ write only its own key (broker permissions), and without this one put of its
 own key with `Nats-Rollup: all` would wipe every other record. The operator
 creates it (`nmc ops setup`); a node creates it only where the broker lets it
 (no permissions), and never changes an existing one.
+
+A record can still be overwritten by the broker itself: nats-server does not check
+the reply subject of a JetStream API request or of a stream publish, so any user
+may have the server post its JSON answer onto this node's key
+(docs/security.md, "What the broker does not check"). The node therefore listens
+on its own key and puts its record back when anything but its own write lands
+there (`registry_record_overwritten`), at most `_REPAIRS_PER_SECOND` times a second.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -47,6 +54,7 @@ log = structlog.get_logger("nmc.registry")
 # nats-server's error code for "replicas > 1 not supported in non-clustered mode".
 _NOT_CLUSTERED = 10074
 _DUPLICATE_WINDOW = 120.0  # nats-py's for a key-value bucket (never longer than the TTL)
+_REPAIRS_PER_SECOND = 5  # re-puts after foreign writes: enough to win back a one-off, bounded under a flood
 
 
 def bucket_config(bucket: str = DEFAULT_BUCKET, ttl: float = 180.0, replicas: int = 1) -> StreamConfig:
@@ -127,7 +135,11 @@ class RegistryPublisher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._log = log
+        self._watch: Any = None  # core subscription to the node's own key (foreign writes)
+        self._written: bytes | None = None  # the record last put, to tell its echo from a foreign write
+        self._repairs: list[float] = []  # monotonic times of recent re-puts (rate limit)
         self.puts = 0  # successful puts, for stats and tests
+        self.overwrites = 0  # foreign writes seen on the node's own key
 
     async def start(self, node: Node) -> None:
         """Put the record once (so it is there when the node reports started), then refresh it in the background."""
@@ -136,8 +148,34 @@ class RegistryPublisher:
         self._node = node
         self._agents = tuple(sorted(spec.name for spec in node.agent_specs()))
         self._log = log.bind(identity=node.identity, bucket=self.settings.bucket)
+        await self._watch_own_key(node)
         await self._publish_safely("start")
         self._task = asyncio.create_task(self._refresh_loop(), name=f"nmc-registry {node.identity}")
+
+    async def _watch_own_key(self, node: Node) -> None:
+        """Hear every write to the node's own key, to put the record back after a foreign one."""
+        if node.nc is None:
+            return
+        subject = f"$KV.{self.settings.bucket}.{RegistryEntry(identity=node.identity, collective=node.collective).key}"
+        try:
+            self._watch = await node.nc.subscribe(subject, cb=self._on_write)
+        except Exception as exc:  # noqa: BLE001 - a broker without the permission: the refresh still runs
+            self._log.warning("registry_watch_failed", error=str(exc) or type(exc).__name__)
+
+    async def _on_write(self, msg: Any) -> None:
+        """A write to the node's key: its own put or delete is expected, anything else is put right."""
+        operation = (msg.headers or {}).get("KV-Operation")
+        if operation is not None or msg.data == self._written:
+            return  # the node's own delete (clean stop) or the echo of its own put
+        self.overwrites += 1
+        now = time.monotonic()
+        self._repairs = [t for t in self._repairs if now - t < 1.0]
+        if len(self._repairs) >= _REPAIRS_PER_SECOND:
+            return  # a flood: the refresh puts it back within the interval anyway
+        self._repairs.append(now)
+        self._log.warning("registry_record_overwritten", size=len(msg.data), repairs=len(self._repairs),
+                          hint="someone had the broker write onto this key (docs/security.md); putting it back")
+        self._wake.set()
 
     async def facts_changed(self, node: Node) -> None:
         """Re-put at once, from the refresh task, so a slow broker never holds up a facts reload."""
@@ -147,6 +185,10 @@ class RegistryPublisher:
         """Stop refreshing and delete the record: a clean stop leaves the registry at once."""
         await cancel_and_wait(self._task)
         self._task = None
+        if self._watch is not None:
+            with contextlib.suppress(Exception):  # a closed connection has no subscription left to remove
+                await self._watch.unsubscribe()
+            self._watch = None
         node, kv = self._node, self._kv
         if node is None or kv is None or node.nc is None or not node.nc.is_connected:
             return
@@ -187,7 +229,9 @@ class RegistryPublisher:
         entry = RegistryEntry(identity=node.identity, collective=node.collective, facts=snap.facts,
                               classes=tuple(snap.classes), agents=self._agents, last_seen=time.time(),
                               version=__version__, facts_version=snap.version)
-        await self._kv.put(entry.key, entry.to_bytes())
+        data = entry.to_bytes()
+        self._written = data
+        await self._kv.put(entry.key, data)
         self.puts += 1
 
     async def _open(self, nc: NATS) -> KeyValue:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from nmc.client.registry import registry_discover
 from nmc.protocol.registry import RegistryEntry, registry_key
 from tests.adversarial.brokerkit import REFUSED, js_api, published, registry_entry, stream_info
-from tests.adversarial.kit import HostileFleet
+from tests.adversarial.kit import HostileFleet, until
 
 REGISTRY = "KV_nmc_registry"
 
@@ -57,3 +57,32 @@ async def test_a_leaf_connection_cannot_roll_up_the_bucket_either(hostile: Hosti
     admin_errors: list[str] = []
     admin = await hostile.connect_as("admin", errors=admin_errors)
     assert (await stream_info(admin, REGISTRY, admin_errors))["state"]["messages"] == len(hostile.identities)
+
+
+async def test_a_node_puts_back_its_record_after_the_broker_was_made_to_overwrite_it(hostile: HostileFleet):
+    # nats-server does not check the reply subject of a JetStream API request against the asker's
+    # permissions: a user that may only read the registry has the server post its JSON answer onto
+    # a node's key, which the bucket stores as that node's record. The node hears the foreign
+    # write on its own key and puts its record back.
+    from nmc.protocol.registry import RecordError
+    from nmc.services.registry import RegistryPublisher
+
+    errors: list[str] = []
+    mallory = await hostile.connect_as("mallory", errors=errors)
+    admin = await hostile.connect_as("admin", errors=errors)
+    victim_node = hostile.nodes[0]
+    victim = victim_node.identity
+    publisher = next(c for c in victim_node.companions if isinstance(c, RegistryPublisher))
+    puts_before = publisher.puts
+    assert await published(mallory, f"$JS.API.STREAM.INFO.{REGISTRY}", b"", errors, reply=_key(victim))
+
+    async def repaired() -> bool:
+        try:
+            return (await registry_entry(admin, victim, errors)).identity == victim
+        except RecordError:
+            return False
+
+    await until(lambda: publisher.overwrites >= 1, 5.0, "the node to hear the foreign write on its key")
+    await until(repaired, 5.0, f"{victim}'s record to be put back")
+    assert publisher.puts > puts_before  # put back by the node, not by its regular refresh (60 s away)
+    assert sorted(e.identity for e in await registry_discover(admin, "nmc", "")) == sorted(hostile.identities)

@@ -65,16 +65,14 @@ def test_services_get_their_subjects():
     assert policy.subscribe == ("nmc.*.authz.check", "$SRV.>", "_INBOX.p1.>") and not policy.allow_responses
     assert policy.publish == ("nmc.*.authz.reloaded", "_INBOX.>")
     audit = audit_permissions("a1", Scope())
-    # Consumers of the audit stream in every subject form that names them; never the nameless CREATE.<stream>.
-    assert all(audit.may_publish(s) for s in (
-        "$JS.API.CONSUMER.CREATE.NMC_AUDIT.nmc-audit", "$JS.API.CONSUMER.CREATE.NMC_AUDIT.nmc-audit.nmc.audit.>",
-        "$JS.API.CONSUMER.DURABLE.CREATE.NMC_AUDIT.nmc-audit", "$JS.ACK.NMC_AUDIT.nmc-audit.1.1.1.1.0"))
-    assert not audit.may_publish("$JS.API.CONSUMER.CREATE.NMC_AUDIT")  # the name would be in the body
-    assert audit.may_publish("$JS.API.CONSUMER.CREATE.NMC_AUDIT.siem")  # another audit service's own
-    assert not audit.may_publish("$JS.API.CONSUMER.CREATE.KV_nmc_registry.nmc-audit")
-    assert not audit.may_publish("$JS.API.CONSUMER.PAUSE.NMC_AUDIT.nmc-audit")
+    # Reads by message like users; no consumer in any subject form (a consumer delivers where its creator says).
+    assert audit.may_publish("$JS.API.STREAM.MSG.GET.NMC_AUDIT") and audit.may_publish("$JS.API.STREAM.INFO.NMC_AUDIT")
+    assert not any(audit.may_publish(s) for s in (
+        "$JS.API.CONSUMER.CREATE.NMC_AUDIT", "$JS.API.CONSUMER.CREATE.NMC_AUDIT.nmc-audit",
+        "$JS.API.CONSUMER.DURABLE.CREATE.NMC_AUDIT.nmc-audit", "$JS.API.CONSUMER.MSG.NEXT.NMC_AUDIT.nmc-audit",
+        "$JS.ACK.NMC_AUDIT.nmc-audit.1.1.1.1.0", "$JS.API.STREAM.MSG.GET.KV_nmc_registry"))
     assert not any("STREAM.CREATE" in s or "STREAM.UPDATE" in s for s in audit.publish)
-    assert audit.subscribe == ("$SRV.>", "_INBOX.a1.>") and not audit.allow_responses
+    assert audit.subscribe == ("$SRV.>", "_INBOX.a1.>", "nmc.audit.>") and not audit.allow_responses
     operator = operator_permissions("ops1", Scope())
     assert operator.subscribe == ("_INBOX.ops1.>",)
     assert set(operator.publish) == {f"$JS.API.STREAM.{verb}.{stream}" for verb in ("INFO", "CREATE", "UPDATE")
@@ -84,7 +82,7 @@ def test_services_get_their_subjects():
 def test_union_keeps_a_deny_only_where_the_other_role_does_not_allow_it():
     scope = Scope()
     both = user_permissions("ops", scope) | audit_permissions("ops", scope)
-    assert both.may_publish("$JS.API.CONSUMER.MSG.NEXT.NMC_AUDIT.nmc-audit") and "_INBOX.ops.>" in both.subscribe
+    assert both.may_subscribe("nmc.audit.nmc.web1") and "_INBOX.ops.>" in both.subscribe
     assert both.may_publish("nmc.nmc.all.rpcutil.ping") and not both.allow_responses
     same = user_permissions("u", scope) | user_permissions("u", scope)
     assert same == user_permissions("u", scope)
