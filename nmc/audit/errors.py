@@ -10,6 +10,7 @@ The tree::
           +-- SpoolError         the local spool file cannot take or give back records (`path`, `reason`)
           |    +-- SpoolFull     the spool reached its size limit (`limit`)
           +-- SinkError          a sink could not write a record (`sink`, `reason`)
+          |    +-- PositionError the audit service's position file cannot be read or saved (`sink`: its path)
           +-- AuditStreamError   the NMC_AUDIT stream could not be created, updated or read (`reason`)
 """
 
@@ -19,8 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AuditError", "AuditRecordError", "AuditRecordRefused", "AuditStreamError", "SinkError", "SpoolError",
-           "SpoolFull"]
+__all__ = ["AuditError", "AuditRecordError", "AuditRecordRefused", "AuditStreamError", "PositionError", "SinkError",
+           "SpoolError", "SpoolFull"]
 
 
 class AuditError(Exception):
@@ -70,6 +71,14 @@ class SinkError(AuditError):
         super().__init__(f"{sink}: {reason}")
         self.sink = sink
         self.reason = reason
+
+
+class PositionError(SinkError):
+    """The audit service's position file (nmc.audit.position) could not be read or saved.
+
+    A SinkError: the position is the file sink's bookmark, and whoever reports a sink
+    failure in one line (`nmc serve audit`, `nmc dev up`) reports this one too.
+    """
 
 
 class AuditStreamError(AuditError):

@@ -9,8 +9,9 @@ let them have records delivered onto any subject (nmc.security.permissions,
 rule 2); a `STREAM.MSG.GET` answer is the server's JSON, the record inside.
 Nothing lives on the server between two reads, so `tail -f` rides out a
 broker restart by asking again after the last record it saw. Copies of a
-record (a node's resend
-that got past the stream's de-duplication window) are shown once.
+record (a node's resend that got past the stream's de-duplication window)
+are shown once. The audit service reads the stream with the same
+`StoredMessages`, keeping its own position (nmc.audit.service).
 
 Records are checked as the audit service checks them (nmc.audit.verify):
 one that is not a genuine record of the node it names (unsigned, forged,
@@ -40,14 +41,14 @@ from nmc.audit.stream import STREAM
 from nmc.audit.verify import RecordVerifier
 from nmc.protocol.subjects import PREFIX, encode_token
 
-__all__ = ["AuditQuery", "read_records"]
+__all__ = ["NO_MESSAGE", "AuditQuery", "StoredMessage", "StoredMessages", "read_records"]
 
 # Records are stamped by the node, stored by the broker: allow their clocks to differ this much.
 CLOCK_SKEW = timedelta(minutes=5)
 _FETCH = 500
 _IN_FLIGHT = 64  # STREAM.MSG.GET requests at once while behind
 _POLL = 0.25  # seconds between looks for new records at the end of the stream (tail -f)
-_NO_MESSAGE = 10037  # nats-server's error code: no message at or after the sequence (or time)
+NO_MESSAGE = 10037  # nats-server's error code: no message at or after the sequence (or time)
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,11 @@ class _Metadata:
 
 
 @dataclass(frozen=True)
-class _Stored:
-    """One stored message with the parts of a fetched JetStream message the reader uses."""
+class StoredMessage:
+    """One stored message, shaped like a fetched JetStream message where its readers look.
+
+    `metadata.sequence.stream` is its stream sequence, `metadata.timestamp` when the broker stored it.
+    """
 
     subject: str
     data: bytes
@@ -196,32 +200,44 @@ class _Stored:
     metadata: _Metadata
 
 
-class _StoredMessages:
-    """A pull subscription's `fetch`, made of STREAM.MSG.GET requests: nothing to create, nothing to delete.
+class StoredMessages:
+    """The stored messages on `subject` from a sequence (or time), read with STREAM.MSG.GET: nothing to create or delete.
 
-    `fetch(n)` asks for the next message on `subject` at or after each of the next `n`
-    sequences at once. Each answer is the first match at or after its sequence, so
-    the distinct answers are every match up to the last answer, in order.
+    Shared by `nmc audit tail/query` (`fetch`, as a pull subscription's) and the audit
+    service (`read`, which keeps its own position: nmc.audit.service). Each request
+    asks for the first message on `subject` at or after one sequence; `read(n)` sends
+    up to `n` of them at once (at most _IN_FLIGHT) for the next sequences. Each answer
+    is the first match at or after its sequence, so the distinct answers are every
+    match up to the last answer, in order. `next_seq` is the sequence the next read
+    starts at; `last_seq` the end of the stream as last known.
     """
 
     def __init__(self, js: JetStreamContext, subject: str, start_seq: int, start_time: datetime | None,
                  last_seq: int) -> None:
         self.js, self.subject, self.next_seq, self.start_time, self.last_seq = js, subject, start_seq, start_time, last_seq
 
-    async def fetch(self, batch: int, timeout: float) -> list[_Stored]:
+    async def fetch(self, batch: int, timeout: float) -> list[StoredMessage]:
         """The next messages (up to `batch`); nats TimeoutError when none came within `timeout` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             behind = self.next_seq <= self.last_seq or self.start_time is not None
-            found = await self._read(batch)
+            found = await self.read(batch)
             if found:
                 return found
             if behind or loop.time() + _POLL > deadline:
                 raise nats.errors.TimeoutError  # nothing up to the end; or nothing new for `timeout` seconds
             await asyncio.sleep(_POLL)
 
-    async def _read(self, batch: int) -> list[_Stored]:
+    async def read(self, batch: int, *, expect: int = 0) -> list[StoredMessage]:
+        """What is stored from `next_seq` on now, up to `batch` messages ([]: nothing yet); moves `next_seq` past it.
+
+        Up to the known end several requests go out at once; past it one looks for what is
+        new, or `expect` at once when the caller knows that many were published since
+        (a guess: it only decides how many requests go out, never what is skipped).
+        When nothing matches at or after `next_seq`, `next_seq` moves to the known end + 1.
+        Raises AuditStreamError (the server refused) or a nats error (no answer).
+        """
         if self.start_time is not None:
             first = await self._get(None)  # the first match at or after the start time
             self.start_time = None
@@ -229,7 +245,7 @@ class _StoredMessages:
                 self.next_seq = max(self.next_seq, self.last_seq + 1)  # none yet: only what comes next
                 return []
             self.next_seq = first.seq or self.next_seq
-        ahead = self.last_seq - self.next_seq + 1
+        ahead = max(self.last_seq - self.next_seq + 1, expect)
         count = max(1, min(batch, _IN_FLIGHT, ahead))  # past the known end: one look for what is new
         answers = await asyncio.gather(*(self._get(self.next_seq + i) for i in range(count)))
         found: dict[int, RawStreamMsg] = {}
@@ -243,8 +259,8 @@ class _StoredMessages:
             return []
         self.next_seq = max(found) + 1
         self.last_seq = max(self.last_seq, self.next_seq - 1)
-        return [_Stored(subject=m.subject or "", data=m.data or b"", headers=m.headers,
-                        metadata=_Metadata(_Sequence(seq), max(0, self.last_seq - seq), m.time or _EPOCH))
+        return [StoredMessage(subject=m.subject or "", data=m.data or b"", headers=m.headers,
+                              metadata=_Metadata(_Sequence(seq), max(0, self.last_seq - seq), m.time or _EPOCH))
                 for seq, m in sorted(found.items())]
 
     async def _get(self, seq: int | None) -> RawStreamMsg | None:
@@ -253,7 +269,7 @@ class _StoredMessages:
                 return await _get_after_time(self.js, self.subject, self.start_time)
             return await self.js.get_msg(STREAM, seq=seq, subject=self.subject, next=True)
         except NotFoundError as exc:
-            if exc.err_code == _NO_MESSAGE:
+            if exc.err_code == NO_MESSAGE:
                 return None
             raise AuditStreamError(f"cannot read stream {STREAM}: {exc.description or exc}") from exc
         except nats.errors.TimeoutError as exc:
@@ -288,7 +304,7 @@ async def _get_after_time(js: JetStreamContext, subject: str, when: datetime | N
 
 
 async def _subscribe(js: JetStreamContext, subject: str, start_seq: int | None,
-                     start_time: datetime | None) -> tuple[_StoredMessages, int]:
+                     start_time: datetime | None) -> tuple[StoredMessages, int]:
     """The stored messages on `subject` from a sequence or time, and whether there is anything (1) or not (0)."""
     try:
         info = await js.stream_info(STREAM)
@@ -297,4 +313,4 @@ async def _subscribe(js: JetStreamContext, subject: str, start_seq: int | None,
     first, last = info.state.first_seq, info.state.last_seq
     begin = max(start_seq or first, first, 1)
     pending = 1 if last >= begin and info.state.messages else 0
-    return _StoredMessages(js, subject, begin, start_time if start_seq is None else None, last), pending
+    return StoredMessages(js, subject, begin, start_time if start_seq is None else None, last), pending

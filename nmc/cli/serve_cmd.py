@@ -124,12 +124,13 @@ def serve_policy(config_path: str | None, log_format: str | None) -> None:
 def serve_audit(config_path: str | None, log_format: str | None) -> None:
     """Run the audit service: `nmc-audit`, writing every audit record of the fleet once.
 
-    Reads the JetStream stream NMC_AUDIT through its durable consumer
-    (audit.consumer, default nmc-audit) and writes each record to audit.file
-    (JSON lines, or audit.format = mcollective; rotated at audit.rotate_bytes)
-    and, with audit.syslog, to syslog (RFC 5424). A record is acknowledged only
-    once written; a restart resumes where it stopped and drops duplicates.
-    Creates the stream if it is missing and sets its audit.max_age.
+    Reads the JetStream stream NMC_AUDIT record by record (no consumer) and
+    writes each genuine record to audit.file (JSON lines, or audit.format =
+    mcollective; rotated at audit.rotate_bytes) and, with audit.syslog, to
+    syslog (RFC 5424). Its position in the stream is saved to
+    audit.position_file (default <audit.file>.position) once the records
+    before it are written; a restart resumes there and drops duplicates.
+    The operator creates the stream (nmc audit setup).
 
     \b
     Example:

@@ -141,10 +141,9 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "audit.syslog": KeySpec("", "audit service: also send every record to syslog (RFC 5424): udp://host:port,"
                             " tcp://host:port or unix:///dev/log; empty: off", _SERVER),
     "audit.syslog_facility": KeySpec("local0", "audit service: syslog facility", _SERVER),
-    "audit.consumer": KeySpec("nmc-audit", "audit service: its durable JetStream consumer (give each independent"
-                              " audit service its own)", _SERVER),
-    "audit.ack_wait": KeySpec("30", "audit service: seconds before JetStream redelivers a record it has not"
-                              " acknowledged", _SERVER),
+    "audit.position_file": KeySpec("", "audit service: file where it keeps the next NMC_AUDIT sequence to read"
+                                   " (saved once the records before it are written); empty: <audit.file>.position",
+                                   _SERVER, is_path=True),
     "audit.dedup_ids": KeySpec("100000", "audit service: how many recently written record ids it remembers to"
                                " drop duplicates", _SERVER),
     "audit.node_names": KeySpec("", "audit service and `nmc audit`: name patterns (fnmatch, comma-separated) of"

@@ -173,7 +173,8 @@ def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc"
         "plugin.security.ca_file": str(ca), "plugin.security.cert_file": str(operator.certificate),
         "plugin.security.key_file": str(operator.key),
     })
-    # Role `audit`: the broker lets it read NMC_AUDIT through its own durable consumer (nmc.security.permissions).
+    # Role `audit`: the broker lets it read NMC_AUDIT record by record and hear nmc.audit.> (nmc.security.permissions);
+    # its position in the stream is kept beside its file (audit.jsonl.position).
     audit = ensure_certificate(layout.ca_dir, AUDIT_NAME, ("service", "audit"))
     _write_cfg(layout.audit_cfg, {"plugin.nats.servers": url, "audit.file": "audit.jsonl",
                                   "plugin.security.ca_file": str(ca), "plugin.security.cert_file": str(audit.certificate),

@@ -17,7 +17,7 @@ from nmc.audit.service import AuditService
 from nmc.authz import LocalAuthorizer, PolicyService, ServiceAuthorizer, node_authorizer
 from nmc.ops.config import Config, etc_dir, find_server_config
 from nmc.ops.settings import (audit_service_settings, audit_settings, SettingsError, authz_settings, crl_warning, fact_refresh_interval, policy_service_settings, fact_sources, load_signer, load_verifier,
-                              node_settings, record_verifier, registry_settings)
+                              node_settings, record_verifier, registry_settings, retired_audit_keys)
 from nmc.protocol.unsigned import UnsignedConfigError
 from nmc.services.agent import Agent
 from nmc.services.factrefresh import FactRefresher
@@ -234,8 +234,15 @@ def policy_config_path(explicit: str | None) -> Path | None:
 
 
 def build_audit_service(config: Config) -> AuditService:
-    """An unstarted `nmc-audit` service from its config (brokers, file, rotation, syslog, consumer)."""
+    """An unstarted `nmc-audit` service from its config (brokers, file and position file, rotation, syslog).
+
+    A retired key (`audit.consumer`, `audit.ack_wait`) is reported once with where it is set,
+    and otherwise ignored: the service works without it, and an old config keeps working.
+    """
     service = AuditService(audit_service_settings(config), record_verifier(config))
+    for key, origin, why in retired_audit_keys(config):
+        log.warning("config_key_retired", key=key, origin=origin, message=f"{key} is no longer used: {why}; "
+                    "remove it")
     _warn_without_crl(config, service="nmc-audit")
     return service
 

@@ -34,7 +34,7 @@ from nmc.services.node import NodeSettings
 from nmc.services.registry import RegistrySettings
 
 __all__ = ["DEFAULT_CRL_NAME", "SettingsError", "audit_max_age", "crl_path", "crl_warning", "audit_service_settings", "audit_settings", "default_replay_path", "default_spool_path", "parse_duration", "authz_settings", "client_settings", "connect_timeout", "policy_service_settings", "fact_refresh_interval", "fact_sources", "jetstream_replicas", "load_signer", "load_verifier", "record_verifier",
-           "node_settings", "registry_settings", "tls_context"]
+           "RETIRED_AUDIT_KEYS", "node_settings", "retired_audit_keys", "registry_settings", "tls_context"]
 
 
 class SettingsError(Exception):
@@ -462,8 +462,21 @@ def record_verifier(config: Config) -> RecordVerifier:
         raise SettingsError(f"{exc} (set at {config.origin('audit.node_names')})") from exc
 
 
+# Keys of the audit service when it read through a durable consumer (before issue 14): still accepted, never used.
+RETIRED_AUDIT_KEYS = {
+    "audit.consumer": "the audit service reads NMC_AUDIT without a consumer and keeps its position in"
+                      " audit.position_file (default <audit.file>.position)",
+    "audit.ack_wait": "the audit service acknowledges nothing: it saves its position once records are written",
+}
+
+
+def retired_audit_keys(config: Config) -> list[tuple[str, str, str]]:
+    """(key, where it is set, why it no longer does anything) for each retired audit key the config sets."""
+    return [(key, config.origin(key), why) for key, why in RETIRED_AUDIT_KEYS.items() if config.get(key) is not None]
+
+
 def audit_service_settings(config: Config) -> AuditServiceSettings:
-    """The `nmc serve audit` daemon: brokers, file, format, rotation, syslog and its consumer."""
+    """The `nmc serve audit` daemon: brokers, file and position file, format, rotation, syslog."""
     syslog_url = (config.get("audit.syslog") or "").strip()
     try:
         syslog = SyslogTarget.parse(syslog_url) if syslog_url else None
@@ -479,9 +492,8 @@ def audit_service_settings(config: Config) -> AuditServiceSettings:
             rotate_bytes=_audit_int(config, "audit.rotate_bytes", 100 << 20, 1),
             keep=_audit_int(config, "audit.keep", 10, 0),
             syslog=syslog, syslog_facility=(config.get("audit.syslog_facility") or "local0").strip().lower(),
-            consumer=(config.get("audit.consumer") or "nmc-audit").strip(),
+            position_file=config.get_path("audit.position_file"),
             max_age=audit_max_age(config), replicas=jetstream_replicas(config),
-            ack_wait=config.get_float("audit.ack_wait", 30.0) or 30.0,
             dedup_ids=_audit_int(config, "audit.dedup_ids", 100_000, 1))
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc

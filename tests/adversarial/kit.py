@@ -34,8 +34,8 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 
+from nmc.audit.position import PositionFile
 from nmc.audit.service import AuditService
-from nmc.audit.stream import STREAM
 from nmc.authz.service import PolicyService
 from nmc.client.fleet import FleetClient
 from nmc.cli.common import client_session
@@ -173,19 +173,19 @@ class HostileFleet:
         return node
 
     async def audit_consumed(self, stream_seq: int, within: float = 15.0) -> None:
-        """Wait until the audit service has handled (acknowledged) every stream message up to `stream_seq`.
+        """Wait until the audit service has handled every stream message up to `stream_seq` (and saved that).
 
         The service handles the stream in order, so after this whatever it would do with the
         message at `stream_seq` is done: written, dropped or refused.
         """
-        assert self.audit is not None and self.audit.nc is not None
-        js = self.audit.nc.jetstream()
+        assert self.audit is not None
+        audit = self.audit
 
-        async def acknowledged() -> bool:
-            info = await js.consumer_info(STREAM, self.audit.settings.consumer)  # type: ignore[union-attr]
-            return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= stream_seq
+        def handled() -> bool:
+            saved = PositionFile(audit.settings.position_path).load()
+            return (audit.position or 0) > stream_seq and saved is not None and saved.next_seq > stream_seq
 
-        await until(acknowledged, within, f"the audit service to handle stream message {stream_seq}")
+        await until(handled, within, f"the audit service to handle stream message {stream_seq}")
 
     async def stop(self) -> None:
         """Everything, in reverse order; tolerant of what a test already stopped."""

@@ -1,7 +1,7 @@
 """Helpers for the audit tests: an `nmc serve audit` process, reading the audit files, a real rsyslogd.
 
 Every wait here polls something a user could look at (a $SRV.PING answer, the
-consumer's state, a file's lines) until it holds or a deadline passes.
+audit service's position file, a file's lines) until it holds or a deadline passes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 
+from nmc.audit.errors import PositionError
 from nmc.audit.hooks import AuditRecord
+from nmc.audit.position import PositionFile
 from nmc.audit.records import encode_record
 from nmc.audit.stream import STREAM
 from nmc.audit.verify import RecordVerifier
@@ -78,7 +80,7 @@ class AuditProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self, nc: NATS, within: float = 30.0) -> None:
-        """Start it and wait until it answers $SRV.PING.nmc-audit (so its consumer exists)."""
+        """Start it and wait until it answers $SRV.PING.nmc-audit (so it hears new records)."""
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen([*NMC, "serve", "audit", "--config", str(self.config), "--log-format", "json"],
                                          stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -128,13 +130,21 @@ def record_counts(path: Path) -> Counter[tuple[str, str, str]]:
     return Counter((r["request_id"], r["identity"], r["phase"]) for r in read_records(path))
 
 
-async def consumer_done(nc: NATS, consumer: str = "nmc-audit") -> bool:
-    """The audit consumer has delivered and seen acknowledged everything in the stream."""
+async def caught_up(nc: NATS, position_file: Path) -> bool:
+    """The audit service has handled everything in the stream: its saved position is past the stream's last message.
+
+    A position of another stream of the same name (made again) does not count.
+    """
     try:
-        info = await nc.jetstream().consumer_info(STREAM, consumer)
-    except Exception:  # noqa: BLE001 - broker restarting, consumer not there yet
+        info = await nc.jetstream().stream_info(STREAM)
+    except Exception:  # noqa: BLE001 - broker restarting
         return False
-    return info.num_pending == 0 and info.num_ack_pending == 0
+    try:
+        position = PositionFile(position_file).load()
+    except PositionError:  # noqa: BLE001 - never half written; read as the service would
+        return False
+    created = info.created.isoformat() if info.created is not None else None
+    return position is not None and position.next_seq > info.state.last_seq and position.stream_created == created
 
 
 class Rsyslog:

@@ -1,24 +1,36 @@
-"""The audit service on a real nats-server: file, duplicates, restarts, formats, ADR-32, and a real rsyslog."""
+"""The audit service on a real nats-server: file, duplicates, its position across restarts, formats, ADR-32, rsyslog.
+
+The service reads NMC_AUDIT by sequence and keeps its position in a file
+(nmc.audit.position); `caught_up` waits until that file says every stored
+message was handled.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from structlog.testing import capture_logs
+
+from nmc.audit.errors import PositionError
 from nmc.audit.hooks import AuditRecord
+from nmc.audit.position import Position, PositionFile
 from nmc.audit.publisher import AuditSettings, JetStreamAuditor
 from nmc.audit.records import encode_record
 from nmc.audit.service import AuditService, AuditServiceSettings
 from nmc.audit.sinks import SyslogTarget
-from nmc.audit.stream import ensure_stream
+from nmc.audit.stream import STREAM, ensure_stream
 from tests.integration.auditkit import (
+    NMC,
     Rsyslog,
+    caught_up,
     connect,
-    consumer_done,
     publish_signed,
     read_records,
     record_counts,
@@ -37,8 +49,12 @@ def rec(i: int, phase: str = "decision", identity: str = "n1.test", **kw: Any) -
 
 
 def settings(tmp_path: Path, url: str, **kw: Any) -> AuditServiceSettings:
-    return AuditServiceSettings(**{"file": tmp_path / "audit" / "audit.jsonl", "servers": (url,), "ack_wait": 1.0,
-                                   "fetch_wait": 0.2, **kw})
+    return AuditServiceSettings(**{"file": tmp_path / "audit" / "audit.jsonl", "servers": (url,), **kw})
+
+
+def done(nc: Any, service: AuditService) -> Callable[[], Awaitable[bool]]:
+    """A check for `until`: the service's saved position is past the stream's last message."""
+    return lambda: caught_up(nc, service.settings.position_path)
 
 
 async def test_each_record_is_written_once_across_restarts_and_crashes(nats_url, tmp_path, test_ca):
@@ -57,27 +73,34 @@ async def test_each_record_is_written_once_across_restarts_and_crashes(nats_url,
         # A node's resend that came after the stream's de-duplication window: a second copy in the stream.
         await publish(rec(3), msg_id="resent-after-the-window")
         await service.start()
-        await until(lambda: consumer_done(nc), 20, "the service to write and acknowledge 11 messages")
+        await until(done(nc, service), 20, "the service to write 11 messages and save its position")
         await service.stop()
         assert [r["request_id"] for r in read_records(service.settings.file)] == [f"req-{i}" for i in range(10)]
         assert service.counters.duplicates == 1
+        # The position file: the next sequence, and the stream it counts in.
+        info = await js.stream_info(STREAM)
+        saved = PositionFile(service.settings.position_path).load()
+        assert saved == Position(next_seq=12, stream_created=info.created.isoformat())
+        assert json.loads(service.settings.position_path.read_text())["next_seq"] == 12
 
-        # While it is stopped more records arrive; it resumes at its consumer's position.
+        # While it is stopped more records arrive; it resumes at its saved position.
         for i in range(10, 15):
             await publish(rec(i))
-        # A crash after writing two of them but before acknowledging: the file has them, the stream redelivers.
+        # A crash after writing two of them but before saving the position: the file has them, they are read again.
         with service.settings.file.open("a") as fh:
             for i in (10, 11):
                 fh.write(json.dumps(rec(i).to_dict(), separators=(",", ":")) + "\n")
             fh.write('{"protocol":"nmc.audit.v1","phase":"deci')  # and a torn last line
         again = AuditService(settings(tmp_path, nats_url), trusting(test_ca))
         await again.start()
-        await until(lambda: consumer_done(nc), 20, "the restarted service to catch up")
+        await until(done(nc, again), 20, "the restarted service to catch up")
         await again.stop()
         counts = record_counts(service.settings.file)
         assert sorted(counts) == sorted((f"req-{i}", "n1.test", "decision") for i in range(15))
         assert set(counts.values()) == {1}
+        # Only the five new messages were read: the eleven before the saved position were not read again.
         assert again.counters.written == 3 and again.counters.duplicates == 2
+        assert again.position == 17 and PositionFile(service.settings.position_path).load().next_seq == 17
     finally:
         await service.stop()
         await nc.close()
@@ -96,7 +119,7 @@ async def test_mcollective_format_and_bad_messages(nats_url, tmp_path, test_ca):
         await publish_signed(js, rec(1, data={"fact": "country"}), node)
         await publish_signed(js, rec(1, "result", status=0, duration_ms=2.5), node)
         await service.start()
-        await until(lambda: consumer_done(nc), 20, "the service to catch up")
+        await until(done(nc, service), 20, "the service to catch up")
         lines = (tmp_path / "audit.log").read_text().splitlines()
         assert len(lines) == 2 and service.counters.bad == 1 and service.counters.refused == 1
         assert re.fullmatch(r"\[2025-11-25T12:00:01\.000000Z\] reqid=req-1: reqtime=1764072001 caller=cert=alice@admin "
@@ -118,8 +141,9 @@ async def test_the_service_is_an_adr32_service(nats_url, tmp_path, test_ca):
             assert_valid(verb, reply)
             assert reply["name"] == "nmc-audit"
         info = json.loads((await nc.request("$SRV.INFO.nmc-audit", b"", timeout=2)).data)
-        assert info["metadata"]["stream"] == "NMC_AUDIT" and info["metadata"]["consumer"] == "nmc-audit"
+        assert info["metadata"]["stream"] == "NMC_AUDIT" and "consumer" not in info["metadata"]
         assert info["metadata"]["file"] == str(service.settings.file)
+        assert info["metadata"]["position_file"] == str(service.settings.file) + ".position"
     finally:
         await service.stop()
         await nc.close()
@@ -165,14 +189,14 @@ async def test_records_reach_a_real_rsyslog(fleet, nats_url, tmp_path, rsyslog, 
         assert {(r["caller"], r["agent"], r["action"], r["data"]["fact"]) for r in parsed} == {
             ("cert=alice", "rpcutil", "get_fact", "nope")}
         # The same records are in the file, exactly once.
-        await until(lambda: consumer_done(nc), 20, "the service to acknowledge them")
+        await until(done(nc, service), 20, "the service to save its position after them")
         assert sorted(record_counts(service.settings.file).values()) == [1, 1, 1, 1]
     finally:
         await service.stop()
         await nc.close()
 
 
-async def test_nothing_is_acknowledged_while_syslog_cannot_take_it(fleet, nats_url, tmp_path):
+async def test_the_position_stays_while_syslog_cannot_take_the_records(fleet, nats_url, tmp_path):
     rsyslog = Rsyslog(tmp_path / "rsyslog")  # configured, not started yet: its TCP port refuses connections
     service = AuditService(settings(tmp_path, nats_url, syslog=SyslogTarget("tcp", host="127.0.0.1",
                                                                             port=rsyslog.tcp_port)), trusting(fleet.ca))
@@ -188,11 +212,11 @@ async def test_nothing_is_acknowledged_while_syslog_cannot_take_it(fleet, nats_u
             return service.counters.sink_errors >= 2
 
         await until(failing, 20, "the service to report the syslog failure")
-        info = await js.consumer_info("NMC_AUDIT", "nmc-audit")
-        assert info.num_ack_pending == 3 and not service.settings.file.exists()
+        assert service.position == 1 and not service.settings.position_path.exists()
+        assert not service.settings.file.exists()
         rsyslog.start()
         try:
-            await until(lambda: consumer_done(nc), 30, "the records to be written once syslog is back")
+            await until(done(nc, service), 30, "the records to be written once syslog is back")
 
             async def received() -> bool:
                 return len(rsyslog.lines()) == 3

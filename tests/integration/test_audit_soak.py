@@ -18,14 +18,15 @@ from typing import Any
 
 import pytest
 
+from nmc.audit.position import default_position_file
 from nmc.audit.publisher import AuditSettings, JetStreamAuditor
 from nmc.audit.stream import STREAM
 from nmc.client.fleet import ClientSettings, FleetClient
 from nmc.services.agent import ActionRequest, Agent, action
 from tests.integration.auditkit import (
     AuditProcess,
+    caught_up,
     connect,
-    consumer_done,
     record_counts,
     until,
     write_audit_cfg,
@@ -60,8 +61,7 @@ async def test_exactly_one_decision_and_result_per_request_and_node_through_rest
     agent = make_agent(ran, running)
     audit_file = tmp_path / "audit" / "audit.jsonl"
     cfg = write_audit_cfg(tmp_path / "audit.cfg", nats_server.url, fleet.ca.directory / "ca.pem", file=audit_file,
-                          rotate_bytes=2_000_000, keep=100,
-                          ack_wait=2)
+                          rotate_bytes=2_000_000, keep=100)
     service = AuditProcess(cfg, tmp_path / "audit-service.log")
     nc = await connect(nats_server.url, as_name="alice")
     try:
@@ -114,10 +114,11 @@ async def test_exactly_one_decision_and_result_per_request_and_node_through_rest
         assert complete >= REQUESTS
         assert done_events == ["kill audit", "start audit", "restart broker", "stop audit", "start audit"]
 
-        # Settle: no action running, every spool resent, the audit consumer has everything acknowledged.
+        # Settle: no action running, every spool resent, the audit service's saved position past the stream's end.
         await until(lambda: _true(running[0] == 0), 30, "running actions to end")
         await until(lambda: _true(all(len(a.spool) == 0 for a in auditors)), 60, "the nodes' spools to drain")
-        await until(lambda: consumer_done(nc), 60, "the audit service to write and acknowledge everything")
+        await until(lambda: caught_up(nc, default_position_file(audit_file)), 60,
+                    "the audit service to write everything and save its position")
         elapsed = time.monotonic() - t0
 
         counts = record_counts(audit_file)

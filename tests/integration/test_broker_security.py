@@ -334,9 +334,11 @@ async def test_rotation_reload_admits_the_new_key_and_refuses_the_revoked_one(na
 
 
 async def test_policy_and_audit_services_get_what_they_need(nats_server_factory, ca_dir):
-    """policy: a queue subscription on authz.check and answers; audit: its durable consumer on the operator's stream."""
-    from nats.js.api import ConsumerConfig
+    """policy: a queue subscription on authz.check and answers; audit: reads the operator's stream by sequence.
 
+    The audit service has no consumer (docs/security.md): it hears nmc.audit.> as a hint and reads
+    the stored record with STREAM.MSG.GET.
+    """
     from nmc.audit.stream import STREAM, ensure_stream
 
     pki.issue(ca_dir, "policy1", roles=("policy",))
@@ -364,14 +366,14 @@ async def test_policy_and_audit_services_get_what_they_need(nats_server_factory,
 
         js = audit.jetstream()
         assert (await ensure_stream(js, update=False)).config.name == STREAM  # looks it up, as the service does
+        hints = await audit.subscribe("nmc.audit.>")
+        await audit.flush()
         ack = await node.jetstream().publish("nmc.audit.nmc.web1%2Eexample%2Ecom", b'{"phase":"decision"}',
                                              headers={"Nats-Msg-Id": "r1:web1:decision"})
         assert ack.stream == STREAM
-        sub = await js.pull_subscribe("nmc.audit.>", durable="nmc-audit", stream=STREAM,
-                                      config=ConsumerConfig(ack_wait=30))
-        [msg] = await sub.fetch(1, timeout=5)
-        await msg.ack()
-        assert msg.data == b'{"phase":"decision"}'
+        assert (await hints.next_msg(timeout=5)).subject == "nmc.audit.nmc.web1%2Eexample%2Ecom"
+        stored = await js.get_msg(STREAM, seq=1, subject="nmc.audit.>", next=True)
+        assert (stored.seq, stored.data) == (ack.seq, b'{"phase":"decision"}')
         for nc in (policy, audit, node):
             await nc.flush()
     finally:

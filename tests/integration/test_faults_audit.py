@@ -2,15 +2,13 @@
 
 Two `nmc serve node` daemons answer a steady load of `rpcutil.ping` while
 `nmc serve audit` (the dev fleet's audit.cfg) is killed with SIGKILL — it may
-have written records it never acknowledged — and started again. Nodes publish
-to the NMC_AUDIT stream whether or not the service runs, so requests never
-wait for it; the service's durable consumer resumes where it was and the
-service drops what it already wrote. docs/audit.md promises every record in
-the file exactly once: that is what is checked, for every reply the client got.
-
-`audit.ack_wait = 2` so the batch the killed service held unacknowledged is
-redelivered after 2 s instead of the default 30 (only the test's length
-depends on it). Authorization is off (`authz.mode = none`): one process fewer.
+have written records whose position it never saved — and started again. Nodes
+publish to the NMC_AUDIT stream whether or not the service runs, so requests
+never wait for it; the service resumes at the position it saved last (it reads
+the stream without a consumer) and drops what it already wrote. docs/audit.md
+promises every record in the file exactly once: that is what is checked, for
+every reply the client got. Authorization is off (`authz.mode = none`): one
+process fewer.
 """
 
 from __future__ import annotations
@@ -25,7 +23,8 @@ import pytest
 from nmc.client.fleet import CallResult, ClientSettings, FleetClient
 from nmc.ops.broker import Broker
 from nmc.security.names import inbox_prefix
-from tests.integration.auditkit import consumer_done, record_counts
+from nmc.audit.position import default_position_file
+from tests.integration.auditkit import caught_up, record_counts
 from tests.integration.daemonkit import DaemonFleet, until
 
 WORKERS = 3
@@ -35,7 +34,6 @@ PER_PHASE = 40  # requests that begin and end inside one phase
 @pytest.mark.timeout(150)
 async def test_audit_service_killed_and_restarted_under_load_loses_no_record(nats_server: Broker, tmp_path: Path):
     daemons = DaemonFleet(tmp_path / "fleet", nats_server.url, 2, node_cfg={"authz.mode": "none"})
-    daemons.add_keys(daemons.layout.audit_cfg, {"audit.ack_wait": "2"})
     phase = "up"
     outcomes: list[tuple[str, str, CallResult]] = []
     stop = asyncio.Event()
@@ -71,7 +69,8 @@ async def test_audit_service_killed_and_restarted_under_load_loses_no_record(nat
         await enough("back")
         stop.set()
         await asyncio.gather(*load)
-        await until(lambda: consumer_done(nc), 60, "the audit service to write and acknowledge every record")
+        await until(lambda: caught_up(nc, default_position_file(daemons.audit_file)), 60,
+                    "the audit service to write every record and save its position")
         assert restarted.stop() == 0
     finally:
         stop.set()

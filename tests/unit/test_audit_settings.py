@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from nmc.audit.sinks import SyslogTarget
 from nmc.ops import pki
@@ -16,7 +17,9 @@ from nmc.ops.settings import (
     default_spool_path,
     parse_duration,
     record_verifier,
+    retired_audit_keys,
 )
+from nmc.ops.serve import build_audit_service
 
 
 def cfg(tmp_path: Path, text: str):
@@ -60,27 +63,47 @@ def test_service_keys(tmp_path: Path) -> None:
                                                     "audit.file = log/audit.jsonl\naudit.format = mcollective\n"
                                                     "audit.rotate_bytes = 5000\naudit.keep = 3\n"
                                                     "audit.syslog = tcp://127.0.0.1:6514\naudit.syslog_facility = authpriv\n"
-                                                    "audit.consumer = siem\naudit.max_age = 0\naudit.ack_wait = 5\n"))
+                                                    "audit.position_file = state/audit.position\naudit.max_age = 0\n"))
     assert settings.file == tmp_path / "etc" / "log" / "audit.jsonl"
     assert settings.servers == ("nats://a:4222", "nats://b:4222")
     assert (settings.format, settings.rotate_bytes, settings.keep) == ("mcollective", 5000, 3)
     assert settings.syslog == SyslogTarget("tcp", host="127.0.0.1", port=6514)
-    assert (settings.syslog_facility, settings.consumer, settings.max_age, settings.ack_wait) == ("authpriv", "siem", 0, 5)
+    assert (settings.syslog_facility, settings.max_age) == ("authpriv", 0)
+    assert settings.position_path == tmp_path / "etc" / "state" / "audit.position"  # relative to the config file
     defaults = audit_service_settings(cfg(tmp_path, ""))
     assert defaults.file.name == "audit.jsonl" and defaults.syslog is None and defaults.format == "json"
+    assert defaults.position_file is None and defaults.position_path == defaults.file.with_name("audit.jsonl.position")
 
 
 @pytest.mark.parametrize(("text", "key"), [
     ("audit.syslog = http://x\n", "audit.syslog"),
     ("audit.format = xml\n", "audit.format"),
     ("audit.syslog_facility = nope\n", "audit.syslog_facility"),
-    ("audit.consumer = a.b\n", "consumer"),
+    ("audit.file = a/audit.jsonl\naudit.position_file = a/audit.jsonl\n", "audit.position_file"),
+    ("audit.file = a/audit.jsonl\naudit.position_file = a/audit.jsonl.2\n", "audit.position_file"),
     ("audit.keep = -1\n", "audit.keep"),
 ])
 def test_service_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(SettingsError) as info:
         audit_service_settings(cfg(tmp_path, text))
     assert key in info.value.reason
+
+
+def test_retired_consumer_keys_are_reported_and_ignored(tmp_path: Path) -> None:
+    # The service read through a durable consumer before issue 14; a config written for it still starts.
+    pki.init_ca(tmp_path / "ca")
+    config = cfg(tmp_path, f"plugin.security.ca_file = {tmp_path / 'ca' / 'ca.pem'}\naudit.file = audit.jsonl\n"
+                           "audit.consumer = siem\naudit.ack_wait = 5\n")
+    assert [(key, origin.startswith(str(tmp_path))) for key, origin, _ in retired_audit_keys(config)] == [
+        ("audit.consumer", True), ("audit.ack_wait", True)]
+    assert retired_audit_keys(cfg(tmp_path, "audit.file = audit.jsonl\n")) == []
+    with capture_logs() as logs:
+        service = build_audit_service(config)
+    retired = [e for e in logs if e["event"] == "config_key_retired"]
+    assert [e["key"] for e in retired] == ["audit.consumer", "audit.ack_wait"]
+    assert all("no longer used" in e["message"] and "\n" not in e["message"] for e in retired)
+    assert "audit.position_file" in retired[0]["message"]
+    assert service.settings.position_path == tmp_path / "etc" / "audit.jsonl.position"
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("12h", 43200), ("30d", 2592000),
