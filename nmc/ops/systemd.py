@@ -174,7 +174,8 @@ def _service_lines(role: str, options: SystemdOptions) -> list[str]:
         lines.append("PrivateDevices=yes")
     if role == "audit":
         # No PrivateDevices=: audit.syslog = unix:///dev/log needs the host's /dev/log.
-        lines += ["# audit.file lives here; the service rotates it itself, so no logrotate and no SIGHUP.",
+        lines += ["# audit.file and its position file (audit.jsonl.position) live here; the service rotates the",
+                  "# file itself, so no logrotate and no SIGHUP.",
                   "LogsDirectory=nmc", "LogsDirectoryMode=0750", "ReadWritePaths=/var/log/nmc"]
     return lines
 

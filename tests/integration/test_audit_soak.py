@@ -135,7 +135,7 @@ async def test_exactly_one_decision_and_result_per_request_and_node_through_rest
         assert info.state.messages == len(counts)
         spooled = sum(a.resent for a in auditors)
         assert spooled > 0, "the broker restart should have made some node spool and resend records"
-        assert len(list(audit_file.parent.glob("audit.jsonl.*"))) >= 2, "the file should have been rotated"
+        assert len(list(audit_file.parent.glob("audit.jsonl.[0-9]*"))) >= 2, "the file should have been rotated"
         print(f"\n{complete} complete requests, {len(ran)} actions, {spooled} records resent from spools, "
               f"{elapsed:.1f}s")
     finally:
