@@ -8,8 +8,9 @@ Modules, pure first:
 - ``formats``: JSON lines, MCollective's one-line format, RFC 5424 syslog, text.
 - ``stream``: the NMC_AUDIT stream's configuration.
 - ``spool``, ``publisher``: the node side (JetStreamAuditor: publish, spool, resend).
-- ``dedup``, ``sinks``, ``service``: the audit service (`nmc serve audit`).
-- ``reader``: `nmc audit tail` / `query` reading the stream directly.
+- ``dedup``, ``sinks``, ``position``, ``service``: the audit service (`nmc serve audit`), which reads the
+  stream without a consumer and keeps its own position in a file.
+- ``reader``: `nmc audit tail` / `query` reading the stream directly (its StoredMessages reads for the service too).
 
 Only the pure names are re-exported here; import the edges from their modules
 (``nmc.audit.publisher``, ``nmc.audit.service``), which keeps this package
@@ -21,6 +22,7 @@ from nmc.audit.errors import (
     AuditRecordError,
     AuditRecordRefused,
     AuditStreamError,
+    PositionError,
     SinkError,
     SpoolError,
     SpoolFull,
@@ -54,6 +56,7 @@ __all__ = [
     "AuditUnavailable",
     "Auditor",
     "NoAudit",
+    "PositionError",
     "SinkError",
     "SpoolError",
     "SpoolFull",

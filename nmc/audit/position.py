@@ -24,6 +24,7 @@ so the records the stream still has are written to it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -119,6 +120,8 @@ class PositionFile:
             os.replace(temporary, self.path)
             _fsync_directory(self.path.parent)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
             raise PositionError(str(self.path), f"cannot save the audit position: {exc.strerror or exc}") from exc
 
 

@@ -104,6 +104,33 @@ async def test_a_position_file_that_cannot_be_read_stops_the_start_with_one_line
     assert proc.stderr.strip().splitlines()[-1] == f"Error: {unreadable}: cannot read the audit position: Is a directory"
 
 
+async def test_a_position_that_cannot_be_saved_is_reported_and_the_records_written_all_the_same(
+        nats_url, tmp_path, test_ca):
+    nc = await connect(nats_url)
+    js = nc.jetstream()
+    node = test_ca.signer("n1.test")
+    service = AuditService(settings(tmp_path, nats_url), trusting(test_ca))
+    try:
+        await ensure_stream(js)
+        await service.start()
+        await until(lambda: _true(service.position == 1), 20, "the service to find the empty stream")
+        service.settings.position_path.mkdir()  # nothing can be renamed over a directory
+        with capture_logs() as logs:
+            for i in (1, 2):
+                await publish_signed(js, rec(i), node)
+            await until(lambda: _true(service.counters.written == 2), 20, "both records to be written")
+        failed = [e for e in logs if e["event"] == "audit_position_not_saved"]
+        assert failed and failed[0]["log_level"] == "error" and "cannot save the audit position" in failed[0]["error"]
+        assert service.counters.sink_errors == len(failed) and service.position == 3
+        service.settings.position_path.rmdir()
+        await publish_signed(js, rec(3), node)
+        await until(lambda: caught_up(nc, service.settings.position_path), 20, "the next batch to save the position")
+        assert written_ids(service) == ["req-1", "req-2", "req-3"]
+    finally:
+        await service.stop()
+        await nc.close()
+
+
 async def test_records_aged_out_while_the_service_was_down_are_counted_and_reported(nats_url, tmp_path, test_ca):
     nc = await connect(nats_url)
     js = nc.jetstream()
