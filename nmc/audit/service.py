@@ -437,14 +437,14 @@ class AuditService:
             return  # stopping with the batch unwritten: the position stays before it, so it is read again
         for msg_id in ids:
             self.recent.add(msg_id)
-        self._next_seq = upto
-        await self._save()
         self.counters.written += len(fresh)
         if msgs:
             self.counters.batches += 1
         if duplicates:
             self.counters.duplicates += duplicates
             self._log.info("audit_duplicates_dropped", count=duplicates)
+        self._next_seq = upto
+        await self._save()
         if msgs:
             self._log.debug("audit_batch_written", records=len(fresh), position=upto)
 

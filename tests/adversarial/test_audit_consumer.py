@@ -66,6 +66,9 @@ async def _written(hostile: HostileFleet, request_ids: list[str], within: float 
         return {(r.get("request_id"), r.get("identity"), r.get("phase")) for r in hostile.audit_records()} >= wanted
 
     await until(complete, within, f"every decision and result of {request_ids} in audit.jsonl")
+    errors: list[str] = []
+    admin = await hostile.connect_as("admin", errors=errors)
+    await hostile.audit_consumed((await stream_info(admin, STREAM, errors))["state"]["last_seq"])  # counted, saved
     counts: dict[tuple[Any, ...], int] = {}
     for r in hostile.audit_records():
         key = (r.get("request_id"), r.get("identity"), r.get("phase"))
