@@ -54,6 +54,7 @@ log = structlog.get_logger("nmc.registry")
 # nats-server's error code for "replicas > 1 not supported in non-clustered mode".
 _NOT_CLUSTERED = 10074
 _DUPLICATE_WINDOW = 120.0  # nats-py's for a key-value bucket (never longer than the TTL)
+_PUT_TIMEOUT = 2.0  # seconds a put or bucket lookup may wait for the stream's answer
 _REPAIRS_PER_SECOND = 5  # re-puts after foreign writes: enough to win back a one-off, bounded under a flood
 
 
@@ -236,7 +237,9 @@ class RegistryPublisher:
 
     async def _open(self, nc: NATS) -> KeyValue:
         """The bucket, created if missing; another node creating it at the same moment is fine."""
-        js = nc.jetstream()
+        # A bounded wait: the node's own subscription to its key (see the module doc) means a put
+        # into a deleted bucket gets no "no responders" status, only this timeout.
+        js = nc.jetstream(timeout=min(_PUT_TIMEOUT, self.settings.interval))
         bucket, ttl, replicas = self.settings.bucket, self.settings.record_ttl, self.settings.replicas
         try:
             kv = await js.key_value(bucket)
