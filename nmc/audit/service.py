@@ -14,9 +14,11 @@ sequence to read, in a small file (nmc.audit.position; by default
 For each batch it drops records it already wrote (a bounded set of recent
 ids, read back from the file at start: see nmc.audit.dedup), sends the rest
 to syslog, appends them to the file (flushed and fsync'd) and only then saves
-the position after the batch (fsync'd, renamed over the old one). A crash
-before the save means the batch is read again after the restart, and its
-records are recognised as written. A restart resumes at the saved position;
+the position after the batch (fsync'd, renamed over the old one): at once when
+no more records wait, at most once a second while they keep coming, and on stop.
+A crash before the save means those records are read again after the restart,
+and they are recognised as written. A hint waits a moment (`_COALESCE`) for the
+rest of its burst, so one read and one fsync cover many records. A restart resumes at the saved position;
 with no position file it starts at the stream's first record (a corrupt one
 is reported and treated the same; one that cannot be read at all stops the
 start with one line). Records that aged out of the stream (its max age)
@@ -76,6 +78,8 @@ SERVICE_NAME = "nmc-audit"
 log = structlog.get_logger("nmc.audit")
 _BACKOFF_MIN, _BACKOFF_MAX = 0.2, 5.0
 _CHECK_EVERY = 5.0  # seconds between looks at the stream itself (made again? records aged out?)
+_COALESCE = 0.02  # seconds a hint waits for the rest of its burst before the read
+_SAVE_EVERY = 1.0  # seconds between position saves while records keep coming (re-read copies are dropped)
 _HINT_RETRY = 0.05  # a hint came before the stream had stored its record: look again this soon
 _SETUP_HINT = "the operator creates it: `nmc audit setup` with a certificate of role operator"
 
@@ -161,6 +165,9 @@ class AuditService:
         self._hint_sub: Any = None
         self._task: asyncio.Task[None] | None = None
         self._saved: Position | None = None  # what the position file holds
+        self._saved_at = 0.0  # when it was last saved (monotonic)
+        self._attempted_at = 0.0  # when a save was last tried
+        self._save_failed = False  # the last try failed: the next waits a second
         self._next_seq: int | None = None  # the next stream sequence to handle: every one before it is done
         self._stream_created: str | None = None  # when the stream `_next_seq` counts in was made
         self._stored: StoredMessages | None = None  # the reader at the position; None: look the stream up first
@@ -210,6 +217,7 @@ class AuditService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self._save(force=True)  # what was written, up to the last batch
         if self.micro is not None:
             await self.micro.stop(grace=1.0)
         if self.syslog is not None:
@@ -366,8 +374,14 @@ class AuditService:
             if msgs:
                 hinted = False
                 continue
-            # Nothing new. A hint may have come before the stream stored its record: look again soon.
+            # Nothing new: the position of what was written is saved now, not a batch later.
+            await self._save()
+            # A hint may have come before the stream stored its record: look again soon.
             hinted = await self._wait_for_hint(_HINT_RETRY if hinted else self.settings.idle)
+            if hinted and not self._stopping.is_set():
+                # Records come in bursts (a decision and a result per node and request): let the burst
+                # land, so one read, one fsync of the file and one saved position cover it.
+                await asyncio.sleep(_COALESCE)
 
     async def _until_stopped(self, step: Any) -> Any:
         """`step`'s result, or None when stop() is called first (then `step` is cancelled)."""
@@ -444,27 +458,33 @@ class AuditService:
             self.counters.duplicates += duplicates
             self._log.info("audit_duplicates_dropped", count=duplicates)
         self._next_seq = upto
-        await self._save()
+        if time.monotonic() - self._saved_at >= _SAVE_EVERY:
+            await self._save()  # while records keep coming; the idle loop saves the rest at once
         if msgs:
             self._log.debug("audit_batch_written", records=len(fresh), position=upto)
 
-    async def _save(self) -> None:
-        """Save the position (after what is written); a failure is reported, and the next batch saves it again."""
+    async def _save(self, *, force: bool = False) -> None:
+        """Save the position (after what is written); a failure is reported and tried again a second later."""
         if self._next_seq is None:
             return
         position = Position(self._next_seq, self._stream_created)
         if position == self._saved:
             return
+        now = time.monotonic()
+        if self._save_failed and now - self._attempted_at < _SAVE_EVERY and not force:
+            return  # a failing save is tried again once a second, not on every idle look
+        self._attempted_at = now
         try:
             await asyncio.to_thread(self.positions.save, position)
         except PositionError as exc:
+            self._save_failed = True
             self.counters.sink_errors += 1
             self._log.error("audit_position_not_saved", error=exc.reason, position_file=str(self.positions.path),
                             position=position.next_seq,
                             hint="the records are written; a restart before the next save reads them again and "
                                  "drops them as duplicates")
             return
-        self._saved = position
+        self._saved, self._saved_at, self._save_failed = position, time.monotonic(), False
 
     async def _write(self, records: list[dict[str, Any]]) -> bool:
         """Syslog first, then the file (the file is what duplicates are recognised by); retry until it works."""

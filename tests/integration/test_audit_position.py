@@ -114,11 +114,14 @@ async def test_a_position_that_cannot_be_saved_is_reported_and_the_records_writt
         await ensure_stream(js)
         await service.start()
         await until(lambda: _true(service.position == 1), 20, "the service to find the empty stream")
+        service.settings.position_path.unlink(missing_ok=True)  # saved for the empty stream, maybe
         service.settings.position_path.mkdir()  # nothing can be renamed over a directory
         with capture_logs() as logs:
             for i in (1, 2):
                 await publish_signed(js, rec(i), node)
             await until(lambda: _true(service.counters.written == 2), 20, "both records to be written")
+            await until(lambda: _true(any(e["event"] == "audit_position_not_saved" for e in logs)), 20,
+                        "the failed save to be reported")
         failed = [e for e in logs if e["event"] == "audit_position_not_saved"]
         assert failed and failed[0]["log_level"] == "error" and "cannot save the audit position" in failed[0]["error"]
         assert service.counters.sink_errors == len(failed) and service.position == 3
