@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nmc.authz import AllowAll, LocalAuthorizer, ServiceAuthorizer
 from nmc.client.fleet import ClientSettings, FleetClient
 from nmc.ops import pki
-from nmc.ops.broker import Broker, BrokerSettings
-from nmc.ops.logs import configure_logging
+from nmc.ops.broker.server import Broker, BrokerSettings
+from nmc.ops.daemon.logs import configure_logging
 from nmc.security import Signer, Verifier
 from nmc.services.agents import BUILTIN_AGENTS
 from nmc.services.facts import NodeFacts

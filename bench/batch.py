@@ -26,10 +26,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout
 
 from nmc.ops import pki  # noqa: E402
-from nmc.ops.broker import Broker, BrokerSettings  # noqa: E402
-from nmc.ops.config import load_config  # noqa: E402
-from nmc.ops.logs import configure_logging  # noqa: E402
-from nmc.ops.serve import build_node  # noqa: E402
+from nmc.ops.broker.server import Broker, BrokerSettings  # noqa: E402
+from nmc.ops.config.files import load_config  # noqa: E402
+from nmc.ops.daemon.logs import configure_logging  # noqa: E402
+from nmc.ops.daemon.serve import build_node  # noqa: E402
 
 
 def _cfg(path: Path, values: dict[str, str]) -> Path:

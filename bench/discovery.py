@@ -36,12 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nmc.client.fleet import FleetClient
 from nmc.client.registry import read_registry, select_entries
-from nmc.ops.broker import Broker, BrokerSettings
-from nmc.ops.config import load_config
-from nmc.ops.dev import DevLayout, write_fleet
-from nmc.ops.logs import configure_logging
-from nmc.ops.serve import build_node
-from nmc.ops.settings import client_settings, load_signer, load_verifier
+from nmc.ops.broker.server import Broker, BrokerSettings
+from nmc.ops.config.files import load_config
+from nmc.ops.fleet.dev import DevLayout, write_fleet
+from nmc.ops.daemon.logs import configure_logging
+from nmc.ops.daemon.serve import build_node
+from nmc.ops.config.settings import client_settings, load_signer, load_verifier
 from nmc.protocol.filter import parse
 from nmc.security.names import inbox_prefix
 

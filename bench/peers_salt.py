@@ -54,9 +54,9 @@ from _salt_procs import (
     wait_until,
 )
 
-from nmc.ops.broker import Broker, BrokerError, find_nats_server
-from nmc.ops.dev import DevFleet, DevLayout, node_facts_for
-from nmc.ops.jetstream import SetupError, setup_as
+from nmc.ops.broker.server import Broker, BrokerError, find_nats_server
+from nmc.ops.fleet.dev import DevFleet, DevLayout, node_facts_for
+from nmc.ops.broker.jetstream import SetupError, setup_as
 
 # Facts that become salt grains; the OS facts stay out because they would override Salt's own core grains.
 GRAIN_FACTS = ("role", "dc", "country", "environment", "customer")
@@ -82,7 +82,7 @@ class NmcFleet:
         return [sys.executable, "-m", "nmc", *args]
 
     def start(self, timeout: float = 120.0) -> None:
-        """Write CA, certs and configs (nmc.ops.dev), start broker, audit, policy and the nodes; wait for all."""
+        """Write CA, certs and configs (nmc.ops.fleet.dev), start broker, audit, policy and the nodes; wait for all."""
         try:
             fleet = DevFleet(self.layout, nodes=self.nodes, port=0)
             self.broker, _ = fleet.prepare()

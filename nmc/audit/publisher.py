@@ -47,7 +47,7 @@ from nmc.audit.spool import Spool, SpoolEntry
 from nmc.audit.stream import DEFAULT_MAX_AGE, ensure_stream
 from nmc.protocol.subjects import audit_subject
 from nmc.security import Signer
-from nmc.tasks import cancel_and_wait
+from nmc.transport.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from nmc.services.node import Node

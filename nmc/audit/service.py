@@ -69,7 +69,7 @@ from nmc.audit.records import record_msg_id
 from nmc.audit.sinks import FileSink, SyslogSink, SyslogTarget
 from nmc.audit.stream import DEFAULT_MAX_AGE, STREAM, STREAM_SUBJECTS, ensure_stream
 from nmc.audit.verify import RecordVerifier
-from nmc.services.micro import MicroService
+from nmc.transport.micro import MicroService
 from nmc.transport import connect, daemon_options
 
 __all__ = ["SERVICE_NAME", "AuditService", "AuditServiceSettings"]

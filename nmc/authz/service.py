@@ -30,7 +30,7 @@ from nmc.authz.wire import (
     ReloadNotice,
     reloaded_subject,
 )
-from nmc.nats_compat import synced_flush
+from nmc.transport.compat import synced_flush
 from nmc.protocol.subjects import authz_subject
 from nmc.security import (
     CERTIFICATE_HEADER,
@@ -40,7 +40,7 @@ from nmc.security import (
     Verifier,
 )
 from nmc.security.names import in_inbox_of
-from nmc.services.micro import MicroService
+from nmc.transport.micro import MicroService
 from nmc.transport import connect, daemon_options
 
 __all__ = ["QUEUE_GROUP", "SERVICE_NAME", "PolicyService", "PolicyServiceSettings"]

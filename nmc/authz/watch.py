@@ -16,7 +16,7 @@ import structlog
 
 from nmc.authz.files import DirSnapshot, policy_set, read_policy_dir
 from nmc.authz.policyset import PolicySet
-from nmc.tasks import cancel_and_wait
+from nmc.transport.tasks import cancel_and_wait
 
 __all__ = ["PolicyWatcher", "log_policy_issues"]
 

@@ -17,9 +17,9 @@ from nmc.audit.formats import json_line, text_line
 from nmc.audit.reader import AuditQuery, read_records
 from nmc.audit.stream import STREAM
 from nmc.cli.common import connect_client, load_client_config
-from nmc.ops.config import Config, ConfigError
-from nmc.ops.jetstream import SetupError, setup_audit_stream
-from nmc.ops.settings import SettingsError, jetstream_replicas, parse_duration, record_verifier
+from nmc.ops.config.files import Config, ConfigError
+from nmc.ops.broker.jetstream import SetupError, setup_audit_stream
+from nmc.ops.config.settings import SettingsError, jetstream_replicas, parse_duration, record_verifier
 
 __all__ = ["audit", "parse_when"]
 

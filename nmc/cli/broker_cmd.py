@@ -2,9 +2,9 @@
 
 `nmc ops broker --tls` and `nmc ops broker config` add TLS, mutual TLS with
 verify_and_map and one NATS user per certificate of the CA, with permissions
-by role (nmc.ops.brokercfg). `--cluster N` runs a local cluster;
+by role (nmc.ops.broker.authorization). `--cluster N` runs a local cluster;
 `config --route/--leafnode-port/--leaf-of` writes one server's part of a
-cluster, a hub or a site's leaf (nmc.ops.cluster, docs/clusters.md).
+cluster, a hub or a site's leaf (nmc.ops.broker.cluster, docs/clusters.md).
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from typing import Any, TypeVar
 
 import click
 
-from nmc.ops.broker import Broker, BrokerError, BrokerSettings, render_config
-from nmc.ops.brokercfg import (
+from nmc.ops.broker.server import Broker, BrokerError, BrokerSettings, render_config
+from nmc.ops.broker.authorization import (
     ROLE_PERMISSIONS,
     Authorization,
     Scope,
     TrustSources,
     secure_broker_settings,
 )
-from nmc.ops.cluster import (
+from nmc.ops.broker.cluster import (
     DEFAULT_CLUSTER_NAME,
     DEFAULT_HUB_DOMAIN,
     ClusterSpec,

@@ -18,9 +18,9 @@ from nmc.client.batch import BatchError, parse_batch
 from nmc.client.discovery import DISCOVERY_METHODS, DiscoveryError, Targeting
 from nmc.client.fleet import CallResult, FleetClient
 from nmc.client.request_many import NoRespondersError
-from nmc.ops.config import Config, ConfigError, find_client_config, load_config
-from nmc.ops.logs import configure_logging, quiet_tls_eof_warning
-from nmc.ops.settings import (
+from nmc.ops.config.files import Config, ConfigError, find_client_config, load_config
+from nmc.ops.daemon.logs import configure_logging, quiet_tls_eof_warning
+from nmc.ops.config.settings import (
     SettingsError,
     client_servers,
     client_settings,

@@ -24,7 +24,7 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem, get_completion_class
 
-from nmc.ops.config import find_client_config, load_config
+from nmc.ops.config.files import find_client_config, load_config
 from nmc.protocol.ddl import AgentSpec
 from nmc.services.loader import load_agents
 

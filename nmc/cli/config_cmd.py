@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from nmc.ops.config import KNOWN_KEYS, Config, ConfigError, find_client_config, find_server_config, load_config
+from nmc.ops.config.files import KNOWN_KEYS, Config, ConfigError, find_client_config, find_server_config, load_config
 
 __all__ = ["config"]
 

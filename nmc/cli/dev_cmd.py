@@ -13,17 +13,17 @@ from pathlib import Path
 import click
 
 from nmc.audit.errors import AuditStreamError, SinkError
-from nmc.ops.broker import BrokerError
-from nmc.ops.config import Config, ConfigError
-from nmc.ops.dev import DevFleet, DevLayout, FleetBusyError, FleetLock, default_dev_dir
-from nmc.ops.jetstream import SetupError, setup_as
-from nmc.ops.logs import configure_logging
+from nmc.ops.broker.server import BrokerError
+from nmc.ops.config.files import Config, ConfigError
+from nmc.ops.fleet.dev import DevFleet, DevLayout, FleetBusyError, FleetLock, default_dev_dir
+from nmc.ops.broker.jetstream import SetupError, setup_as
+from nmc.ops.daemon.logs import configure_logging
 from nmc.ops.pki import PKIError
-from nmc.ops.serve import (build_audit_service, build_node, build_policy_service, catch_stop_signals, run_nodes,
+from nmc.ops.daemon.serve import (build_audit_service, build_node, build_policy_service, catch_stop_signals, run_nodes,
                            unless_stopped)
 from nmc.services.facts import FactError
 from nmc.transport import ConnectError
-from nmc.ops.settings import SettingsError
+from nmc.ops.config.settings import SettingsError
 from nmc.protocol.unsigned import UnsignedConfigError, parse_unsigned_actions
 
 __all__ = ["dev"]

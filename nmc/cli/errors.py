@@ -18,10 +18,10 @@ def expected_errors() -> tuple[type[Exception], ...]:
 
     Imported when a failure is shown, not at start-up: `nmc --version` must not load the ops code.
     """
-    from nmc.ops.broker import BrokerError
-    from nmc.ops.config import ConfigError
+    from nmc.ops.broker.server import BrokerError
+    from nmc.ops.config.files import ConfigError
     from nmc.ops.pki import PKIError
-    from nmc.ops.settings import SettingsError
+    from nmc.ops.config.settings import SettingsError
 
     return (ConfigError, SettingsError, PKIError, BrokerError)
 

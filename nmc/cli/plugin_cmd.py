@@ -14,7 +14,7 @@ import click
 
 from nmc.cli.common import load_client_config
 from nmc.cli.completion import complete_agent
-from nmc.ops.config import Config
+from nmc.ops.config.files import Config
 from nmc.protocol.ddl import ActionSpec, AgentSpec
 from nmc.services.loader import LoadedAgent, PluginError, load_agents
 

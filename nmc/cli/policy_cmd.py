@@ -12,7 +12,7 @@ import click
 import yaml
 
 from nmc.authz import PolicySet, load_policy_dir
-from nmc.ops.config import ConfigError, find_server_config, load_config
+from nmc.ops.config.files import ConfigError, find_server_config, load_config
 
 __all__ = ["policy"]
 

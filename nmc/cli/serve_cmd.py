@@ -13,9 +13,9 @@ import click
 from nats.errors import NoServersError
 
 from nmc.audit.errors import SinkError
-from nmc.ops.config import Config, ConfigError, load_config
-from nmc.ops.logs import configure_logging
-from nmc.ops.serve import (
+from nmc.ops.config.files import Config, ConfigError, load_config
+from nmc.ops.daemon.logs import configure_logging
+from nmc.ops.daemon.serve import (
     audit_config_path,
     build_audit_service,
     build_node,
@@ -27,7 +27,7 @@ from nmc.ops.serve import (
     run_policy_service,
     server_config_path,
 )
-from nmc.ops.settings import SettingsError
+from nmc.ops.config.settings import SettingsError
 from nmc.services.facts import FactError
 from nmc.services.replaylog import ReplayLogError
 

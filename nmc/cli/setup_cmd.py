@@ -1,4 +1,4 @@
-"""`nmc ops setup`: the operator makes the audit stream and the registry bucket (nmc.ops.jetstream)."""
+"""`nmc ops setup`: the operator makes the audit stream and the registry bucket (nmc.ops.broker.jetstream)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import sys
 import click
 
 from nmc.cli.common import load_client_config
-from nmc.ops.config import ConfigError
-from nmc.ops.jetstream import DEFAULT_REGISTRY_TTL, JetStreamSetup, SetupError, setup_as
-from nmc.ops.settings import SettingsError, parse_duration
+from nmc.ops.config.files import ConfigError
+from nmc.ops.broker.jetstream import DEFAULT_REGISTRY_TTL, JetStreamSetup, SetupError, setup_as
+from nmc.ops.config.settings import SettingsError, parse_duration
 
 __all__ = ["setup"]
 

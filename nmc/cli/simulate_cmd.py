@@ -10,13 +10,13 @@ from pathlib import Path
 
 import click
 
-from nmc.ops.broker import BrokerError
-from nmc.ops.config import ConfigError
-from nmc.ops.dev import DevLayout
-from nmc.ops.logs import configure_logging
+from nmc.ops.broker.server import BrokerError
+from nmc.ops.config.files import ConfigError
+from nmc.ops.fleet.dev import DevLayout
+from nmc.ops.daemon.logs import configure_logging
 from nmc.ops.pki import PKIError
-from nmc.ops.settings import SettingsError
-from nmc.ops.simulate import (
+from nmc.ops.config.settings import SettingsError
+from nmc.ops.fleet.simulate import (
     AUTHZ_MODES,
     SimSettings,
     SimStatus,

@@ -1,6 +1,6 @@
 """`nmc ops systemd`: write unit files for the nmc daemons and an example /etc/nmc tree.
 
-The texts come from nmc.ops.systemd (pure); this module only picks the
+The texts come from nmc.ops.fleet.systemd (pure); this module only picks the
 installed `nmc`, checks where the files go and writes them. It never writes
 to /etc or /lib/systemd unless told to: --out, --etc-tree or --print is
 required, and existing files are replaced only with --force.
@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import click
 
-from nmc.ops.systemd import (
+from nmc.ops.fleet.systemd import (
     SystemdOptions,
     etc_tree,
     home_directory_warning,

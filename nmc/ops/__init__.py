@@ -1,1 +1,1 @@
-"""nmc.ops."""
+"""Operating nmc: config files (`config`), the broker (`broker`), certificates (`pki`), running daemons (`daemon`) and fleet tooling (`fleet`)."""

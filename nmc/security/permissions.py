@@ -1,7 +1,7 @@
 """What each certificate role may publish and subscribe to at the broker (pure: names in, subjects out).
 
 nats-server's ``verify_and_map`` makes a client certificate's name its NATS user,
-and ``nmc.ops.brokercfg`` renders one user per certificate with the union of the
+and ``nmc.ops.broker.authorization`` renders one user per certificate with the union of the
 permissions of its roles (the subject's ``OU`` values). docs/security.md has the
 same table for people, and a test checks it against these functions.
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from nmc.services.facts import FactError, FactSources, NodeFacts
-from nmc.tasks import cancel_and_wait
+from nmc.transport.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from nmc.services.node import Node

@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from nmc import __version__
 from nmc.audit.hooks import Auditor, NoAudit
 from nmc.authz.hooks import AllowAll, Authorizer
-from nmc.nats_compat import synced_flush
+from nmc.transport.compat import synced_flush
 from nmc.protocol.ddl import AgentSpec
 from nmc.protocol.factindex import FactIndex
 from nmc.protocol.subjects import PREFIX, encode_token
@@ -29,7 +29,7 @@ from nmc.security import ReplayCache, Signer, Verifier
 from nmc.security.replay import DEFAULT_CAPACITY
 from nmc.services.agent import Agent
 from nmc.services.facts import NodeFacts
-from nmc.services.micro import MicroService
+from nmc.transport.micro import MicroService
 from nmc.services.pipeline import PipelineSettings, RequestPipeline
 from nmc.services.replaylog import ReplayJournal
 from nmc.transport import connect, daemon_options

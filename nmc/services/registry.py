@@ -43,7 +43,7 @@ from nats.js.kv import KeyValue
 
 from nmc import __version__
 from nmc.protocol.registry import DEFAULT_BUCKET, RegistryEntry, check_bucket
-from nmc.tasks import cancel_and_wait
+from nmc.transport.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from nmc.services.node import Node

@@ -1,4 +1,10 @@
-"""What every nmc process shares to talk to NATS: connecting, and the reasons a connection fails."""
+"""What every nmc process shares to talk to NATS.
+
+`connect` (one connect for the client, the daemons and the tools: options,
+TLS, the per-certificate inbox, the reasons a connection fails), `micro` (the
+ADR-32 service layer every daemon registers with), `compat` (fixes for
+nats-py behaviour) and `tasks` (cancelling background tasks cleanly).
+"""
 
 from nmc.transport.connect import ConnectError, connect, connect_error_reason, daemon_options
 

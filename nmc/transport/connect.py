@@ -5,7 +5,7 @@ either retries forever (daemons) or raises a bare "no servers available" (the
 client's bounded first attempts): the reason is lost. Worse, after a TLS handshake
 failure (a broker certificate the configured CA did not issue) its clean-up waits
 forever for a stream that can no longer hear it closed, so `nmc ping` hung with no
-output at all (see `nmc.nats_compat.patch_tls_close`). `connect` keeps the last
+output at all (see `nmc.transport.compat.patch_tls_close`). `connect` keeps the last
 reason, turns it into one line with a hint, and bounds the whole first connection by
 a deadline; daemons that retry log the reason (first time, on change, then at most
 every `_LOG_EVERY` seconds) instead of going silent.
@@ -25,7 +25,7 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client
 
-from nmc.nats_compat import patch_tls_close
+from nmc.transport.compat import patch_tls_close
 from nmc.security.names import inbox_prefix, tls_identity
 
 __all__ = ["ConnectError", "connect", "connect_error_reason", "daemon_options"]
@@ -100,7 +100,7 @@ def daemon_options(name: str, servers: Sequence[str], tls: Any, reconnect_wait: 
 
     Replies come to `_INBOX.<certificate name>`, the only inbox a broker configured by
     nmc lets the certificate subscribe to: the name of the TLS client certificate
-    (marked on `tls` by nmc.ops.settings.tls_context), else `inbox`.
+    (marked on `tls` by nmc.ops.config.settings.tls_context), else `inbox`.
     """
     opts: dict[str, Any] = {
         "servers": list(servers), "name": name, "max_reconnect_attempts": -1,

@@ -16,7 +16,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from nmc.nats_compat import synced_flush
+from nmc.transport.compat import synced_flush
 from nmc.protocol.registry import RegistryEntry, registry_key
 from tests.adversarial.kit import until
 

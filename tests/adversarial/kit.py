@@ -40,12 +40,12 @@ from nmc.authz.service import PolicyService
 from nmc.client.fleet import FleetClient
 from nmc.cli.common import client_session
 from nmc.ops import pki
-from nmc.ops.broker import Broker, BrokerSettings, free_port
-from nmc.ops.brokercfg import TrustSources, secure_broker_settings
-from nmc.ops.config import Config, load_config
-from nmc.ops.dev import DevLayout, node_facts_for, write_fleet
-from nmc.ops.jetstream import setup_as
-from nmc.ops.serve import build_audit_service, build_node, build_policy_service
+from nmc.ops.broker.server import Broker, BrokerSettings, free_port
+from nmc.ops.broker.authorization import TrustSources, secure_broker_settings
+from nmc.ops.config.files import Config, load_config
+from nmc.ops.fleet.dev import DevLayout, node_facts_for, write_fleet
+from nmc.ops.broker.jetstream import setup_as
+from nmc.ops.daemon.serve import build_audit_service, build_node, build_policy_service
 from nmc.security import Signer, Verifier
 from nmc.security.names import inbox_prefix
 from nmc.services.node import Node

@@ -24,9 +24,9 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from nmc.nats_compat import synced_flush
-from nmc.ops.config import load_config
-from nmc.ops.serve import build_node
+from nmc.transport.compat import synced_flush
+from nmc.ops.config.files import load_config
+from nmc.ops.daemon.serve import build_node
 from nmc.protocol.envelope import Reply, Request
 from nmc.protocol.status import Status
 from nmc.protocol.subjects import all_subject, encode_token, node_subject

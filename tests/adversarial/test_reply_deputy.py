@@ -16,7 +16,7 @@ import uuid
 
 from nats.aio.msg import Msg
 
-from nmc.nats_compat import synced_flush
+from nmc.transport.compat import synced_flush
 from nmc.protocol.registry import registry_key
 from nmc.security.names import inbox_prefix
 from tests.adversarial.brokerkit import published, registry_entry, respond_refused

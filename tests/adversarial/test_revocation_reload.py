@@ -16,9 +16,9 @@ import asyncio
 import pytest
 from nats.aio.msg import Msg
 
-from nmc.nats_compat import synced_flush
+from nmc.transport.compat import synced_flush
 from nmc.ops import pki
-from nmc.ops.brokercfg import TrustSources, secure_broker_settings
+from nmc.ops.broker.authorization import TrustSources, secure_broker_settings
 from nmc.protocol.subjects import node_subject
 from tests.adversarial.brokerkit import respond_refused
 from tests.adversarial.kit import HostileFleet, until

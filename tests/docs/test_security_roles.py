@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from nmc.ops.brokercfg import Scope, plan_users, render_authorization
+from nmc.ops.broker.authorization import Scope, plan_users, render_authorization
 from nmc.protocol.registry import kv_token
 from nmc.protocol.subjects import encode_token
 from nmc.security import create_ca, issue_certificate

@@ -1,6 +1,6 @@
 """A fleet of real daemon processes for fault tests: `nmc serve node|policy|audit` children one can SIGKILL.
 
-The files come from `nmc.ops.dev.write_fleet` (the CA, certificates, server.cfg
+The files come from `nmc.ops.fleet.dev.write_fleet` (the CA, certificates, server.cfg
 per node, the policy service's and the audit service's configs, a client.cfg),
 pointed at a broker the test started. Each daemon writes its JSON log lines to
 a file (never a pipe that could fill while nobody reads it), and every wait
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nmc.ops import pki
-from nmc.ops.dev import CLIENT_NAME, DevLayout, node_facts_for, write_fleet
+from nmc.ops.fleet.dev import CLIENT_NAME, DevLayout, node_facts_for, write_fleet
 from nmc.security import Signer, Verifier
 from tests.integration.auditkit import until
 

@@ -28,7 +28,7 @@ from nmc.authz import (
     ServiceAuthorizer,
     reloaded_subject,
 )
-from nmc.nats_compat import synced_flush
+from nmc.transport.compat import synced_flush
 from nmc.protocol.status import Status
 from nmc.protocol.subjects import authz_subject
 from nmc.services.agent import ActionRequest, Agent, action

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from nats.js.api import StreamConfig
 
-from nmc.ops.broker import Broker, BrokerError, BrokerSettings, free_port
+from nmc.ops.broker.server import Broker, BrokerError, BrokerSettings, free_port
 
 
 def _port_is_free(port: int) -> bool:

@@ -1,7 +1,7 @@
 """The broker's side of security, against nats-server configurations rendered by nmc's own code.
 
 Every broker here runs with TLS, verify_and_map and the users and
-permissions `nmc.ops.brokercfg` renders from a CA directory made by
+permissions `nmc.ops.broker.authorization` renders from a CA directory made by
 `nmc.ops.pki`; clients and nodes connect as the real code paths do
 (`client_session`, `build_node` from a server.cfg).
 """
@@ -26,11 +26,11 @@ from cryptography.x509.oid import NameOID
 from nmc.cli.common import client_session
 from nmc.client.registry import read_registry
 from nmc.ops import pki
-from nmc.ops.broker import Broker, BrokerSettings
-from nmc.ops.brokercfg import Scope, TrustSources, secure_broker_settings
-from nmc.ops.config import Config, load_config
-from nmc.ops.jetstream import setup_as
-from nmc.ops.serve import build_node
+from nmc.ops.broker.server import Broker, BrokerSettings
+from nmc.ops.broker.authorization import Scope, TrustSources, secure_broker_settings
+from nmc.ops.config.files import Config, load_config
+from nmc.ops.broker.jetstream import setup_as
+from nmc.ops.daemon.serve import build_node
 from nmc.protocol.status import Status
 from nmc.security import (
     certificate_pem,
@@ -383,7 +383,7 @@ async def test_policy_and_audit_services_get_what_they_need(nats_server_factory,
 
 
 async def test_a_certificate_the_broker_does_not_admit_gets_a_one_line_reason(nats_server_factory, ca_dir, tmp_path):
-    from nmc.ops.settings import SettingsError
+    from nmc.ops.config.settings import SettingsError
 
     broker = _secure(nats_server_factory, TrustSources(ca_dir=ca_dir))
     pki.issue(ca_dir, "zed", roles=("user",))  # issued after the configuration was rendered
@@ -400,7 +400,7 @@ async def test_cli_broker_with_tls_reloads_its_users_on_sighup(ca_dir, tmp_path)
     import subprocess
     import sys
 
-    from nmc.ops.broker import free_port
+    from nmc.ops.broker.server import free_port
 
     port = free_port()
     proc = subprocess.Popen(

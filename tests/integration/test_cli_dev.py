@@ -88,7 +88,7 @@ def test_no_broker_is_a_one_line_error(tmp_path):
 
     pki.init_ca(ca)
     issued = pki.issue(ca, "alice")
-    from nmc.ops.broker import free_port
+    from nmc.ops.broker.server import free_port
 
     cfg.write_text(f"plugin.nats.servers = nats://127.0.0.1:{free_port()}\n"
                    f"plugin.security.ca_file = {ca / 'ca.pem'}\n"

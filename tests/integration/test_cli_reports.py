@@ -18,7 +18,7 @@ import yaml
 
 from nmc import __version__
 from nmc.ops import pki
-from nmc.ops.broker import Broker, free_port
+from nmc.ops.broker.server import Broker, free_port
 from nmc.services.agents import BUILTIN_AGENTS
 
 NMC = [sys.executable, "-m", "nmc"]

@@ -14,8 +14,8 @@ from nmc.audit.errors import AuditStreamError
 from nmc.audit.publisher import AuditSettings, JetStreamAuditor
 from nmc.audit.reader import AuditQuery, read_records
 from nmc.audit.stream import STREAM, ensure_stream
-from nmc.ops.broker import BrokerSettings
-from nmc.ops.cluster import LocalCluster
+from nmc.ops.broker.server import BrokerSettings
+from nmc.ops.broker.cluster import LocalCluster
 from tests.integration.auditkit import connect, trusting, until
 from tests.integration.fleetkit import Fleet, FleetCA
 from tests.proctools import gone

@@ -21,7 +21,7 @@ import nats
 import pytest
 
 from nmc.client.fleet import CallResult, ClientSettings, FleetClient
-from nmc.ops.broker import Broker
+from nmc.ops.broker.server import Broker
 from nmc.security.names import inbox_prefix
 from nmc.audit.position import default_position_file
 from tests.integration.auditkit import caught_up, record_counts

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from nmc.ops.broker import Broker
+from nmc.ops.broker.server import Broker
 from tests.integration.daemonkit import DaemonFleet, NmcCommand, nmc, until
 
 NODES, BATCH = 5, 2

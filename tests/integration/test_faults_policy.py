@@ -28,7 +28,7 @@ import nats
 import pytest
 
 from nmc.client.fleet import CallResult, ClientSettings, FleetClient
-from nmc.ops.broker import Broker
+from nmc.ops.broker.server import Broker
 from nmc.protocol.status import Status
 from nmc.security.names import inbox_prefix
 from tests.integration.daemonkit import DaemonFleet, until

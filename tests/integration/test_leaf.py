@@ -12,15 +12,15 @@ from nmc.audit.reader import AuditQuery, read_records
 from nmc.client.fleet import ClientSettings, FleetClient
 from nmc.client.registry import registry_discover
 from nmc.ops import pki
-from nmc.ops.broker import Broker, BrokerSettings
-from nmc.ops.brokercfg import (
+from nmc.ops.broker.server import Broker, BrokerSettings
+from nmc.ops.broker.authorization import (
     BROKER_ROLE,
     LEAF_ROLE,
     Scope,
     TrustSources,
     secure_broker_settings,
 )
-from nmc.ops.cluster import LeafHub, LeafRemote, free_ports, secure_peers
+from nmc.ops.broker.cluster import LeafHub, LeafRemote, free_ports, secure_peers
 from nmc.security.names import inbox_prefix
 from nmc.services.agents import BUILTIN_AGENTS
 from nmc.services.facts import NodeFacts

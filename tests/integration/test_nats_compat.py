@@ -6,7 +6,7 @@ import asyncio
 
 import nats
 
-from nmc.nats_compat import synced_flush
+from nmc.transport.compat import synced_flush
 
 
 async def test_subscriptions_are_live_after_synced_flush(nats_url):

@@ -19,10 +19,10 @@ import pytest
 
 from nmc import __version__
 from nmc.ops import pki
-from nmc.ops.broker import BrokerSettings
-from nmc.ops.brokercfg import Scope, TrustSources, secure_broker_settings
-from nmc.ops.config import load_config
-from nmc.ops.serve import build_node
+from nmc.ops.broker.server import BrokerSettings
+from nmc.ops.broker.authorization import Scope, TrustSources, secure_broker_settings
+from nmc.ops.config.files import load_config
+from nmc.ops.daemon.serve import build_node
 from nmc.protocol.subjects import node_subject
 from nmc.services.agents import BUILTIN_AGENTS
 from tests.integration.npmkit import require_npm_client

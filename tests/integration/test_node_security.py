@@ -7,7 +7,7 @@ import time
 
 import nats
 
-from nmc.nats_compat import synced_flush
+from nmc.transport.compat import synced_flush
 from structlog.testing import capture_logs
 
 from nmc.protocol.envelope import Reply, Request, new_request_id

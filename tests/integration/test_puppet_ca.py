@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from nmc.cli.common import client_session
-from nmc.ops.broker import BrokerSettings
-from nmc.ops.brokercfg import Scope, TrustSources, secure_broker_settings
-from nmc.ops.config import load_config
-from nmc.ops.serve import build_node
+from nmc.ops.broker.server import BrokerSettings
+from nmc.ops.broker.authorization import Scope, TrustSources, secure_broker_settings
+from nmc.ops.config.files import load_config
+from nmc.ops.daemon.serve import build_node
 from nmc.protocol.status import Status
 from nmc.security.crl import build_crl, crl_pem
 from nmc.services.agents import BUILTIN_AGENTS

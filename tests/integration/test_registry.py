@@ -20,8 +20,8 @@ from structlog.testing import capture_logs
 
 from nmc.client.discovery import DiscoveryError, Targeting, discover
 from nmc.client.registry import RegistryError, read_registry, registry_discover
-from nmc.ops.config import load_config
-from nmc.ops.serve import build_node
+from nmc.ops.config.files import load_config
+from nmc.ops.daemon.serve import build_node
 from nmc.protocol.filter import combine
 from nmc.protocol.registry import RegistryEntry, registry_key
 from nmc.services.facts import NodeFacts

@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator, Callable
 
 import nats
 
-from nmc.nats_compat import synced_flush
+from nmc.transport.compat import synced_flush
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from nmc.client.request_many import NoRespondersError, request_many
-from nmc.ops.broker import Broker
+from nmc.ops.broker.server import Broker
 
 SUBJECT = "nmc.test.ping"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from nmc.ops.brokercfg import spki_pin
-from nmc.ops.config import load_config
-from nmc.ops.dev import node_facts_for
+from nmc.ops.broker.authorization import spki_pin
+from nmc.ops.config.files import load_config
+from nmc.ops.fleet.dev import node_facts_for
 from nmc.security import certificate_name, load_certificate_pem
 from tests.proctools import gone
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nmc.ops.config import KNOWN_KEYS
+from nmc.ops.config.files import KNOWN_KEYS
 from nmc.protocol.ddl import InputError, validate_inputs
 from nmc.protocol.status import Status
 from nmc.services.agent import ActionFailed
@@ -165,8 +165,8 @@ def test_shell_ddl():
 
 
 def test_server_config_reaches_the_agents(tmp_path: Path):
-    from nmc.ops.config import load_config
-    from nmc.ops.settings import node_settings
+    from nmc.ops.config.files import load_config
+    from nmc.ops.config.settings import node_settings
 
     cfg = tmp_path / "server.cfg"
     cfg.write_text("identity = n1.test\nplugin.package.install_command = dpkg -i /srv/debs/{package}_{version}.deb\n")

@@ -1,4 +1,4 @@
-"""audit.* configuration keys to the node's and the audit service's settings (nmc.ops.settings)."""
+"""audit.* configuration keys to the node's and the audit service's settings (nmc.ops.config.settings)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from structlog.testing import capture_logs
 
 from nmc.audit.sinks import SyslogTarget
 from nmc.ops import pki
-from nmc.ops.config import ConfigError, load_config
-from nmc.ops.settings import (
+from nmc.ops.config.files import ConfigError, load_config
+from nmc.ops.config.settings import (
     SettingsError,
     audit_service_settings,
     audit_settings,
@@ -19,7 +19,7 @@ from nmc.ops.settings import (
     record_verifier,
     retired_audit_keys,
 )
-from nmc.ops.serve import build_audit_service
+from nmc.ops.daemon.serve import build_audit_service
 
 
 def cfg(tmp_path: Path, text: str):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nmc.ops.config import load_config
-from nmc.ops.settings import SettingsError, authz_settings, policy_service_settings
+from nmc.ops.config.files import load_config
+from nmc.ops.config.settings import SettingsError, authz_settings, policy_service_settings
 
 
 def cfg(tmp_path: Path, text: str):

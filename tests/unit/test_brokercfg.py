@@ -1,4 +1,4 @@
-"""Broker users and permissions by role (nmc.ops.brokercfg): pure planning and rendering."""
+"""Broker users and permissions by role (nmc.ops.broker.authorization): pure planning and rendering."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from nmc.ops.broker import BrokerError, BrokerSettings, render_config
-from nmc.ops.brokercfg import (
+from nmc.ops.broker.server import BrokerError, BrokerSettings, render_config
+from nmc.ops.broker.authorization import (
     Authorization,
     BrokerUser,
     Permissions,
@@ -151,7 +151,7 @@ def test_render_is_a_users_block_with_allow_deny_and_responses(ca):
 
 def test_nothing_allowed_renders_an_explicit_deny():
     text = render_authorization(Authorization(users=(
-        __import__("nmc.ops.brokercfg", fromlist=["BrokerUser"]).BrokerUser(
+        __import__("nmc.ops.broker.authorization", fromlist=["BrokerUser"]).BrokerUser(
             user="u", name="u", roles=(), pins=(), permissions=Permissions()),)))
     assert 'publish: { deny: [">"] }' in text and 'subscribe: { deny: [">"] }' in text
 

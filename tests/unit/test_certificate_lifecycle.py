@@ -9,9 +9,9 @@ from cryptography import x509
 
 from nmc.cli.main import cli
 from nmc.ops import pki
-from nmc.ops.config import load_config
-from nmc.ops.serve import build_node
-from nmc.ops.settings import SettingsError, crl_path, crl_warning, load_verifier, tls_context
+from nmc.ops.config.files import load_config
+from nmc.ops.daemon.serve import build_node
+from nmc.ops.config.settings import SettingsError, crl_path, crl_warning, load_verifier, tls_context
 from nmc.security import CertificateError, Signer, load_certificate_pem
 from nmc.security.names import tls_identity
 

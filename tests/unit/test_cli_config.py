@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from nmc.cli.config_cmd import config
-from nmc.ops.config import KNOWN_KEYS
+from nmc.ops.config.files import KNOWN_KEYS
 
 
 @click.group()

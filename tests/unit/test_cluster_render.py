@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from nmc.cli.main import cli
-from nmc.ops.broker import BrokerError, BrokerSettings, render_config
-from nmc.ops.brokercfg import Scope, leaf_permissions
-from nmc.ops.cluster import (
+from nmc.ops.broker.server import BrokerError, BrokerSettings, render_config
+from nmc.ops.broker.authorization import Scope, leaf_permissions
+from nmc.ops.broker.cluster import (
     ClusterSpec,
     LeafHub,
     LeafRemote,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from nmc.ops.config import load_config
-from nmc.ops.settings import SettingsError, fact_refresh_interval, fact_sources
+from nmc.ops.config.files import load_config
+from nmc.ops.config.settings import SettingsError, fact_refresh_interval, fact_sources
 from nmc.services.facts import FactError, FactSources, builtin_facts
 
 

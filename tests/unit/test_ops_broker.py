@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from nmc.cli.broker_cmd import broker
-from nmc.ops.broker import Broker, BrokerError, BrokerSettings, find_nats_server, free_port, render_config
+from nmc.ops.broker.server import Broker, BrokerError, BrokerSettings, find_nats_server, free_port, render_config
 
 
 def test_minimal_config_listens_on_loopback_without_jetstream_or_tls() -> None:

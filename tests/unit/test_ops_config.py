@@ -1,4 +1,4 @@
-"""Configuration parsing, precedence, origins and typed access (nmc.ops.config)."""
+"""Configuration parsing, precedence, origins and typed access (nmc.ops.config.files)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nmc.ops.cfgparse import RESERVED_ENV, parse_cfg
-from nmc.ops.config import (
+from nmc.ops.config.parse import RESERVED_ENV, parse_cfg
+from nmc.ops.config.files import (
     KNOWN_KEYS,
     Config,
     ConfigError,
@@ -316,7 +316,7 @@ def test_find_server_config(tmp_path: Path) -> None:
 
 
 def test_nmc_etc_dir_moves_the_system_wide_config_directory(tmp_path):
-    from nmc.ops.config import find_client_config, find_server_config, load_config
+    from nmc.ops.config.files import find_client_config, find_server_config, load_config
 
     etc, home = tmp_path / "usr-local-etc-nmc", tmp_path / "home"
     etc.mkdir()

@@ -1,12 +1,12 @@
-"""The operator's JetStream step (nmc.ops.jetstream) and the stream settings it gives (pure parts)."""
+"""The operator's JetStream step (nmc.ops.broker.jetstream) and the stream settings it gives (pure parts)."""
 
 from __future__ import annotations
 
 import pytest
 
 from nmc.audit.stream import stream_config
-from nmc.ops.config import Config, Setting
-from nmc.ops.jetstream import JetStreamSetup
+from nmc.ops.config.files import Config, Setting
+from nmc.ops.broker.jetstream import JetStreamSetup
 from nmc.services.registry import bucket_config
 
 

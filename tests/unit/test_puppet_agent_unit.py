@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from nmc.ops.config import KNOWN_KEYS, load_config
-from nmc.ops.settings import node_settings
+from nmc.ops.config.files import KNOWN_KEYS, load_config
+from nmc.ops.config.settings import node_settings
 from nmc.protocol.ddl import InputError, validate_inputs
 from nmc.protocol.status import Status
 from nmc.services.agent import ActionFailed, ActionRequest

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nats.js.kv import _is_key_valid
 
-from nmc.ops.config import load_config
-from nmc.ops.settings import SettingsError, client_settings, registry_settings
+from nmc.ops.config.files import load_config
+from nmc.ops.config.settings import SettingsError, client_settings, registry_settings
 from nmc.protocol.registry import (
     RECORD_PROTOCOL,
     RecordError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from nmc.services.micro import Endpoint, control_subjects
+from nmc.transport.micro import Endpoint, control_subjects
 
 
 async def _handler(msg):  # pragma: no cover - never called here

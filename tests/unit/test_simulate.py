@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nmc.cli.main import cli
-from nmc.ops.dev import DevLayout
-from nmc.ops.simulate import (
+from nmc.ops.fleet.dev import DevLayout
+from nmc.ops.fleet.simulate import (
     SimSettings,
     SimulateError,
     WorkerReport,

@@ -1,4 +1,4 @@
-"""Rendering systemd units and the example /etc/nmc tree (nmc.ops.systemd, pure)."""
+"""Rendering systemd units and the example /etc/nmc tree (nmc.ops.fleet.systemd, pure)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from nmc.ops.config import KNOWN_KEYS, load_config
-from nmc.ops.systemd import (
+from nmc.ops.config.files import KNOWN_KEYS, load_config
+from nmc.ops.fleet.systemd import (
     SystemdOptions,
     etc_tree,
     home_directory_warning,

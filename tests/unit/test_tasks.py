@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from nmc.tasks import cancel_and_wait
+from nmc.transport.tasks import cancel_and_wait
 
 
 async def test_the_task_is_cancelled_and_awaited():

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from nmc.authz import LocalAuthorizer
 from nmc.authz.policy import parse_policy
 from nmc.authz.policyset import PolicySet
-from nmc.ops.config import KNOWN_KEYS, load_config
-from nmc.ops.settings import SettingsError, node_settings
+from nmc.ops.config.files import KNOWN_KEYS, load_config
+from nmc.ops.config.settings import SettingsError, node_settings
 from nmc.protocol.ddl import Input
 from nmc.protocol.envelope import Request, new_request_id
 from nmc.protocol.status import Status

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from nmc.ops.cfgparse import (
+from nmc.ops.config.parse import (
     RESERVED_ENV,
     ConfigError,
     dropin_key,

@@ -22,8 +22,8 @@ from nats.js.errors import APIError
 
 from nmc.audit.errors import AuditStreamError
 from nmc.audit.stream import DEFAULT_MAX_AGE, ensure_stream, replicas_reason
-from nmc.ops.config import Config
-from nmc.ops.settings import client_servers, connect_timeout, jetstream_replicas, tls_context
+from nmc.ops.config.files import Config
+from nmc.ops.config.settings import client_servers, connect_timeout, jetstream_replicas, tls_context
 from nmc.protocol.registry import DEFAULT_BUCKET, check_bucket
 from nmc.security.names import inbox_prefix, tls_identity
 from nmc.services.registry import ensure_bucket

@@ -18,9 +18,9 @@ from typing import Any, Mapping
 import yaml
 
 from nmc.ops import pki
-from nmc.ops.broker import Broker, BrokerSettings, free_port
-from nmc.ops.brokercfg import TrustSources, secure_broker_settings
-from nmc.ops.config import Config, load_config
+from nmc.ops.broker.server import Broker, BrokerSettings, free_port
+from nmc.ops.broker.authorization import TrustSources, secure_broker_settings
+from nmc.ops.config.files import Config, load_config
 from nmc.protocol.unsigned import UNSIGNED_CALLER
 
 __all__ = ["DevFleet", "DevLayout", "FleetBusyError", "FleetLock", "OPERATOR_NAME", "ensure_ca", "ensure_certificate", "default_dev_dir", "node_facts_for", "write_fleet"]
@@ -35,7 +35,7 @@ _OSES: tuple[dict[str, Any], ...] = (
 CLIENT_NAME = "admin"
 AUDIT_NAME = "nmc-audit"
 POLICY_NAME = "nmc-policy"
-# Role `operator`: the one certificate that may create and configure the fleet's streams (nmc.ops.jetstream).
+# Role `operator`: the one certificate that may create and configure the fleet's streams (nmc.ops.broker.jetstream).
 OPERATOR_NAME = "nmc-operator"
 # Written once: edits survive `nmc dev up` restarts, and the service reloads them while it runs.
 DEFAULT_POLICY = f"""# written by `nmc dev up`: the dev client may run everything; nobody else anything.
@@ -140,7 +140,7 @@ def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc"
     ca = layout.ca_dir / "ca.pem"
     if not pki.crl_path(layout.ca_dir).exists():
         # Every config below names ca.pem, so every daemon and the client read this crl.pem beside it
-        # (nmc.ops.settings.crl_path): `nmc ops ca revoke NAME --dir <dev>/ca` counts at once, no restart.
+        # (nmc.ops.config.settings.crl_path): `nmc ops ca revoke NAME --dir <dev>/ca` counts at once, no restart.
         pki.write_crl(layout.ca_dir)
     client = ensure_certificate(layout.ca_dir, CLIENT_NAME, ("user",))
     _write_cfg(layout.client_cfg, {
@@ -228,7 +228,7 @@ def _puppet_site(ndir: Path, identity: str, role: str) -> dict[str, str]:
 
 def _write_policy_service(layout: DevLayout, url: str, collective: str, ca: Path) -> None:
     """The policy service's certificate and config, and a default policy that lets the dev client in."""
-    # Role `policy` gives it the broker permissions of the policy service (nmc.ops.brokercfg).
+    # Role `policy` gives it the broker permissions of the policy service (nmc.ops.broker.authorization).
     issued = ensure_certificate(layout.ca_dir, POLICY_NAME, ("service", "policy"))
     policies = layout.policy_dir / "policies"
     policies.mkdir(parents=True, exist_ok=True)

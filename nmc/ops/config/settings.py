@@ -21,7 +21,7 @@ from nmc.audit.verify import RecordVerifier
 from nmc.authz.service import PolicyServiceSettings
 from nmc.authz.settings import AuthzSettings
 from nmc.client.fleet import ClientSettings
-from nmc.ops.config import Config
+from nmc.ops.config.files import Config
 from nmc.protocol.factindex import DEFAULT_FACT_INDEX, FactIndex
 from nmc.protocol.registry import check_bucket
 from nmc.protocol.unsigned import UnsignedConfigError, parse_unsigned_actions

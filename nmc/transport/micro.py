@@ -23,7 +23,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from nmc.nats_compat import synced_flush
+from nmc.transport.compat import synced_flush
 
 __all__ = ["Endpoint", "MicroService", "control_subjects"]
 
@@ -111,7 +111,7 @@ class MicroService:
         for verb, handler in handlers.items():
             for subject in control_subjects(verb, self.name, self.id):
                 self._control.append(await self._nc.subscribe(subject, cb=self._control_cb(handler)))
-        # Visible to `nats micro ls` the moment start() returns (see nmc.nats_compat).
+        # Visible to `nats micro ls` the moment start() returns (see nmc.transport.compat).
         await synced_flush(self._nc)
 
     def _control_cb(self, build: Callable[[], dict[str, Any]]) -> ControlHandler:

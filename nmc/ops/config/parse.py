@@ -1,7 +1,7 @@
 """Pure parsing of MCollective-style ``key = value`` configuration text.
 
 Text in, values out: nothing here reads files or the environment, so the
-loader in :mod:`nmc.ops.config` owns all I/O and these functions can be
+loader in :mod:`nmc.ops.config.files` owns all I/O and these functions can be
 tested with plain strings.
 """
 

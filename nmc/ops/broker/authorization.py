@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 
 from nmc.ops import pki
-from nmc.ops.broker import BrokerError, BrokerSettings
+from nmc.ops.broker.server import BrokerError, BrokerSettings
 from nmc.security import (
     SecurityError,
     certificate_name,

@@ -18,7 +18,7 @@ from the fleet CA too: routes require a certificate of role ``broker``
 (``pinned_certs`` lists exactly those keys, so a node's or user's certificate
 cannot pose as a server); a leaf connection presents a certificate of role
 ``leaf``, which the hub maps (``verify_and_map``) to a user with the site
-permissions of ``nmc.ops.brokercfg.leaf_permissions``.
+permissions of ``nmc.ops.broker.authorization.leaf_permissions``.
 
 The block renderers and ``plan_local_cluster`` are pure (with TLS,
 ``secure_peers`` reads the broker's own certificate for its pin);
@@ -38,8 +38,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
-from nmc.ops.broker import Broker, BrokerError, BrokerSettings
-from nmc.ops.brokercfg import LEAF_ROLE, Authorization, spki_pin
+from nmc.ops.broker.server import Broker, BrokerError, BrokerSettings
+from nmc.ops.broker.authorization import LEAF_ROLE, Authorization, spki_pin
 from nmc.security import SecurityError, load_certificates_pem
 
 __all__ = [

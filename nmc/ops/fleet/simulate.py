@@ -4,7 +4,7 @@
 few hundred nodes. To see how nmc behaves with thousands, the simulator writes
 the same dev fleet (one certificate, server.cfg and facts file per node), starts
 the same secure broker, and spreads the nodes over P worker processes. Each
-worker builds its nodes with `nmc.ops.serve.build_node` -- the code path of
+worker builds its nodes with `nmc.ops.daemon.serve.build_node` -- the code path of
 `nmc serve node` -- so every simulated node has its own NATS connection, micro
 service, subjects, certificate and facts; only the process is shared.
 
@@ -31,12 +31,12 @@ from typing import Any
 
 import structlog
 
-from nmc.ops.broker import Broker, BrokerSettings, free_port
-from nmc.ops.brokercfg import TrustSources, secure_broker_settings
-from nmc.ops.jetstream import SetupError, setup_as
-from nmc.ops.config import load_config
-from nmc.ops.dev import POLICY_NAME, DevLayout, node_facts_for, write_fleet
-from nmc.ops.serve import build_audit_service, build_node, build_policy_service
+from nmc.ops.broker.server import Broker, BrokerSettings, free_port
+from nmc.ops.broker.authorization import TrustSources, secure_broker_settings
+from nmc.ops.broker.jetstream import SetupError, setup_as
+from nmc.ops.config.files import load_config
+from nmc.ops.fleet.dev import POLICY_NAME, DevLayout, node_facts_for, write_fleet
+from nmc.ops.daemon.serve import build_audit_service, build_node, build_policy_service
 from nmc.services.loader import load_agents
 from nmc.services.node import Node
 

@@ -15,8 +15,8 @@ from nmc.audit.hooks import NoAudit
 from nmc.audit.publisher import JetStreamAuditor
 from nmc.audit.service import AuditService
 from nmc.authz import LocalAuthorizer, PolicyService, ServiceAuthorizer, node_authorizer
-from nmc.ops.config import Config, etc_dir, find_server_config
-from nmc.ops.settings import (audit_service_settings, audit_settings, SettingsError, authz_settings, crl_warning, fact_refresh_interval, policy_service_settings, fact_sources, load_signer, load_verifier,
+from nmc.ops.config.files import Config, etc_dir, find_server_config
+from nmc.ops.config.settings import (audit_service_settings, audit_settings, SettingsError, authz_settings, crl_warning, fact_refresh_interval, policy_service_settings, fact_sources, load_signer, load_verifier,
                               node_settings, record_verifier, registry_settings, retired_audit_keys)
 from nmc.protocol.unsigned import UnsignedConfigError
 from nmc.services.agent import Agent

@@ -157,9 +157,9 @@ class BrokerSettings:
     tls_verify: bool = False  # require and verify client certificates (mutual TLS)
     tls_map: bool = False  # verify_and_map: the client certificate names the NATS user
     tls_pinned: tuple[str, ...] = ()  # pinned_certs: hex SHA-256 of the admitted client keys (SPKI DER)
-    authorization: str = ""  # an `authorization { ... }` block (nmc.ops.brokercfg renders one per CA)
+    authorization: str = ""  # an `authorization { ... }` block (nmc.ops.broker.authorization renders one per CA)
     max_payload: int | None = None
-    extra: str = ""  # raw config appended verbatim (accounts; nmc.ops.cluster appends cluster and leafnodes blocks)
+    extra: str = ""  # raw config appended verbatim (accounts; nmc.ops.broker.cluster appends cluster and leafnodes blocks)
     allow_remote: bool = False
 
     def __post_init__(self) -> None:

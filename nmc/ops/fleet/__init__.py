@@ -1,0 +1,1 @@
+"""Fleet tooling: the embedded dev fleet (`dev`), the simulator (`simulate`) and systemd units (`systemd`)."""
