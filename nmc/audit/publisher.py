@@ -33,7 +33,7 @@ import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nats.errors
 import structlog
@@ -47,10 +47,8 @@ from nmc.audit.spool import Spool, SpoolEntry
 from nmc.audit.stream import DEFAULT_MAX_AGE, ensure_stream
 from nmc.protocol.subjects import audit_subject
 from nmc.security import Signer
+from nmc.transport.companion import NodeView
 from nmc.transport.tasks import cancel_and_wait
-
-if TYPE_CHECKING:
-    from nmc.services.node import Node
 
 __all__ = ["AuditSettings", "JetStreamAuditor"]
 
@@ -101,7 +99,7 @@ class JetStreamAuditor:
         self.lost = 0  # records neither stream nor spool took (only when not required)
 
     # Companion
-    async def start(self, node: Node) -> None:
+    async def start(self, node: NodeView) -> None:
         """Use the node's connection; resend whatever an earlier run left in the spool."""
         if self._task is not None:
             raise RuntimeError("JetStreamAuditor is already running; use one per node")
@@ -119,7 +117,7 @@ class JetStreamAuditor:
         await self._ensure_stream()
         self._task = asyncio.create_task(self._resend_loop(), name=f"nmc-audit-resend {node.identity}")
 
-    async def facts_changed(self, node: Node) -> None:
+    async def facts_changed(self, node: NodeView) -> None:
         """Facts do not matter to auditing."""
 
     async def stop(self) -> None:

@@ -11,6 +11,7 @@ import structlog
 from nmc.authz.hooks import Decision
 from nmc.authz.policyset import PolicySet
 from nmc.authz.watch import PolicyWatcher
+from nmc.transport.companion import NodeView
 
 __all__ = ["LocalAuthorizer"]
 
@@ -50,12 +51,12 @@ class LocalAuthorizer:
         return await self._watcher.check() if self._watcher is not None else False
 
     # Companion
-    async def start(self, node: Any) -> None:
+    async def start(self, node: NodeView) -> None:
         """Start watching the policy directory."""
         if self._watcher is not None:
             self._watcher.start()
 
-    async def facts_changed(self, node: Any) -> None:
+    async def facts_changed(self, node: NodeView) -> None:
         """Nothing cached: every request is evaluated against the node's current facts."""
 
     async def stop(self) -> None:

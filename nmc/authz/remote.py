@@ -41,6 +41,7 @@ from nmc.security import (
     Signer,
     Verifier,
 )
+from nmc.transport.companion import NodeView
 
 __all__ = ["ServiceAuthorizer"]
 
@@ -85,13 +86,13 @@ class ServiceAuthorizer:
         self._subscribing = asyncio.Lock()
 
     # Companion
-    async def start(self, node: Any) -> None:
+    async def start(self, node: NodeView) -> None:
         """Use the node's connection; subscribe the answer inbox and reload notices."""
         if self.nc is None:
             self.nc = node.nc
         await self._subscribe()
 
-    async def facts_changed(self, node: Any) -> None:
+    async def facts_changed(self, node: NodeView) -> None:
         """Decisions for the old facts version can never be used again: drop them."""
         self._cache.clear()
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from nmc.errors import ClientError
 from nmc.client.fleet import CallResult, FleetClient, NodeResult
 
 __all__ = ["BatchError", "call_in_batches", "parse_batch"]
@@ -25,12 +26,8 @@ log = structlog.get_logger("nmc.client")
 _BATCH = re.compile(r"\A([1-9][0-9]*)(%?)\Z")
 
 
-class BatchError(ValueError):
+class BatchError(ClientError, ValueError):
     """A --batch value that is not N or N%."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def parse_batch(spec: str, total: int) -> int:

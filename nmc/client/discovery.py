@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nmc.errors import ClientError
 from nmc.client.fleet import FleetClient
 
 __all__ = ["DISCOVERY_METHODS", "Discovered", "DiscoveryError", "Targeting", "apply_limit", "discover",
@@ -31,12 +32,8 @@ DISCOVERY_METHODS = ("broadcast", "flatfile", "stdin", "registry")
 _LIMIT = re.compile(r"\A([1-9][0-9]*)(%?)\Z")
 
 
-class DiscoveryError(ValueError):
+class DiscoveryError(ClientError, ValueError):
     """Discovery input that cannot be used (bad limit, unreadable nodes file, ...); one line."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

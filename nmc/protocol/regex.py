@@ -20,18 +20,16 @@ from typing import Protocol
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
+from nmc.errors import ProtocolError
+
 __all__ = ["MAX_PATTERN", "Pattern", "RegexError", "compile_pattern", "regex_problem", "search"]
 
 MAX_PATTERN = 1024  # characters; a filter or policy pattern longer than this is refused
 _MAX_MEM = 8 << 20  # bytes RE2 may use for one compiled pattern
 
 
-class RegexError(ValueError):
+class RegexError(ProtocolError, ValueError):
     """A pattern RE2 does not accept (or one that is too long); `reason` says why in one line."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class Pattern(Protocol):

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nmc.errors import ProtocolError
 from nmc.protocol.subjects import encode_token
 
 __all__ = [
@@ -39,12 +40,8 @@ DEFAULT_BUCKET = "nmc_registry"
 _BUCKET = re.compile(r"\A[a-zA-Z0-9_-]+\Z")
 
 
-class RecordError(ValueError):
+class RecordError(ProtocolError, ValueError):
     """Bytes in the registry bucket that are not a valid record; `reason` is one line."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def kv_token(text: str) -> str:

@@ -28,17 +28,15 @@ __all__ = [
 
 from dataclasses import dataclass
 
+from nmc.errors import ProtocolError
+
 PREFIX = "nmc"
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _ENCODED = re.compile(r"\A(?:[A-Za-z0-9_-]|%[0-9A-F]{2})*\Z")
 
 
-class SubjectError(ValueError):
+class SubjectError(ProtocolError, ValueError):
     """A subject or token that does not follow PROTOCOL.md section 1."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def encode_token(text: str) -> str:

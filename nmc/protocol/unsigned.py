@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from nmc.errors import ProtocolError
 from nmc.protocol.ddl import AgentSpec
 from nmc.protocol.envelope import Request, _load_object
 from nmc.protocol.subjects import RequestSubject
@@ -33,12 +34,8 @@ UNSIGNED_SENDER = "unknown"
 _NOMINAL_TTL = 60.0
 
 
-class UnsignedConfigError(ValueError):
+class UnsignedConfigError(ProtocolError, ValueError):
     """An unusable `security.unsigned_actions` entry; `reason` is one line naming it."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def parse_unsigned_actions(items: Iterable[str]) -> frozenset[tuple[str, str]]:

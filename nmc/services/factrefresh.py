@@ -14,15 +14,13 @@ import asyncio
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
+from nmc.services.companion import NodeHandle
 from nmc.services.facts import FactError, FactSources, NodeFacts
 from nmc.transport.tasks import cancel_and_wait
-
-if TYPE_CHECKING:
-    from nmc.services.node import Node
 
 __all__ = ["FactRefresher"]
 
@@ -44,7 +42,7 @@ class FactRefresher:
 
     sources: FactSources
     interval: float = 300.0
-    _node: Node | None = field(default=None, init=False, repr=False)
+    _node: NodeHandle | None = field(default=None, init=False, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     # SIGHUP and the interval may fire together; two collections must not race to update_facts.
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
@@ -54,7 +52,7 @@ class FactRefresher:
             raise ValueError(f"fact refresh interval must be 0 (off) or a positive number of seconds, "
                              f"got {self.interval!r}")
 
-    async def start(self, node: Node) -> None:
+    async def start(self, node: NodeHandle) -> None:
         """Remember the node and, unless the interval is 0, start refreshing in the background."""
         if self._node is not None and self._node is not node:
             raise RuntimeError("a FactRefresher serves one node; make one per node")
@@ -62,7 +60,7 @@ class FactRefresher:
         if self.interval > 0 and self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"nmc-factrefresh {node.identity}")
 
-    async def facts_changed(self, node: Node) -> None:
+    async def facts_changed(self, node: NodeHandle) -> None:
         """Nothing to do: the refresher is usually the one that changed them."""
 
     async def stop(self) -> None:
@@ -92,7 +90,7 @@ class FactRefresher:
         if node is None:
             raise RuntimeError("FactRefresher.refresh_now() before start(node)")
         async with self._lock:
-            current = node.facts
+            current = node.snapshot()
             try:
                 fresh = await self.sources.collect(version=current.version + 1)
             except FactError as exc:

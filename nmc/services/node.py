@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Sequence
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -28,6 +28,7 @@ from nmc.protocol.subjects import PREFIX, encode_token
 from nmc.security import ReplayCache, Signer, Verifier
 from nmc.security.replay import DEFAULT_CAPACITY
 from nmc.services.agent import Agent
+from nmc.services.companion import Companion
 from nmc.services.facts import NodeFacts
 from nmc.transport.micro import MicroService
 from nmc.services.pipeline import PipelineSettings, RequestPipeline
@@ -72,19 +73,6 @@ class NodeSettings:
             raise ValueError(f"clock_skew must be 0 or more seconds, got {self.clock_skew!r}")
 
 
-class Companion(Protocol):
-    """Something that runs beside a node: fact refresher, registry publisher, ..."""
-
-    async def start(self, node: Node) -> None:
-        """Called once the node is connected and subscribed."""
-
-    async def facts_changed(self, node: Node) -> None:
-        """Called after the node swapped in new facts."""
-
-    async def stop(self) -> None:
-        """Called before the node disconnects."""
-
-
 @dataclass
 class Node:
     """One node: a NATS connection, a micro service and a request pipeline."""
@@ -115,6 +103,7 @@ class Node:
             replay=ReplayCache(self.settings.replay_capacity, self.settings.replay_per_caller),
             authorizer=self.authorizer, auditor=self.auditor)
         self.service: MicroService | None = None
+        self._stopping = False  # set by stop(): the disconnect that follows is ours, not the broker's
         self._log = log.bind(identity=self.identity)
 
     # NodeContext, for agents
@@ -249,7 +238,7 @@ class Node:
         if self.service is not None:
             await self.service.stop()
         if self.nc is not None and not self.nc.is_closed:
-            self._stopping = True  # the disconnect that follows is ours, not the broker's
+            self._stopping = True
             await self.nc.drain()
         if self.pipeline.journal is not None:  # nothing runs any more: mark the replay file cleanly closed
             self.pipeline.journal.close()
@@ -266,7 +255,7 @@ class Node:
     async def _on_disconnect(self) -> None:
         # A warning only when the broker went away: 5,000 simulated nodes stopping on purpose
         # would otherwise print 5,000 warnings.
-        if getattr(self, "_stopping", False):
+        if self._stopping:
             self._log.debug("nats_disconnected", reason="node stopping")
         else:
             self._log.warning("nats_disconnected")

@@ -32,7 +32,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -43,10 +43,8 @@ from nats.js.kv import KeyValue
 
 from nmc import __version__
 from nmc.protocol.registry import DEFAULT_BUCKET, RegistryEntry, check_bucket
+from nmc.services.companion import NodeHandle
 from nmc.transport.tasks import cancel_and_wait
-
-if TYPE_CHECKING:
-    from nmc.services.node import Node
 
 __all__ = ["RegistryPublisher", "RegistrySettings", "bucket_config", "ensure_bucket"]
 
@@ -130,7 +128,7 @@ class RegistryPublisher:
 
     def __init__(self, settings: RegistrySettings | None = None) -> None:
         self.settings = settings or RegistrySettings()
-        self._node: Node | None = None
+        self._node: NodeHandle | None = None
         self._kv: KeyValue | None = None
         self._agents: tuple[str, ...] = ()
         self._wake = asyncio.Event()
@@ -142,7 +140,7 @@ class RegistryPublisher:
         self.puts = 0  # successful puts, for stats and tests
         self.overwrites = 0  # foreign writes seen on the node's own key
 
-    async def start(self, node: Node) -> None:
+    async def start(self, node: NodeHandle) -> None:
         """Put the record once (so it is there when the node reports started), then refresh it in the background."""
         if self._task is not None:
             raise RuntimeError("RegistryPublisher is already running; use one per node")
@@ -153,7 +151,7 @@ class RegistryPublisher:
         await self._publish_safely("start")
         self._task = asyncio.create_task(self._refresh_loop(), name=f"nmc-registry {node.identity}")
 
-    async def _watch_own_key(self, node: Node) -> None:
+    async def _watch_own_key(self, node: NodeHandle) -> None:
         """Hear every write to the node's own key, to put the record back after a foreign one."""
         if node.nc is None:
             return
@@ -178,7 +176,7 @@ class RegistryPublisher:
                           hint="someone had the broker write onto this key (docs/security.md); putting it back")
         self._wake.set()
 
-    async def facts_changed(self, node: Node) -> None:
+    async def facts_changed(self, node: NodeHandle) -> None:
         """Re-put at once, from the refresh task, so a slow broker never holds up a facts reload."""
         self._wake.set()
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import structlog
 
+from nmc.errors import NodeError
 from nmc.security.replay import ReplayCache
 
 __all__ = ["ReplayJournal", "ReplayLogError", "read_boot_id"]
@@ -48,15 +49,11 @@ _SLACK = 1024  # lines beyond twice the live ids before the file is rewritten
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
-class ReplayLogError(OSError):
+class ReplayLogError(NodeError, OSError):
     """The replay file cannot be opened or written; `reason` is one line naming the file.
 
     An OSError, so every daemon start-up that reports file problems in one line reports this too.
     """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def read_boot_id(path: Path = _BOOT_ID) -> str | None:

@@ -25,6 +25,7 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client
 
+from nmc.errors import TransportError
 from nmc.transport.compat import patch_tls_close
 from nmc.security.names import inbox_prefix, tls_identity
 
@@ -33,12 +34,8 @@ __all__ = ["ConnectError", "connect", "connect_error_reason", "daemon_options"]
 _LOG_EVERY = 30.0  # seconds between repeated log lines of the same connect failure
 
 
-class ConnectError(Exception):
+class ConnectError(TransportError):
     """The first connection to the broker failed; `reason` is one line with a hint."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def connect_error_reason(exc: BaseException | None, *, tls: Any = None, timeout: float | None = None) -> str:

@@ -20,6 +20,7 @@ from nats.js.api import StreamInfo
 from nats.js.client import JetStreamContext
 from nats.js.errors import APIError
 
+from nmc.errors import OpsError
 from nmc.audit.errors import AuditStreamError
 from nmc.audit.stream import DEFAULT_MAX_AGE, ensure_stream, replicas_reason
 from nmc.ops.config.files import Config
@@ -37,12 +38,8 @@ DEFAULT_REGISTRY_TTL = 180.0  # three missed refreshes at the nodes' default reg
 _NO_ANSWER = "no answer from JetStream (is it enabled, and does this certificate have role `operator`?)"
 
 
-class SetupError(Exception):
+class SetupError(OpsError):
     """A stream could not be created or configured; `reason` is one line and names it."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
