@@ -20,6 +20,7 @@ from nmc.services.facts import NodeFacts
 __all__ = ["ActionFailed", "ActionRequest", "Agent", "NodeContext", "action"]
 
 _SPEC_ATTR = "__nmc_action__"
+_SPEC_CACHE = "_nmc_spec_cache"  # (name, description, version), AgentSpec: see Agent.spec
 
 
 class ActionFailed(Exception):
@@ -103,14 +104,26 @@ class Agent:
 
     @classmethod
     def spec(cls) -> AgentSpec:
-        """The agent's DDL, collected from its @action methods."""
+        """The agent's DDL, collected from its @action methods.
+
+        Collected once per class and kept (the node asks up to three times per request:
+        audit records, action lookup), in the class's own namespace, so a subclass never
+        reuses its parent's; kept together with name, description and version, so a class
+        whose metadata is changed later (a test, a loader) is collected afresh.
+        """
+        key = (cls.name, cls.description, cls.version)
+        cached = cls.__dict__.get(_SPEC_CACHE)
+        if cached is not None and cached[0] == key:
+            return cached[1]  # type: ignore[no-any-return]
         actions = {}
         for attr in dir(cls):
             fn = getattr(cls, attr, None)
             spec = getattr(fn, _SPEC_ATTR, None)
             if isinstance(spec, ActionSpec):
                 actions[spec.name] = spec
-        return AgentSpec(name=cls.name, description=cls.description, version=cls.version, actions=actions)
+        agent_spec = AgentSpec(name=cls.name, description=cls.description, version=cls.version, actions=actions)
+        setattr(cls, _SPEC_CACHE, (key, agent_spec))
+        return agent_spec
 
     def handler(self, action_name: str) -> Callable[[ActionRequest], Awaitable[Mapping[str, Any]]] | None:
         """The bound method for an action, or None when the agent has no such action."""

@@ -1,8 +1,9 @@
 """The node daemon's NATS edge: one `nmc-node` micro service per node.
 
-Everything that decides anything lives in `pipeline.py`; this module only
-connects, subscribes the subjects PROTOCOL.md section 1 derives from the
-node's facts, classes, identity and agents, and sends signed replies.
+Everything that decides anything lives in `pipeline.py`, signing and
+sending the reply included; this module only connects, subscribes the
+subjects PROTOCOL.md section 1 derives from the node's facts, classes,
+identity and agents, and hands the pipeline a way to publish (`_send`).
 Several Node objects can share one process and event loop (the dev fleet
 and the simulator do), each with its own connection and certificate.
 """
@@ -101,7 +102,7 @@ class Node:
                                       clock_skew=self.settings.clock_skew),
             verifier=self.verifier, agents=self._agents, snapshot=self.snapshot,
             replay=ReplayCache(self.settings.replay_capacity, self.settings.replay_per_caller),
-            authorizer=self.authorizer, auditor=self.auditor)
+            authorizer=self.authorizer, auditor=self.auditor, signer=self.signer, send=self._send)
         self.service: MicroService | None = None
         self._stopping = False  # set by stop(): the disconnect that follows is ours, not the broker's
         self._log = log.bind(identity=self.identity)
@@ -223,13 +224,16 @@ class Node:
             await companion.facts_changed(self)
 
     async def _on_request(self, msg: Msg) -> str | None:
+        """One request: the pipeline decides, signs and sends; the micro service counts refusals as errors."""
         outcome = await self.pipeline.handle(msg.subject, msg.data, msg.headers, msg.reply)
         if outcome.reply is None:
             return None
-        if msg.reply and self.nc is not None:
-            body = outcome.reply.to_bytes()
-            await self.nc.publish(msg.reply, body, headers=self.signer.headers(body))
         return outcome.reason if outcome.reply.status != 0 else None
+
+    async def _send(self, subject: str, body: bytes, headers: Mapping[str, str]) -> None:
+        """The pipeline's way out: publish a signed reply on this node's connection."""
+        if self.nc is not None:
+            await self.nc.publish(subject, body, headers=dict(headers))
 
     async def stop(self) -> None:
         """Stop answering, finish running actions, close the connection."""

@@ -1,32 +1,53 @@
 """The node's request path, as one plain async function that always answers.
 
-Order (Choria's HandleMessage): size -> decode -> verify signature, caller,
-ttl, replay -> match targets and filter (silent when they do not match) ->
-remember the id (in memory and in the replay file) -> find agent and action ->
-validate inputs -> run the action with its time limit -> reply. Errors map to
-status codes in exactly one place: `_failure()`.
+`RequestPipeline.handle` runs the steps in Choria's HandleMessage order:
+
+1. decode: size, subject and body (`_decode`);
+2. authenticate: signature, certificate, caller, ttl and clock (`_authenticate`);
+3. replay check: an id seen before is refused (`_check_replay`);
+   then the reply subject must lie in the caller's inbox (`_reply_refused`, silent);
+4. filter: targets, facts, classes, identity, agents (silent when they do not match);
+   the id is then remembered, in memory and in the replay file, before any await;
+5. authorize: the policy decides, before the node says whether the agent exists,
+   so a caller the policy denies learns nothing about which agents are loaded;
+6. audit the decision: with `audit.required`, no record kept means nothing runs;
+7. resolve the agent and action, validate the inputs against the DDL (`_resolve`);
+8. run the action within its time limit (and its agent's concurrency slots);
+9. sign the reply with the node's certificate (the injected Signer);
+10. send it to the reply subject (the injected `send`: node.py wires it to NATS);
+11. audit the result: every request that passed step 6 gets a result record.
+
+The result is audited after the reply went out, in every audit mode: a
+slow or unreachable stream does not delay the answer, and the Auditor's
+spool is the safety net. `audit.required` is a promise about the decision
+record (step 6: nothing runs unless it was kept); a result record that
+cannot be kept is logged as `audit_result_lost`, as it always was, since
+the action has run by then whatever the audit says.
+
+Errors map to status codes in exactly one place: `_failure()`.
 
 A message without signature headers may instead be an unsigned read-only
 query (nmc/protocol/unsigned.py): admitted only for an allowlisted action on
-the node's own subject, it then takes the same path from authorization on,
-as caller `unsigned=nats`. Every other unsigned message is refused as before,
-with a hint saying why unsigned was not enough.
+the node's own subject, it skips steps 2 and 3 and the remembering in step
+4, and takes the same path from authorization on, as caller `unsigned=nats`.
+Every other unsigned message is refused as before, with a hint saying why
+unsigned was not enough.
 """
-
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import structlog
 
-from nmc.audit.hooks import AuditRecord, Auditor, AuditUnavailable, NoAudit
+from nmc.audit.hooks import Auditor, AuditUnavailable, NoAudit
 from nmc.audit.records import redact_inputs
 from nmc.authz.hooks import AllowAll, Authorizer, Decision
-from nmc.protocol.ddl import InputError, fill_output_defaults, validate_inputs
+from nmc.protocol.audit import AuditRecord
+from nmc.protocol.ddl import ActionSpec, InputError, fill_output_defaults, validate_inputs
 from nmc.protocol.envelope import EnvelopeError, OutdatedRequestError, Reply, Request, new_request_id
 from nmc.protocol.filter import FilterSyntaxError, matches, parse
 from nmc.protocol.status import Status
@@ -39,6 +60,7 @@ from nmc.security import (
     ReplayCache,
     ReplayCapacityError,
     SecurityError,
+    Signer,
     Verifier,
     check_caller,
     check_time,
@@ -48,9 +70,13 @@ from nmc.services.agent import ActionFailed, ActionRequest, Agent
 from nmc.services.facts import NodeFacts
 from nmc.services.replaylog import ReplayJournal, ReplayLogError
 
-__all__ = ["Counters", "Outcome", "PipelineSettings", "RequestPipeline"]
+__all__ = ["Counters", "Outcome", "PipelineSettings", "RequestPipeline", "Send"]
 
 log = structlog.get_logger("nmc.node")
+
+# Publishes one signed reply: (reply subject, body, headers). node.py passes the NATS connection's publish.
+Send = Callable[[str, bytes, Mapping[str, str]], Awaitable[None]]
+_Handler = Callable[[ActionRequest], Awaitable[Mapping[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -118,10 +144,16 @@ class RequestPipeline:
     counters: Counters = field(default_factory=Counters)
     authorizer: Authorizer = field(default_factory=AllowAll)
     auditor: Auditor = field(default_factory=NoAudit)
+    # Steps 9 and 10: the node's certificate signs each reply and `send` publishes it. Without a
+    # `send` (library use, unit tests) nothing is sent: `handle` returns the reply in its Outcome.
+    signer: Signer | None = None
+    send: Send | None = None
     _filters: OrderedDict[str, Any] = field(default_factory=OrderedDict)
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.send is not None and self.signer is None:
+            raise ValueError("a pipeline that sends replies needs the node's Signer: every reply is signed")
         # Checked here, whoever builds the pipeline: a mutating or unknown action, or no policy to ask,
         # and the node refuses to start (UnsignedConfigError) rather than serve it unsigned.
         self._unsigned = parse_unsigned_actions(self.settings.unsigned_actions)
@@ -153,40 +185,69 @@ class RequestPipeline:
 
     async def handle(self, subject: str, body: bytes, headers: Mapping[str, str] | None,
                      reply_to: str | None = None) -> Outcome:
-        """Process one request message; never raises for bad input.
+        """Process one request message, steps 1 to 11 of the module doc; never raises for bad input.
 
         `reply_to` is the message's reply subject: a request whose reply subject lies outside
-        its caller's inbox runs nothing and gets no answer (see `_reply_refused`).
+        its caller's inbox runs nothing and gets no answer (see `_reply_refused`). The Outcome
+        says what was (or, without `send`, would have been) answered.
         """
         self.counters.total += 1
         request: Request | None = None
-        hint = ""
-        unsigned = False
+        hint = ""  # why an unsigned message was not admitted, added to its refusal
+        decision: Decision | None = None  # allowed and audited: from then on a result record follows
+        started = elapsed = 0.0
         try:
+            # 1. decode (an unsigned message may instead be an allowlisted read-only query)
+            unsigned = False
             if not headers or (SIGNATURE_HEADER not in headers and CERTIFICATE_HEADER not in headers):
                 request, hint = self._admit_unsigned(subject, body)
                 unsigned = request is not None
             if request is None:
                 request = self._decode(subject, body)
-                self._authenticate(request, body, headers or {})
+                now = time.time()
+                # 2. authenticate, 3. replay check
+                self._authenticate(request, body, headers or {}, now)
+                self._check_replay(request, now)
             if reply_to and (refused := self._reply_refused(request, reply_to)) is not None:
                 return refused
+            # 4. filter, then remember the id: no await since the replay check, so a copy
+            # arriving meanwhile cannot slip through
             snap: NodeFacts = self.snapshot()
             if not self._matches(request, snap):
                 self.counters.filtered += 1
                 return Outcome(None, "filter does not match")
-            if not unsigned:  # no await since the replay check: a copy arriving meanwhile cannot slip through
+            if not unsigned:
                 self._remember(request)
             self.counters.passed += 1
-            reply = await self._run(request, snap)
+            # 5. authorize, 6. audit the decision
+            verdict = await self._authorize(request, snap)
+            await self._audit_decision(request, verdict)
+            if not verdict.allowed:
+                where = f" ({verdict.rule})" if verdict.rule else ""
+                raise _Rejected(Status.ABORTED, f"not authorized: {verdict.reason}{where}")
+            decision, started = verdict, time.monotonic()
+            # 7. resolve the agent and action, validate the inputs
+            agent, spec, handler, call = self._resolve(request)
+            # 8. run
+            reply = await self._execute(request, agent, spec, handler, call)
+            outcome = Outcome(reply)
+            self.counters.replies += 1
         except _Rejected as exc:
             if hint:  # an unsigned message refused as before: say why unsigned was not enough
                 exc = _Rejected(exc.status, f"{exc.reason}; hint: {hint}", exc.data, exc.request_id)
             # Answer with the request id whenever the body parsed, so the client can
             # show the refusal instead of counting this node as silent.
-            return self._failure(request.id if request is not None else exc.request_id, exc, subject)
-        self.counters.replies += 1
-        return Outcome(reply)
+            outcome = self._failure(request.id if request is not None else exc.request_id, exc, subject)
+        if decision is not None:
+            elapsed = time.monotonic() - started
+        try:
+            # 9. sign, 10. send
+            await self._send_reply(reply_to, outcome.reply)
+        finally:
+            # 11. audit the result: attempted even when sending failed
+            if decision is not None and request is not None and outcome.reply is not None:
+                await self._audit_result(request, decision, outcome.reply.status, elapsed)
+        return outcome
 
     def _reply_refused(self, request: Request, reply: str) -> Outcome | None:
         """A silent refusal when `reply` is not in the caller's inbox (None when it is).
@@ -249,9 +310,8 @@ class RequestPipeline:
                                                  "nodes must list them in 'targets'", request_id=request.id)
         return request
 
-    def _authenticate(self, request: Request, body: bytes, headers: Mapping[str, str]) -> None:
-        """Signature, certificate, caller, ttl and replay checks, in that order."""
-        now = time.time()
+    def _authenticate(self, request: Request, body: bytes, headers: Mapping[str, str], now: float) -> None:
+        """Signature, certificate, caller, ttl and time checks, in that order."""
         try:
             name = self.verifier.verify(body, headers.get(SIGNATURE_HEADER), headers.get(CERTIFICATE_HEADER), now=now)
             check_caller(request.caller, name)
@@ -263,8 +323,17 @@ class RequestPipeline:
             except SecurityError:
                 self.counters.ttlexpired += 1
                 raise
-            # Seen before (or issued before the node lost its record of ids)? Checked before the
-            # filter, so a copy re-published where it does not match is refused just the same.
+        except SecurityError as exc:
+            self.counters.unvalidated += 1
+            raise _Rejected(Status.INVALID_DATA, f"security: {exc.reason}") from exc
+
+    def _check_replay(self, request: Request, now: float) -> None:
+        """Refuse an id seen before (or issued before the node lost its record of ids).
+
+        Checked before the filter, so a copy re-published where it does not match is refused
+        just the same. The last security check: a request that passes counts as `validated`.
+        """
+        try:
             self.replay.check(request.id, request.time, now)
         except SecurityError as exc:
             self.counters.unvalidated += 1
@@ -312,38 +381,28 @@ class RequestPipeline:
                            time=time.time())
 
     async def _authorize(self, request: Request, snap: NodeFacts) -> Decision:
-        """Ask the authorizer (the caller is the verified certificate name) and audit the decision."""
-        decision = await self.authorizer.authorize(
+        """Ask the authorizer; the caller is the verified certificate name (or `unsigned=nats`)."""
+        return await self.authorizer.authorize(
             caller=request.caller, agent=request.agent, action=request.action, identity=self.settings.identity,
             facts=snap.facts, classes=snap.classes, facts_version=snap.version, request_id=request.id)
+
+    async def _audit_decision(self, request: Request, decision: Decision) -> None:
+        """Keep the decision record, allowed or not; when audit is required and impossible, nothing runs."""
         try:
             await self.auditor.record(self._audit_record(request, "decision", decision))
         except AuditUnavailable as exc:
             raise _Rejected(Status.ABORTED, f"audit required but unavailable: {exc.reason}") from exc
-        if not decision.allowed:
-            where = f" ({decision.rule})" if decision.rule else ""
-            raise _Rejected(Status.ABORTED, f"not authorized: {decision.reason}{where}")
-        return decision
 
-    async def _run(self, request: Request, snap: NodeFacts) -> Reply:
-        decision = await self._authorize(request, snap)
-        started = time.monotonic()
-        try:
-            reply = await self._execute(request)
-        except _Rejected as exc:
-            await self._audit_result(request, decision, exc.status, started)
-            raise
-        await self._audit_result(request, decision, reply.status, started)
-        return reply
-
-    async def _audit_result(self, request: Request, decision: Decision, status: Status, started: float) -> None:
+    async def _audit_result(self, request: Request, decision: Decision, status: Status, elapsed: float) -> None:
+        """Keep the result record; one that cannot be kept is logged, since the action already ran."""
         try:
             await self.auditor.record(self._audit_record(request, "result", decision, status=int(status),
-                                                         duration_ms=round((time.monotonic() - started) * 1000, 3)))
+                                                         duration_ms=round(elapsed * 1000, 3)))
         except AuditUnavailable:
             log.warning("audit_result_lost", request_id=request.id)  # the action already ran; say so loudly
 
-    async def _execute(self, request: Request) -> Reply:
+    def _resolve(self, request: Request) -> tuple[Agent, ActionSpec, _Handler, ActionRequest]:
+        """The agent, the action's DDL, its handler and the validated call; unknown ones and bad inputs are refused."""
         agent = self.agents.get(request.agent)
         if agent is None:
             raise _Rejected(Status.UNKNOWN_ACTION, f"unknown agent {request.agent!r}")
@@ -355,8 +414,13 @@ class RequestPipeline:
             data = validate_inputs(spec, request.data)
         except InputError as exc:
             raise _Rejected(exc.status, exc.reason) from exc
+        return agent, spec, handler, ActionRequest(data=data, caller=request.caller, request_id=request.id,
+                                                   sender=request.sender)
+
+    async def _execute(self, request: Request, agent: Agent, spec: ActionSpec, handler: _Handler,
+                       call: ActionRequest) -> Reply:
+        """Run the action within its time limit, in one of its agent's slots when it limits itself."""
         limit = spec.timeout or self.settings.agent_timeout
-        call = ActionRequest(data=data, caller=request.caller, request_id=request.id, sender=request.sender)
         slot = self._slots.get(request.agent)
         if slot is not None:
             # Waiting for a free slot is bounded by the action's own timeout; the run then gets its full time.
@@ -381,6 +445,14 @@ class RequestPipeline:
         log.info("request_done", request_id=request.id, caller=request.caller, agent=request.agent,
                  action=request.action, status=0)
         return self._reply(request.id, Status.OK, "OK", result)
+
+    async def _send_reply(self, reply_to: str | None, reply: Reply | None) -> None:
+        """Sign the reply with the node's certificate and publish it to `reply_to` (nothing to send: no-op)."""
+        if reply is None or not reply_to or self.send is None:
+            return
+        assert self.signer is not None  # __post_init__ checked it
+        body = reply.to_bytes()
+        await self.send(reply_to, body, self.signer.headers(body))
 
     def _failure(self, request_id: str, exc: _Rejected, subject: str) -> Outcome:
         """The one place where a rejection becomes a reply and a log line."""
