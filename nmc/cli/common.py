@@ -18,6 +18,8 @@ from nmc.client.batch import BatchError, parse_batch
 from nmc.client.discovery import DISCOVERY_METHODS, DiscoveryError, Targeting
 from nmc.client.fleet import CallResult, FleetClient
 from nmc.client.request_many import NoRespondersError
+from nmc.client.run import run_action
+from nmc.client.session import connect_nats, fleet_session
 from nmc.ops.config.files import Config, ConfigError, find_client_config, load_config
 from nmc.ops.daemon.logs import configure_logging, quiet_tls_eof_warning
 from nmc.ops.config.settings import (
@@ -30,8 +32,7 @@ from nmc.ops.config.settings import (
     tls_context,
 )
 from nmc.protocol.filter import FilterSyntaxError, combine
-from nmc.security.names import inbox_prefix, tls_identity
-from nmc.transport import ConnectError, connect
+from nmc.transport import ConnectError
 
 __all__ = ["EXIT_FAILED", "EXIT_NO_RESPONSE", "EXIT_OK", "EXIT_USAGE", "batch_options", "batch_progress", "batch_size", "build_filter", "client_session", "connect_client", "discover_and_call",
            "filter_options", "load_client_config", "output_options", "quiet_tls_eof_warning", "run", "take_targeting",
@@ -137,15 +138,10 @@ def discover_and_call(ctx: click.Context, config: Config, targeting: Targeting, 
                       action: str, data: Mapping[str, Any], *, timeout: float | None,
                       discovery_timeout: float | None) -> CallResult | None:
     """Discover by the chosen method, then one request to exactly those nodes; None when nobody was found."""
-    from nmc.client.discovery import discover
 
     async def go() -> CallResult | None:
         async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
-            found = await discover(fc, expr, targeting)
-            if not found.identities:
-                return None
-            return await fc.call(agent, action, data, filter_expr=expr, expect=found.identities,
-                                 direct=found.direct)
+            return await run_action(fc, agent, action, data, filter_expr=expr, targeting=targeting)
 
     return run(ctx, go)
 
@@ -189,7 +185,7 @@ def load_client_config(ctx: click.Context) -> Config:
 @contextlib.asynccontextmanager
 async def client_session(config: Config, *, timeout: float | None = None,
                          discovery_timeout: float | None = None) -> AsyncIterator[FleetClient]:
-    """A connected FleetClient; the connection is drained on exit."""
+    """The config's FleetClient (nmc.client.session.fleet_session); the command's timeouts override the config's."""
     settings = client_settings(config)
     overrides: dict[str, Any] = {}
     if timeout is not None:
@@ -199,40 +195,24 @@ async def client_session(config: Config, *, timeout: float | None = None,
     if overrides:
         settings = dataclasses.replace(settings, **overrides)
     signer, verifier = load_signer(config), load_verifier(config)
-    nc = await connect_client(config, name=f"nmc {signer.caller}", inbox_owner=signer.name)
+    servers, tls, deadline = client_servers(config), tls_context(config), connect_timeout(config)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            fc = await stack.enter_async_context(fleet_session(servers, signer=signer, verifier=verifier,
+                                                               settings=settings, tls=tls,
+                                                               connect_timeout=deadline))
+        except ConnectError as exc:
+            raise SettingsError(exc.reason) from exc
+        yield fc
+
+
+async def connect_client(config: Config, *, name: str) -> Any:
+    """A bare NATS connection from the config (nmc.client.session.connect_nats), for commands that need no FleetClient."""
     try:
-        yield FleetClient(nc=nc, signer=signer, verifier=verifier, settings=settings)
-    finally:
-        with contextlib.suppress(Exception):
-            await nc.drain()
-        if not nc.is_closed:
-            # drain() refuses while reconnecting (broker still away at the end): close instead.
-            with contextlib.suppress(Exception):
-                await nc.close()
-
-
-async def connect_client(config: Config, *, name: str, inbox_owner: str | None = None) -> Any:
-    """The command's NATS connection (SettingsError naming what failed, within the connect timeout).
-
-    Replies come to _INBOX.<certificate name>: a broker configured by nmc lets the TLS
-    certificate (which names the NATS user) subscribe there and nowhere else. Two quick
-    attempts, then a one-line error; once connected it reconnects for as long as the
-    command runs (a broker restart in the middle of a batched run must not end it).
-    """
-    servers = client_servers(config)
-    tls = tls_context(config)
-    deadline = connect_timeout(config)
-    owner = tls_identity(tls) or inbox_owner
-    options: dict[str, Any] = {"servers": list(servers), "name": name, "connect_timeout": deadline,
-                               "max_reconnect_attempts": 1, "reconnect_time_wait": 0.25, "allow_reconnect": True,
-                               "tls": tls}
-    if owner:
-        options["inbox_prefix"] = inbox_prefix(owner)
-    try:
-        # One deadline for nats-py's attempts (a refused one is retried once after 0.25 s).
-        return await connect(options, give_up_after=deadline)
+        return await connect_nats(client_servers(config), name=name, tls=tls_context(config),
+                                  connect_timeout=connect_timeout(config))
     except ConnectError as exc:
-        raise SettingsError(f"cannot connect to NATS at {', '.join(servers)}: {exc.reason}") from exc
+        raise SettingsError(exc.reason) from exc
 
 
 def run(ctx: click.Context, coro_fn: Callable[[], Awaitable[T]]) -> T:

@@ -24,8 +24,8 @@ from nmc.cli.common import (
     take_targeting,
     targeting_options,
 )
-from nmc.client.batch import call_in_batches
 from nmc.client.discovery import discover
+from nmc.client.run import run_action
 from nmc.cli.plugin_cmd import known_agents
 from nmc.cli.completion import complete_action, complete_agent, complete_input
 from nmc.cli.render import (DISPLAY_MODES, call_json, default_display, print_call, print_jsonl, print_table,
@@ -230,18 +230,9 @@ def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as
 
     async def go() -> CallResult | None:
         async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
-            if no_discovery:
-                return await fc.call(agent, action, data, filter_expr=expr)
-            found = await discover(fc, expr, targeting)
-            if not found.identities:
-                return None
-            if batch is not None:
-                return await call_in_batches(
-                    fc, agent, action, data, identities=found.identities, filter_expr=expr,
-                    size=batch_size(batch, len(found.identities)), sleep=batch_sleep,
-                    on_batch=None if machine else progress)
-            return await fc.call(agent, action, data, filter_expr=expr, expect=found.identities,
-                                 direct=found.direct)
+            return await run_action(fc, agent, action, data, filter_expr=expr, targeting=targeting,
+                                    discovery=not no_discovery, batch=batch, batch_sleep=batch_sleep,
+                                    on_batch=None if machine else progress)
 
     result = run(ctx, go)
     if result is None:
