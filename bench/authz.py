@@ -35,7 +35,9 @@ import nats
 # Benchmark the checkout this file lives in, whatever copy of nmc is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nmc.authz import AllowAll, LocalAuthorizer, ServiceAuthorizer
+from nmc.authz import AllowAll
+from nmc.authz.local import LocalAuthorizer
+from nmc.authz.remote import ServiceAuthorizer
 from nmc.client.fleet import ClientSettings, FleetClient
 from nmc.ops import pki
 from nmc.ops.broker.server import Broker, BrokerSettings

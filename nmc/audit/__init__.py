@@ -2,8 +2,9 @@
 
 Modules, pure first:
 
-- ``hooks``: AuditRecord (with its nonce and id), the Auditor protocol the request pipeline calls, NoAudit.
-- ``records``: records as bytes and back (strict), de-duplication ids, redaction of sensitive inputs.
+- ``hooks``: the Auditor protocol the request pipeline calls, NoAudit. The record itself (AuditRecord, its
+  strict bytes and its id) is wire contract: ``nmc.protocol.audit``.
+- ``records``: records as bytes and back with nmc.audit's AuditRecordError, redaction of sensitive inputs.
 - ``verify``: RecordVerifier: is a record signed by the node it names (the service and the reader ask).
 - ``formats``: JSON lines, MCollective's one-line format, RFC 5424 syslog, text.
 - ``stream``: the NMC_AUDIT stream's configuration.
@@ -27,29 +28,17 @@ from nmc.audit.errors import (
     SpoolError,
     SpoolFull,
 )
-from nmc.audit.hooks import (
-    AUDIT_PROTOCOL,
-    AUDIT_PROTOCOL_V1,
-    Auditor,
-    AuditRecord,
-    AuditUnavailable,
-    NoAudit,
-    record_id,
-)
+from nmc.audit.hooks import Auditor, AuditUnavailable, NoAudit
 from nmc.audit.records import (
     REDACTED,
     decode_record,
     encode_record,
-    record_msg_id,
     redact_inputs,
 )
 
 __all__ = [
-    "AUDIT_PROTOCOL",
-    "AUDIT_PROTOCOL_V1",
     "REDACTED",
     "AuditError",
-    "AuditRecord",
     "AuditRecordError",
     "AuditRecordRefused",
     "AuditStreamError",
@@ -62,7 +51,5 @@ __all__ = [
     "SpoolFull",
     "decode_record",
     "encode_record",
-    "record_id",
-    "record_msg_id",
     "redact_inputs",
 ]

@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from nmc.audit.hooks import record_id
-from nmc.audit.records import record_msg_id
+from nmc.protocol.audit import record_id, record_msg_id
 
 __all__ = ["FILE_FORMATS", "SYSLOG_FACILITIES", "json_line", "line_msg_id", "mcollective_line", "octet_counted",
            "parse_time", "ruby_inspect", "syslog_message", "text_line"]
@@ -64,7 +63,8 @@ def ruby_inspect(value: Any) -> str:
     return json.dumps(str(value))
 
 
-def _one_line(text: str) -> str:
+def _escape_breaks(text: str) -> str:
+    # Escaped, not folded: the line is a record that is read back, and a folded break would change it.
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
@@ -88,7 +88,7 @@ def mcollective_line(record: Mapping[str, Any]) -> str:
              f"duration_ms={duration} identity={record['identity']} phase={record['phase']}")
     if record.get("nonce"):
         extra += f" nonce={record['nonce']}"
-    return _one_line(classic + extra)
+    return _escape_breaks(classic + extra)
 
 
 def line_msg_id(line: str) -> str | None:
@@ -104,9 +104,8 @@ def line_msg_id(line: str) -> str | None:
     reqid = re.match(r"\[[^\]]*\] reqid=(.*?): reqtime=", line)
     if match is None or reqid is None:
         return None
-    if match.group(3):
-        return record_id(match.group(1), reqid.group(1), match.group(2), match.group(3))
-    return f"{reqid.group(1)}:{match.group(1)}:{match.group(2)}"  # an nmc.audit.v1 line
+    # No nonce: an nmc.audit.v1 line, whose id record_id writes the v1 way.
+    return record_id(match.group(1), reqid.group(1), match.group(2), match.group(3) or None)
 
 
 def _printable(text: str, limit: int) -> str:
@@ -151,5 +150,5 @@ def text_line(record: Mapping[str, Any]) -> str:
     shown = f" {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}" if data else ""
     # `nmc audit --unverified`: what a record claims, plainly marked as not vouched for by its node.
     mark = f"UNVERIFIED ({record.get('refused')}) " if record.get("verified") is False else ""
-    return _one_line(f"{mark}{record['time']} {record['identity']} {record['phase']:<8} {record['caller']} {what} "
+    return _escape_breaks(f"{mark}{record['time']} {record['identity']} {record['phase']:<8} {record['caller']} {what} "
                      f"{outcome} req={record['request_id']}{shown}")

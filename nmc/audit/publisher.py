@@ -41,10 +41,11 @@ from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
 from nmc.audit.errors import AuditStreamError, SpoolError
-from nmc.audit.hooks import AuditRecord, AuditUnavailable
-from nmc.audit.records import encode_record, header_msg_id
+from nmc.audit.hooks import AuditUnavailable
+from nmc.audit.records import encode_record
 from nmc.audit.spool import Spool, SpoolEntry
 from nmc.audit.stream import DEFAULT_MAX_AGE, ensure_stream
+from nmc.protocol.audit import AuditRecord, header_msg_id
 from nmc.protocol.subjects import audit_subject
 from nmc.security import Signer
 from nmc.transport.companion import NodeView

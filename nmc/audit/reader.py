@@ -36,9 +36,9 @@ from nats.js.errors import APIError, NotFoundError
 from nmc.audit.dedup import RecentIds
 from nmc.audit.errors import AuditRecordError, AuditRecordRefused, AuditStreamError
 from nmc.audit.formats import parse_time
-from nmc.audit.records import record_msg_id
 from nmc.audit.stream import STREAM
 from nmc.audit.verify import RecordVerifier
+from nmc.protocol.audit import record_msg_id
 from nmc.protocol.subjects import PREFIX, encode_token
 
 __all__ = ["NO_MESSAGE", "AuditQuery", "StoredMessage", "StoredMessages", "read_records"]

@@ -65,10 +65,10 @@ from nmc.audit.errors import AuditRecordError, AuditRecordRefused, AuditStreamEr
 from nmc.audit.formats import FILE_FORMATS, SYSLOG_FACILITIES
 from nmc.audit.position import Position, PositionCorrupt, PositionFile, default_position_file
 from nmc.audit.reader import StoredMessage, StoredMessages
-from nmc.audit.records import record_msg_id
 from nmc.audit.sinks import FileSink, SyslogSink, SyslogTarget
 from nmc.audit.stream import DEFAULT_MAX_AGE, STREAM, STREAM_SUBJECTS, ensure_stream
 from nmc.audit.verify import RecordVerifier
+from nmc.protocol.audit import record_msg_id
 from nmc.transport.micro import MicroService
 from nmc.transport import connect, daemon_options
 

@@ -32,8 +32,8 @@ from typing import Any
 import structlog
 
 from nmc.audit.errors import AuditRecordError, SpoolError, SpoolFull
-from nmc.audit.hooks import AUDIT_PROTOCOL_V1
-from nmc.audit.records import decode_record, record_msg_id, upgrade_record
+from nmc.audit.records import decode_record
+from nmc.protocol.audit import AUDIT_PROTOCOL_V1, record_msg_id, upgrade_record
 
 __all__ = ["Spool", "SpoolEntry"]
 

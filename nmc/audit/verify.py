@@ -31,8 +31,8 @@ from typing import Any
 from cryptography import x509
 
 from nmc.audit.errors import AuditRecordRefused
-from nmc.audit.hooks import AUDIT_PROTOCOL
 from nmc.audit.records import decode_record
+from nmc.protocol.audit import AUDIT_PROTOCOL
 from nmc.protocol.subjects import SubjectError, parse_audit_subject
 from nmc.security import CERTIFICATE_HEADER, SIGNATURE_HEADER, SecurityError, Verifier, certificate_roles
 

@@ -1,17 +1,21 @@
 """nmc.authz: who may run which action where.
 
-The ActionPolicy language (`policy`, `policyset`: pure, strings in,
-decisions out), the wire messages (`wire`), and the edges: reading a policy
-directory (`files`, `watch`), evaluating it in the node (`LocalAuthorizer`),
-asking the action-policy service (`ServiceAuthorizer`) and the service
-itself (`PolicyService`).
+Only the pure names are re-exported here: the ActionPolicy language
+(`policy`, `policyset`: strings in, decisions out), reading a policy
+directory (`files`) and the Authorizer interface (`hooks`). The edges are
+imported from their modules: evaluating policies in the node
+(`nmc.authz.local.LocalAuthorizer`), asking the action-policy service
+(`nmc.authz.remote.ServiceAuthorizer`), the service itself
+(`nmc.authz.service.PolicyService`) and the node's `authz.*` settings
+(`nmc.authz.settings`). That keeps `import nmc.authz.policy` (the CLI's
+`nmc policy check`, the tests) from loading nats-py. The messages the node
+and the service exchange are wire contract: nmc.protocol.authz.
 """
 
 from __future__ import annotations
 
 from nmc.authz.files import load_policy_dir, read_policy_dir
 from nmc.authz.hooks import AllowAll, Authorizer, Decision
-from nmc.authz.local import LocalAuthorizer
 from nmc.authz.policy import (
     Groups,
     PolicyFile,
@@ -22,34 +26,19 @@ from nmc.authz.policy import (
     split_columns,
 )
 from nmc.authz.policyset import PolicySet
-from nmc.authz.remote import ServiceAuthorizer
-from nmc.authz.service import PolicyService, PolicyServiceSettings
-from nmc.authz.settings import AUTHZ_MODES, AuthzSettings, node_authorizer
-from nmc.authz.wire import AuthzAnswer, AuthzQuestion, ReloadNotice, reloaded_subject
 
 __all__ = [
-    "AUTHZ_MODES",
     "AllowAll",
     "Authorizer",
-    "AuthzAnswer",
-    "AuthzQuestion",
-    "AuthzSettings",
     "Decision",
     "Groups",
-    "LocalAuthorizer",
     "PolicyFile",
     "PolicyIssue",
-    "PolicyService",
-    "PolicyServiceSettings",
     "PolicySet",
-    "ReloadNotice",
     "Rule",
-    "ServiceAuthorizer",
     "load_policy_dir",
-    "node_authorizer",
     "parse_groups",
     "parse_policy",
     "read_policy_dir",
-    "reloaded_subject",
     "split_columns",
 ]

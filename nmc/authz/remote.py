@@ -25,15 +25,11 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from nmc.errors import reason_of
 from nmc.authz.hooks import Decision
-from nmc.authz.wire import (
-    AuthzAnswer,
-    AuthzQuestion,
-    EnvelopeError,
-    ReloadNotice,
-    reloaded_subject,
-)
-from nmc.protocol.subjects import authz_subject
+from nmc.protocol.authz import AuthzAnswer, AuthzQuestion, ReloadNotice
+from nmc.protocol.envelope import EnvelopeError
+from nmc.protocol.subjects import authz_subject, reloaded_subject
 from nmc.security import (
     CERTIFICATE_HEADER,
     SIGNATURE_HEADER,
@@ -205,7 +201,7 @@ class ServiceAuthorizer:
             if (answer.request_id, answer.identity) != (question.request_id, question.identity):
                 raise SecurityError("an answer to another question")
         except (SecurityError, EnvelopeError) as exc:
-            reason = getattr(exc, "reason", None) or str(exc)
+            reason = reason_of(exc)
             ignored.append(reason)
             log.warning("authz_answer_ignored", request_id=question.request_id, reason=reason)
             return None
@@ -224,7 +220,7 @@ class ServiceAuthorizer:
                 raise SecurityError(f"signed by {name!r}, which is not a trusted policy signer")
             notice = ReloadNotice.from_bytes(msg.data)
         except (SecurityError, EnvelopeError) as exc:
-            log.warning("authz_reload_notice_ignored", reason=getattr(exc, "reason", None) or str(exc))
+            log.warning("authz_reload_notice_ignored", reason=reason_of(exc))
             return
         self._generation += 1
         dropped = len(self._cache)

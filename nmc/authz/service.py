@@ -21,17 +21,13 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from nmc import __version__
+from nmc.errors import reason_of
 from nmc.authz.policyset import PolicySet
 from nmc.authz.watch import PolicyWatcher
-from nmc.authz.wire import (
-    AuthzAnswer,
-    AuthzQuestion,
-    EnvelopeError,
-    ReloadNotice,
-    reloaded_subject,
-)
+from nmc.protocol.authz import AuthzAnswer, AuthzQuestion, ReloadNotice
+from nmc.protocol.envelope import EnvelopeError
 from nmc.transport.compat import synced_flush
-from nmc.protocol.subjects import authz_subject
+from nmc.protocol.subjects import authz_subject, reloaded_subject
 from nmc.security import (
     CERTIFICATE_HEADER,
     SIGNATURE_HEADER,
@@ -177,7 +173,7 @@ class PolicyService:
             if question.identity != name:
                 raise SecurityError(f"a question about node {question.identity!r} signed by {name!r}")
         except (SecurityError, EnvelopeError) as exc:
-            reason = getattr(exc, "reason", None) or str(exc)
+            reason = reason_of(exc)
             request_id, identity = _ids(msg.data)
             self._log.warning("authz_question_refused", request_id=request_id or None, reason=reason)
             # Whoever sent it is unknown: answer only into some inbox, never onto a subject it chose.

@@ -1,4 +1,8 @@
-"""Authorization messages on the wire (PROTOCOL.md section 5): JSON bytes <-> frozen values (PURE).
+"""Authorization messages on the wire (PROTOCOL.md section 5): JSON bytes <-> frozen values. Pure.
+
+They live in nmc.protocol with the other messages, not in nmc.authz: the node,
+the policy service and the tests all read them, and none of them should have to
+load the policy engine (or nats-py) to do so.
 
 Question (node -> `nmc.<c>.authz.check`, signed by the node)::
 
@@ -13,7 +17,7 @@ Answer (policy service -> the question's reply subject, signed by the service)::
 `identity` binds an answer to the node that asked (one request id reaches
 many nodes, whose facts may differ); `error` is true when the service could
 not evaluate the question (bad signature, bad body) and `allowed` is then
-false. Reload notice (service -> `nmc.<c>.authz.reloaded`, signed)::
+false. Reload notice (service -> `reloaded_subject(c)` in nmc.protocol.subjects, signed)::
 
     {"protocol": "nmc.authz.reloaded.v1", "time": ..., "files": 3, "errors": 0}
 """
@@ -23,10 +27,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from nmc.protocol.envelope import EnvelopeError, _dumps, _field, _load_object, _number
-from nmc.protocol.subjects import PREFIX, encode_token
+from nmc.protocol import codec
+from nmc.protocol.envelope import EnvelopeError
 
 __all__ = [
     "ANSWER_PROTOCOL",
@@ -34,10 +39,8 @@ __all__ = [
     "RELOAD_PROTOCOL",
     "AuthzAnswer",
     "AuthzQuestion",
-    "EnvelopeError",
     "ReloadNotice",
     "json_safe",
-    "reloaded_subject",
 ]
 
 QUESTION_PROTOCOL = "nmc.authz.v1"
@@ -45,13 +48,8 @@ ANSWER_PROTOCOL = "nmc.authz.answer.v1"
 RELOAD_PROTOCOL = "nmc.authz.reloaded.v1"
 
 
-def reloaded_subject(collective: str) -> str:
-    """Where policy services announce that they re-read the policy files (nodes drop cached decisions)."""
-    return ".".join((PREFIX, encode_token(collective), "authz", "reloaded"))
-
-
 def json_safe(value: Any) -> Any:
-    """`value` with everything JSON cannot carry (YAML dates, NaN, sets) turned into text, so a question always sends."""
+    """`value` with what JSON cannot carry (YAML dates, NaN, sets) turned into text: a question always sends."""
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -63,9 +61,9 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _protocol(obj: Mapping[str, Any], expected: str, what: str) -> None:
-    if obj.get("protocol") != expected:
-        raise EnvelopeError(f"{what} protocol must be {expected!r}, got {obj.get('protocol')!r}")
+# Every authz reader raises EnvelopeError, as the envelopes do: node and service answer it the same way.
+_field = partial(codec.field, error=EnvelopeError)
+_number = partial(codec.number, error=EnvelopeError)
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ class AuthzQuestion:
 
     def to_bytes(self) -> bytes:
         """The exact body bytes the node signs."""
-        return _dumps({"protocol": QUESTION_PROTOCOL, "request_id": self.request_id, "caller": self.caller,
+        return codec.dumps({"protocol": QUESTION_PROTOCOL, "request_id": self.request_id, "caller": self.caller,
                        "agent": self.agent, "action": self.action, "identity": self.identity,
                        "facts": json_safe(self.facts), "classes": list(self.classes)})
 
@@ -90,8 +88,8 @@ class AuthzQuestion:
     def from_bytes(cls, body: bytes) -> AuthzQuestion:
         """Parse and shape-check a question; EnvelopeError says why not."""
         w = "authorization question"
-        obj = _load_object(body, w)
-        _protocol(obj, QUESTION_PROTOCOL, w)
+        obj = codec.loads_object(body, w, error=EnvelopeError)
+        codec.require_protocol(obj, QUESTION_PROTOCOL, w, error=EnvelopeError)
         classes = _field(obj, "classes", list, w)
         if not all(isinstance(c, str) for c in classes):
             raise EnvelopeError(f"{w} field 'classes' must be a list of strings")
@@ -115,7 +113,7 @@ class AuthzAnswer:
 
     def to_bytes(self) -> bytes:
         """The exact body bytes the service signs."""
-        return _dumps({"protocol": ANSWER_PROTOCOL, "request_id": self.request_id, "identity": self.identity,
+        return codec.dumps({"protocol": ANSWER_PROTOCOL, "request_id": self.request_id, "identity": self.identity,
                        "allowed": self.allowed, "rule": self.rule, "reason": self.reason, "error": self.error,
                        "time": self.time})
 
@@ -123,8 +121,8 @@ class AuthzAnswer:
     def from_bytes(cls, body: bytes) -> AuthzAnswer:
         """Parse and shape-check an answer; EnvelopeError says why not."""
         w = "authorization answer"
-        obj = _load_object(body, w)
-        _protocol(obj, ANSWER_PROTOCOL, w)
+        obj = codec.loads_object(body, w, error=EnvelopeError)
+        codec.require_protocol(obj, ANSWER_PROTOCOL, w, error=EnvelopeError)
         answer = cls(request_id=_field(obj, "request_id", str, w), identity=_field(obj, "identity", str, w),
                      allowed=_field(obj, "allowed", bool, w), rule=_field(obj, "rule", str, w),
                      reason=_field(obj, "reason", str, w), time=_number(obj, "time", w),
@@ -144,13 +142,13 @@ class ReloadNotice:
 
     def to_bytes(self) -> bytes:
         """The exact body bytes the service signs."""
-        return _dumps({"protocol": RELOAD_PROTOCOL, "time": self.time, "files": self.files, "errors": self.errors})
+        return codec.dumps({"protocol": RELOAD_PROTOCOL, "time": self.time, "files": self.files, "errors": self.errors})
 
     @classmethod
     def from_bytes(cls, body: bytes) -> ReloadNotice:
         """Parse a reload notice; EnvelopeError says why not."""
         w = "reload notice"
-        obj = _load_object(body, w)
-        _protocol(obj, RELOAD_PROTOCOL, w)
+        obj = codec.loads_object(body, w, error=EnvelopeError)
+        codec.require_protocol(obj, RELOAD_PROTOCOL, w, error=EnvelopeError)
         return cls(time=_number(obj, "time", w), files=int(_field(obj, "files", int, w)),
                    errors=int(_field(obj, "errors", int, w)))

@@ -13,10 +13,12 @@ import math
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Mapping
 
+from nmc.protocol import codec
+from nmc.protocol.codec import WireError
 from nmc.protocol.status import Status
-from nmc.protocol.strictjson import StrictJsonError, dumps_compact, loads_object
 
 __all__ = [
     "REPLY_PROTOCOL",
@@ -36,12 +38,8 @@ REQUEST_PROTOCOL_V1 = "nmc.request.v1"
 REPLY_PROTOCOL = "nmc.reply.v1"
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(WireError):
     """Bytes that are not a valid envelope; `reason` is one line fit for a reply."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class OutdatedRequestError(EnvelopeError):
@@ -57,40 +55,9 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def _load_object(body: bytes, what: str) -> dict[str, Any]:
-    # The one strict reader of signed bodies (nmc.protocol.strictjson): UTF-8 only, finite numbers
-    # only, Unicode text only, so what parses here can be written again unchanged.
-    try:
-        return loads_object(body, what)
-    except StrictJsonError as exc:
-        raise EnvelopeError(exc.reason) from exc
-
-
-def _field(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
-    if name not in obj:
-        raise EnvelopeError(f"{what} has no '{name}' field")
-    value = obj[name]
-    # bool is an int subclass in Python: refuse true/false where a number is due.
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise EnvelopeError(f"{what} field '{name}' has the wrong type (bool)")
-    if not isinstance(value, kind):
-        raise EnvelopeError(f"{what} field '{name}' has the wrong type ({type(value).__name__})")
-    return value
-
-
-def _number(obj: Mapping[str, Any], name: str, what: str) -> float:
-    value = _field(obj, name, (int, float), what)
-    try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf  # an integer beyond float range
-    if not math.isfinite(number):
-        raise EnvelopeError(f"{what} field '{name}' must be a finite number")
-    return number
-
-
-def _dumps(obj: Mapping[str, Any]) -> bytes:
-    return dumps_compact(obj)
+# Every envelope reader raises EnvelopeError (the pipeline answers it as "Invalid data").
+_field = partial(codec.field, error=EnvelopeError)
+_number = partial(codec.number, error=EnvelopeError)
 
 
 def _dumps_list(items: list[str]) -> bytes:
@@ -144,7 +111,7 @@ class Request:
         }
         if self.targets is not None:
             obj["targets"] = list(self.targets)
-        return _dumps(obj)
+        return codec.dumps(obj)
 
     def bodies_for_each(self, identities: Iterable[str]) -> Iterator[tuple[str, bytes]]:
         """``(identity, body)`` for this request with ``targets = [identity]``, for each identity.
@@ -161,7 +128,7 @@ class Request:
     @classmethod
     def from_bytes(cls, body: bytes) -> Request:
         """Parse and shape-check a request body (OutdatedRequestError for a v1 request)."""
-        obj = _load_object(body, "request")
+        obj = codec.loads_object(body, "request", error=EnvelopeError)
         protocol = obj.get("protocol")
         if protocol == REQUEST_PROTOCOL_V1:
             # Say why, with its id when it has one, so an old client shows this instead of "no response".
@@ -203,7 +170,7 @@ class Reply:
 
     def to_bytes(self) -> bytes:
         """The exact body bytes that get signed."""
-        return _dumps({
+        return codec.dumps({
             "protocol": REPLY_PROTOCOL, "request_id": self.request_id, "identity": self.identity,
             "status": int(self.status), "message": self.message, "data": dict(self.data),
             "time": self.time,
@@ -212,9 +179,8 @@ class Reply:
     @classmethod
     def from_bytes(cls, body: bytes) -> Reply:
         """Parse and shape-check a reply body."""
-        obj = _load_object(body, "reply")
-        if obj.get("protocol") != REPLY_PROTOCOL:
-            raise EnvelopeError(f"reply protocol must be {REPLY_PROTOCOL!r}, got {obj.get('protocol')!r}")
+        obj = codec.loads_object(body, "reply", error=EnvelopeError)
+        codec.require_protocol(obj, REPLY_PROTOCOL, "reply", error=EnvelopeError)
         w = "reply"
         code = _field(obj, "status", int, w)
         try:
@@ -222,7 +188,8 @@ class Reply:
         except ValueError as exc:
             raise EnvelopeError(f"reply status {code} is not a known status code") from exc
         return cls(
-            request_id=_field(obj, "request_id", str, w), identity=_field(obj, "identity", str, w),
+            request_id=_field(obj, "request_id", str, w),
+            identity=_field(obj, "identity", str, w),
             status=status, message=_field(obj, "message", str, w),
             time=_number(obj, "time", w), data=_field(obj, "data", dict, w),
         )

@@ -23,6 +23,7 @@ __all__ = [
     "node_subject",
     "parse_audit_subject",
     "parse_request_subject",
+    "reloaded_subject",
     "RequestSubject",
 ]
 
@@ -105,6 +106,11 @@ def node_subject(collective: str, identity: str, agent: str, action: str) -> str
 def authz_subject(collective: str) -> str:
     """Where nodes ask the action-policy service."""
     return _join(PREFIX, encode_token(collective), "authz", "check")
+
+
+def reloaded_subject(collective: str) -> str:
+    """Where policy services announce that they re-read the policy files (nodes drop cached decisions)."""
+    return _join(PREFIX, encode_token(collective), "authz", "reloaded")
 
 
 def audit_subject(collective: str, identity: str) -> str:

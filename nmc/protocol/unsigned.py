@@ -18,7 +18,8 @@ from typing import Any
 
 from nmc.errors import ProtocolError
 from nmc.protocol.ddl import AgentSpec
-from nmc.protocol.envelope import Request, _load_object
+from nmc.protocol import codec
+from nmc.protocol.envelope import EnvelopeError, Request
 from nmc.protocol.subjects import RequestSubject
 
 __all__ = ["UNSIGNED_CALLER", "UNSIGNED_SENDER", "UnsignedConfigError", "check_unsigned_actions",
@@ -83,7 +84,7 @@ def unsigned_data(body: bytes) -> dict[str, Any]:
         return {}
     # The same strict JSON as a signed request (UTF-8, no NaN, no lone surrogates), so the data can be
     # audited and echoed exactly as a signed request's data can.
-    return _load_object(body, "unsigned request body (the action's input data)")
+    return codec.loads_object(body, "unsigned request body (the action's input data)", error=EnvelopeError)
 
 
 def unsigned_request(routed: RequestSubject, data: Mapping[str, Any], *, request_id: str, now: float) -> Request:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from nmc.audit.hooks import AuditRecord
 from nmc.client.fleet import ClientSettings, FleetClient
+from nmc.protocol.audit import AuditRecord
 from nmc.protocol.envelope import Reply
 from nmc.protocol.subjects import all_subject, audit_subject
 from tests.adversarial.kit import HostileFleet, gather_replies, until

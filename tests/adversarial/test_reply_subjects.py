@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from structlog.testing import capture_logs
 
-from nmc.authz.wire import AuthzQuestion
+from nmc.protocol.authz import AuthzQuestion
 from nmc.protocol.registry import registry_key
 from nmc.protocol.subjects import all_subject, authz_subject
 from nmc.security.names import inbox_prefix

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from nmc.authz.wire import AuthzAnswer, AuthzQuestion
+from nmc.protocol.authz import AuthzAnswer, AuthzQuestion
 from nmc.client.fleet import ClientSettings, FleetClient
 from nmc.ops import pki
 from nmc.protocol.envelope import Reply

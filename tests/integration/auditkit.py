@@ -23,11 +23,11 @@ import nats
 from nats.aio.client import Client as NATS
 
 from nmc.audit.errors import PositionError
-from nmc.audit.hooks import AuditRecord
 from nmc.audit.position import PositionFile
 from nmc.audit.records import encode_record
 from nmc.audit.stream import STREAM
 from nmc.audit.verify import RecordVerifier
+from nmc.protocol.audit import AuditRecord
 from nmc.protocol.subjects import audit_subject
 from nmc.security import Signer
 from nmc.security.names import inbox_prefix

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from nmc.audit.hooks import AuditRecord
 from nmc.audit.records import encode_record
 from nmc.audit.stream import STREAM, ensure_stream
+from nmc.protocol.audit import AuditRecord
 from nmc.protocol.subjects import audit_subject
 from tests.integration.auditkit import connect, publish_signed
 from tests.integration.fleetkit import FleetCA

@@ -11,7 +11,6 @@ from typing import Any
 
 from nats.js.api import DiscardPolicy, StorageType
 
-from nmc.audit.hooks import AuditRecord
 from nmc.audit.publisher import AuditSettings, JetStreamAuditor
 from nmc.audit.reader import AuditQuery, read_records
 from nmc.audit.records import encode_record
@@ -19,6 +18,7 @@ from nmc.audit.spool import SpoolEntry
 from nmc.audit.stream import STREAM, ensure_stream
 from nmc.authz.hooks import Decision
 from nmc.client.fleet import ClientSettings, FleetClient
+from nmc.protocol.audit import AuditRecord
 from nmc.protocol.ddl import Input
 from nmc.protocol.filter import combine
 from nmc.protocol.status import Status

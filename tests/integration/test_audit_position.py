@@ -17,10 +17,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from nmc.audit.errors import PositionError
-from nmc.audit.hooks import AuditRecord
 from nmc.audit.position import PositionFile
 from nmc.audit.service import AuditService, AuditServiceSettings
 from nmc.audit.stream import STREAM, ensure_stream
+from nmc.protocol.audit import AuditRecord
 from tests.integration.auditkit import (
     NMC,
     caught_up,

@@ -19,13 +19,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from nmc.audit.errors import PositionError
-from nmc.audit.hooks import AuditRecord
 from nmc.audit.position import Position, PositionFile
 from nmc.audit.publisher import AuditSettings, JetStreamAuditor
 from nmc.audit.records import encode_record
 from nmc.audit.service import AuditService, AuditServiceSettings
 from nmc.audit.sinks import SyslogTarget
 from nmc.audit.stream import STREAM, ensure_stream
+from nmc.protocol.audit import AuditRecord
 from tests.integration.auditkit import (
     NMC,
     Rsyslog,

@@ -19,15 +19,11 @@ import nats
 import pytest
 from structlog.testing import capture_logs
 
-from nmc.authz import (
-    AuthzAnswer,
-    AuthzQuestion,
-    LocalAuthorizer,
-    PolicyService,
-    PolicyServiceSettings,
-    ServiceAuthorizer,
-    reloaded_subject,
-)
+from nmc.authz.local import LocalAuthorizer
+from nmc.authz.remote import ServiceAuthorizer
+from nmc.authz.service import PolicyService, PolicyServiceSettings
+from nmc.protocol.authz import AuthzAnswer, AuthzQuestion
+from nmc.protocol.subjects import reloaded_subject
 from nmc.transport.compat import synced_flush
 from nmc.protocol.status import Status
 from nmc.protocol.subjects import authz_subject

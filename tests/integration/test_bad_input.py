@@ -16,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from nmc.authz.service import PolicyService, PolicyServiceSettings
-from nmc.authz.wire import AuthzAnswer
+from nmc.protocol.authz import AuthzAnswer
 from nmc.protocol.ddl import Input
 from nmc.protocol.envelope import Reply, Request, new_request_id
 from nmc.protocol.status import Status

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nats
 
-from nmc.authz import reloaded_subject
+from nmc.protocol.subjects import reloaded_subject
 from nmc.transport.compat import synced_flush
 from nmc.protocol.status import Status
 from tests.proctools import wait_for_log as _wait_for_log

@@ -18,7 +18,7 @@ import pytest
 
 from nmc.audit.publisher import AuditSettings, JetStreamAuditor
 from nmc.audit.reader import AuditQuery, read_records
-from nmc.authz import LocalAuthorizer
+from nmc.authz.local import LocalAuthorizer
 from nmc.ops import pki
 from nmc.protocol.ddl import Input
 from nmc.protocol.envelope import Reply

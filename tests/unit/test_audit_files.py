@@ -11,10 +11,10 @@ import pytest
 from nmc.audit.dedup import RecentIds, read_lines_backwards
 from nmc.audit.errors import SinkError, SpoolError, SpoolFull
 from nmc.audit.formats import line_msg_id
-from nmc.audit.hooks import AuditRecord
 from nmc.audit.records import encode_record
 from nmc.audit.sinks import FileSink, SyslogTarget
 from nmc.audit.spool import Spool, SpoolEntry
+from nmc.protocol.audit import AuditRecord
 
 
 def entry(i: int, phase: str = "decision") -> SpoolEntry:

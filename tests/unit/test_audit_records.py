@@ -20,16 +20,9 @@ from nmc.audit.formats import (
     syslog_message,
     text_line,
 )
-from nmc.audit.hooks import AuditRecord
 from nmc.audit.reader import AuditQuery
-from nmc.audit.records import (
-    decode_record,
-    encode_record,
-    header_msg_id,
-    record_msg_id,
-    redact_inputs,
-    upgrade_record,
-)
+from nmc.audit.records import decode_record, encode_record, redact_inputs
+from nmc.protocol.audit import AuditRecord, header_msg_id, record_msg_id, upgrade_record
 from nmc.protocol.ddl import ActionSpec, Input
 
 T = datetime(2025, 11, 25, 12, 0, 0, 123000, tzinfo=timezone.utc).timestamp()

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from nmc.audit.errors import AuditRecordError, AuditRecordRefused
-from nmc.audit.hooks import AuditRecord
 from nmc.audit.records import encode_record
 from nmc.audit.verify import RecordVerifier
+from nmc.protocol.audit import AuditRecord
 from nmc.protocol.subjects import audit_subject
 from nmc.security import Signer, Verifier, create_ca, issue_certificate
 from nmc.security.crl import Revocation, RevocationList, build_crl

@@ -8,16 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nmc.authz import (
-    AuthzAnswer,
-    AuthzQuestion,
-    PolicySet,
-    ReloadNotice,
-    parse_groups,
-    parse_policy,
-    split_columns,
-)
-from nmc.authz.wire import EnvelopeError
+from nmc.authz import PolicySet, parse_groups, parse_policy, split_columns
+from nmc.protocol.authz import AuthzAnswer, AuthzQuestion, ReloadNotice
+from nmc.protocol.envelope import EnvelopeError
 
 # MCollective's own sample, tab-separated as its actionpolicy plugin requires, with cert= callers.
 MCO_SAMPLE = (

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nmc.authz import LocalAuthorizer
+from nmc.authz.local import LocalAuthorizer
 from nmc.authz.policy import parse_policy
 from nmc.authz.policyset import PolicySet
 from nmc.ops.config.files import KNOWN_KEYS, load_config

@@ -14,7 +14,10 @@ import structlog
 from nmc.audit.hooks import NoAudit
 from nmc.audit.publisher import JetStreamAuditor
 from nmc.audit.service import AuditService
-from nmc.authz import LocalAuthorizer, PolicyService, ServiceAuthorizer, node_authorizer
+from nmc.authz.local import LocalAuthorizer
+from nmc.authz.remote import ServiceAuthorizer
+from nmc.authz.service import PolicyService
+from nmc.authz.settings import node_authorizer
 from nmc.ops.config.files import Config, etc_dir, find_server_config
 from nmc.ops.config.settings import (audit_service_settings, audit_settings, SettingsError, authz_settings, crl_warning, fact_refresh_interval, policy_service_settings, fact_sources, load_signer, load_verifier,
                               node_settings, record_verifier, registry_settings, retired_audit_keys)
