@@ -2,7 +2,7 @@
 
 The tree::
 
-    Exception
+    NmcError (nmc.errors)
      +-- AuditUnavailable        (nmc.audit.hooks) auditing is required and no record could be kept
      +-- AuditError              base of everything below
           +-- AuditRecordError   bytes that are not a PROTOCOL.md section 6 record (`reason`)
@@ -20,16 +20,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from nmc.errors import NmcError
+
 __all__ = ["AuditError", "AuditRecordError", "AuditRecordRefused", "AuditStreamError", "PositionError", "SinkError",
            "SpoolError", "SpoolFull"]
 
 
-class AuditError(Exception):
-    """Base class of nmc.audit's own errors."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class AuditError(NmcError):
+    """Base class of nmc.audit's own errors (an NmcError: the CLI shows it as one `Error:` line)."""
 
 
 class AuditRecordError(AuditError):

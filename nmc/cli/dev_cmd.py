@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from nmc.errors import reason_of
 from nmc.audit.errors import AuditStreamError, SinkError
 from nmc.ops.broker.server import BrokerError
 from nmc.ops.config.files import Config, ConfigError
@@ -75,7 +76,7 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bo
     try:
         lock.acquire()  # before anything is written: a running fleet's directory is never touched
     except (FleetBusyError, OSError) as exc:
-        raise click.ClickException(getattr(exc, "reason", None) or str(exc)) from exc
+        raise click.ClickException(reason_of(exc)) from exc
     if threading.current_thread() is threading.main_thread():
         # Until asyncio takes the signals over, SIGTERM unwinds like Ctrl-C: the broker is stopped.
         signal.signal(signal.SIGTERM, _interrupt)

@@ -2,7 +2,9 @@
 
 A user who mistyped a flag or pointed at the wrong file needs the one line
 that says what to change, not click's three-line usage block or a Python
-traceback. `--debug` (or NMC_DEBUG=1) brings the traceback back for the
+traceback. Every failure nmc foresaw is an `NmcError` (nmc.errors, import-light so
+`nmc --version` stays fast) and is shown as its own one-line message; anything else is
+named as unexpected. `--debug` (or NMC_DEBUG=1) brings the traceback back for the
 failures that are not the user's: the exception is re-raised as it was.
 """
 
@@ -10,25 +12,9 @@ from __future__ import annotations
 
 import click
 
-__all__ = ["expected_errors", "one_line", "show_click_error", "show_unexpected", "show_usage_error"]
+from nmc.errors import NmcError, one_line
 
-
-def expected_errors() -> tuple[type[Exception], ...]:
-    """Failures of the user's set-up whose message already says what is wrong: shown as they are.
-
-    Imported when a failure is shown, not at start-up: `nmc --version` must not load the ops code.
-    """
-    from nmc.ops.broker.server import BrokerError
-    from nmc.ops.config.files import ConfigError
-    from nmc.ops.pki import PKIError
-    from nmc.ops.config.settings import SettingsError
-
-    return (ConfigError, SettingsError, PKIError, BrokerError)
-
-
-def one_line(text: str) -> str:
-    """`text` with its lines joined: a message that wraps still ends up as one line of stderr."""
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+__all__ = ["show_click_error", "show_unexpected", "show_usage_error"]
 
 
 def _echo_error(message: str) -> None:
@@ -48,7 +34,7 @@ def show_click_error(exc: click.ClickException) -> None:
 
 def show_unexpected(exc: BaseException) -> None:
     """A failure no command turned into a message: say what it was and how to see more."""
-    if isinstance(exc, expected_errors()):
+    if isinstance(exc, NmcError):  # foreseen: its message says what to change (nmc.errors)
         _echo_error(str(exc))
         return
     detail = str(exc) or "(no message)"

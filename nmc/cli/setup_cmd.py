@@ -8,9 +8,9 @@ import sys
 
 import click
 
+from nmc.errors import NmcError, reason_of
 from nmc.cli.common import load_client_config
-from nmc.ops.config.files import ConfigError
-from nmc.ops.broker.jetstream import DEFAULT_REGISTRY_TTL, JetStreamSetup, SetupError, setup_as
+from nmc.ops.broker.jetstream import DEFAULT_REGISTRY_TTL, JetStreamSetup, setup_as
 from nmc.ops.config.settings import SettingsError, parse_duration
 
 __all__ = ["setup"]
@@ -52,14 +52,14 @@ def setup(ctx: click.Context, audit_max_age: str, registry_ttl: str, as_json: bo
     try:
         layout = JetStreamSetup.from_config(config, **wanted)
     except (SettingsError, ValueError) as exc:
-        raise click.ClickException(getattr(exc, "reason", None) or str(exc)) from exc
+        raise click.ClickException(reason_of(exc)) from exc
 
     try:
         result = asyncio.run(setup_as(config, layout))
-    except (SettingsError, ConfigError, SetupError) as exc:
+    except NmcError as exc:  # ConfigError (SettingsError), SetupError, ...
         if debug:
             raise
-        raise click.ClickException(getattr(exc, "reason", None) or str(exc)) from exc
+        raise click.ClickException(reason_of(exc)) from exc
     except KeyboardInterrupt:
         sys.exit(130)
     shown = {"audit": result.audit, "registry": result.registry}

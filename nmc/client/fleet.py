@@ -17,6 +17,7 @@ from typing import Any, Callable, Collection, Mapping
 import structlog
 from nats.aio.client import Client as NATS
 
+from nmc.errors import reason_of
 from nmc.client.request_many import NoRespondersError, Publication, is_no_responders, request_many
 from nmc.protocol.envelope import EnvelopeError, Reply, Request, new_request_id
 from nmc.protocol.factindex import FactIndex
@@ -153,7 +154,7 @@ class FleetClient:
             if name != reply.identity:
                 raise SecurityError(f"reply claims identity {reply.identity!r} but is signed by {name!r}")
         except (EnvelopeError, SecurityError) as exc:
-            log.warning("reply_dropped", reason=getattr(exc, "reason", str(exc)), request_id=request_id)
+            log.warning("reply_dropped", reason=reason_of(exc), request_id=request_id)
             return None
         if reply.request_id == "" and reply.status != Status.OK:
             # A node that could not read the request at all, e.g. one older than nmc.request.v2:

@@ -32,6 +32,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from nmc.errors import ClientError
+
 __all__ = ["DEFAULT_PAGE_LENGTH", "FIELD_ROOTS", "FieldExpr", "InventoryScript", "InventoryScriptError",
            "LineFormat", "Page", "display_value", "load_script", "lookup_path", "parse_field", "parse_script",
            "render"]
@@ -52,7 +54,7 @@ _SAMPLE = {"s": "", "r": "", "a": "", "c": "x", "e": 0.0, "E": 0.0, "f": 0.0, "F
 _MISSING = object()
 
 
-class InventoryScriptError(ValueError):
+class InventoryScriptError(ClientError, ValueError):
     """A script that cannot be used, or a line it cannot render; `source` names the file."""
 
     def __init__(self, reason: str, source: str = "<script>") -> None:

@@ -31,6 +31,7 @@ import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 
+from nmc.errors import ClientError, reason_of
 from nmc.protocol.filter import Node as FilterTree
 from nmc.protocol.filter import matches, parse
 from nmc.protocol.registry import (
@@ -53,13 +54,12 @@ _KV_OPERATION, _REMOVED, _MARKER = "KV-Operation", ("DEL", "PURGE"), "Nats-Marke
 _STREAM_NOT_FOUND, _NO_MESSAGE = 10059, 10037
 
 
-class RegistryError(Exception):
+class RegistryError(ClientError):
     """The registry cannot be read (no bucket, no JetStream, timeout); one line, names the bucket."""
 
     def __init__(self, bucket: str, reason: str) -> None:
         super().__init__(reason)
         self.bucket = bucket
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ async def read_registry(nc: NATS, collective: str, *, bucket: str = DEFAULT_BUCK
             records[key] = _check_entry(key, base64.b64decode(message.get("data") or ""))
         except (RecordError, ValueError) as exc:
             skipped += 1
-            log.warning("registry_record_skipped", bucket=bucket, key=key, reason=getattr(exc, "reason", str(exc)))
+            log.warning("registry_record_skipped", bucket=bucket, key=key, reason=reason_of(exc))
     return RegistrySnapshot(entries=tuple(records.values()), skipped=skipped,
                             elapsed=time.monotonic() - started, last_record=last_record)
 

@@ -50,6 +50,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from nmc.errors import ClientError
+
 __all__ = ["NoRespondersError", "Publication", "is_no_responders", "request_many"]
 
 log = structlog.get_logger("nmc.client")
@@ -74,7 +76,7 @@ def is_no_responders(msg: Msg) -> bool:
     return not msg.data and msg.headers is not None and msg.headers.get(_STATUS_HEADER) == _NO_RESPONDERS
 
 
-class NoRespondersError(Exception):
+class NoRespondersError(ClientError):
     """Nothing was subscribed to the subject when the request was published."""
 
     def __init__(self, subject: str) -> None:

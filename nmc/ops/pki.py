@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from nmc.errors import OpsError
 from nmc.security import (
     KEY_TYPES,
     KeyType,
@@ -74,13 +75,12 @@ _NAME = re.compile(r"[A-Za-z0-9@._-]{1,64}")
 _ROLE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-class PKIError(Exception):
+class PKIError(OpsError):
     """A CA directory operation failed; ``reason`` says why in one line, ``path`` is the file involved."""
 
     def __init__(self, reason: str, *, path: Path | None = None) -> None:
-        self.reason = reason
-        self.path = path
         super().__init__(reason)
+        self.path = path
 
 
 class PKIExistsError(PKIError):

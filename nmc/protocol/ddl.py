@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from nmc.errors import ProtocolError
 from nmc.protocol.aggregate import FUNCTIONS, AggregateResult, compute
 from nmc.protocol.status import Status
 from nmc.protocol.regex import regex_problem, search
@@ -30,13 +31,12 @@ INPUT_TYPES = ("string", "integer", "float", "number", "boolean", "list", "any")
 DISPLAY_POLICIES = ("ok", "failed", "always")
 
 
-class InputError(ValueError):
+class InputError(ProtocolError, ValueError):
     """Inputs that do not fit an action's DDL; `status` is MISSING_DATA or INVALID_DATA."""
 
     def __init__(self, status: Status, reason: str) -> None:
         super().__init__(reason)
         self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from nmc.errors import ProtocolError
 from nmc.protocol.regex import regex_problem  # RE2: linear time (re-exported)
 
 __all__ = [
@@ -48,23 +49,22 @@ KEYWORDS = frozenset({"and", "or", "not"})
 NAME_STOP_CHARS = frozenset('()"=<>!~')
 
 
-class FilterSyntaxError(Exception):
+class FilterSyntaxError(ProtocolError):
     """A filter expression that does not parse; `position` is a 0-based column."""
 
     def __init__(self, position: int, expected: str, expression: str) -> None:
-        super().__init__(position, expected, expression)
+        # Columns are shown 1-based, as editors and terminals count them.
+        super().__init__(_printable(f"column {position + 1}: expected {expected} (in: {expression})"))
         self.position = position
         self.expected = expected
         self.expression = expression
 
-    def __str__(self) -> str:
-        # Columns are shown 1-based, as editors and terminals count them.
-        text = f"column {self.position + 1}: expected {self.expected} (in: {self.expression})"
-        return _one_line(text)
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.position, self.expected, self.expression))
 
 
-def _one_line(text: str) -> str:
-    """Escape line breaks and other control characters so a message stays one line."""
+def _printable(text: str) -> str:
+    """Escape line breaks and other control characters: the expression is shown as typed, columns still line up."""
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -12,13 +12,15 @@ The exception tree::
     ├── StaleRequestError         issued before the node lost its memory of request ids
     └── ReplayCapacityError       no room to remember one more id (node full, or the caller's quota)
 
-``str(error) == error.reason`` always, and the reason is a single line so a
+An NmcError (nmc.errors): ``str(error) == error.reason`` always, and the reason is a single line so a
 node can log it and put it in a reply as is.
 """
 
 from __future__ import annotations
 
 import datetime
+
+from nmc.errors import NmcError
 
 __all__ = [
     "CallerMismatchError",
@@ -33,21 +35,12 @@ __all__ = [
 ]
 
 
-def _one_line(text: str) -> str:
-    # Reasons can quote attacker-controlled text (names, ids); a newline in a
-    # log line or reply message would let a sender forge extra lines.
-    return " ".join(text.splitlines())
+class SecurityError(NmcError):
+    """A message, certificate or key was refused; ``reason`` says why in one line.
 
-
-class SecurityError(Exception):
-    """A message, certificate or key was refused; ``reason`` says why in one line."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = _one_line(reason)
-        super().__init__(self.reason)
-
-    def __str__(self) -> str:
-        return self.reason
+    Reasons quote attacker-controlled text (names, ids): NmcError folds them onto one line,
+    so a sender cannot forge extra lines in a log or a reply.
+    """
 
 
 class CertificateError(SecurityError):

@@ -27,13 +27,15 @@ from typing import Any
 import structlog
 import yaml
 
+from nmc.errors import NodeError, one_line
+
 __all__ = ["FactError", "FactSources", "NodeFacts", "builtin_facts", "load_classes", "load_yaml_facts",
            "merge_facts", "run_facter"]
 
 log = structlog.get_logger("nmc.facts")
 
 
-class FactError(Exception):
+class FactError(NodeError):
     """A fact source that cannot be read: a file, or the facter command.
 
     `source` is the file's path or the command line; `reason` is one line;
@@ -157,16 +159,13 @@ def load_classes(path: Path | None) -> tuple[str, ...]:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+_SHOWN = 200  # characters of facter's complaint or command line in a reason
 
 
 def _last_line(stderr: bytes) -> str:
     """The last non-empty stderr line without colour codes: facter's complaint, fit for one log line."""
     lines = [_ANSI.sub("", line).strip() for line in stderr.decode("utf-8", "replace").splitlines()]
-    return _one_line(next((line for line in reversed(lines) if line), ""))
+    return one_line(next((line for line in reversed(lines) if line), ""), limit=_SHOWN)
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
@@ -182,7 +181,7 @@ async def run_facter(command: tuple[str, ...], timeout: float = 60.0) -> dict[st
     facter 4 exits 1 whenever it logged any error, e.g. in a container where
     reading /proc/1/environ is denied, yet it still prints every fact it resolved.
     """
-    source = _one_line(shlex.join(command).replace("\n", "\\n"))
+    source = one_line(shlex.join(command).replace("\n", "\\n"), limit=_SHOWN)
     try:
         proc = await asyncio.create_subprocess_exec(
             *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,

@@ -36,6 +36,7 @@ from types import ModuleType
 
 import structlog
 
+from nmc.errors import NmcError
 from nmc.services.agent import Agent
 from nmc.services.agents import BUILTIN_AGENTS
 
@@ -48,12 +49,11 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 log = structlog.get_logger("nmc.loader")
 
 
-class PluginError(Exception):
+class PluginError(NmcError):
     """An agent that cannot be loaded; `origin` is the file or entry point, `reason` the one-line message."""
 
     def __init__(self, reason: str, origin: str = "") -> None:
         super().__init__(reason)
-        self.reason = reason
         self.origin = origin
 
 
@@ -101,13 +101,14 @@ def _entry_point_agents(group: str) -> Iterable[LoadedAgent]:
         try:
             obj = ep.load()
         except Exception as exc:
-            raise PluginError(f"{origin}: cannot load: {_one_line(exc)}", origin) from exc
+            raise PluginError(f"{origin}: cannot load: {_summary(exc)}", origin) from exc
         if not _is_agent(obj) or not obj.name:
             raise PluginError(f"{origin}: is not an Agent subclass with a name", origin)
         yield _checked(obj, "entry point", origin)
 
 
-def _one_line(exc: BaseException) -> str:
+def _summary(exc: BaseException) -> str:
+    """`Type: first line of the message`: what a broken plugin raised, without its traceback."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
@@ -126,7 +127,7 @@ def _import_file(path: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:
         sys.modules.pop(modname, None)
-        raise PluginError(f"plugin {path}: {_one_line(exc)}", str(path)) from exc
+        raise PluginError(f"plugin {path}: {_summary(exc)}", str(path)) from exc
     return module
 
 

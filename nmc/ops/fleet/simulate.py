@@ -31,6 +31,7 @@ from typing import Any
 
 import structlog
 
+from nmc.errors import OpsError
 from nmc.ops.broker.server import Broker, BrokerSettings, free_port
 from nmc.ops.broker.authorization import TrustSources, secure_broker_settings
 from nmc.ops.broker.jetstream import SetupError, setup_as
@@ -49,7 +50,7 @@ WORKER_COMMAND = ("ops", "simulate-worker")
 log = structlog.get_logger("nmc.simulate")
 
 
-class SimulateError(Exception):
+class SimulateError(OpsError):
     """The simulation could not be written, started or kept running; the message is one line."""
 
 

@@ -22,18 +22,19 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from nmc.errors import NodeError
+
 __all__ = ["CommandError", "Completed", "build_argv", "program_missing", "run_command", "uses_placeholder"]
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
-class CommandError(Exception):
+class CommandError(NodeError):
     """The command could not be started at all (no such program, bad cwd, permissions)."""
 
     def __init__(self, argv: Sequence[str], reason: str) -> None:
         super().__init__(reason)
         self.argv = tuple(argv)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

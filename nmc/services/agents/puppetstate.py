@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from nmc.errors import NodeError
+
 __all__ = ["AIO_LAYOUT", "DEBIAN_LAYOUT", "DEFAULT_COMMAND", "DEFAULT_SPLAYLIMIT", "PuppetSettings",
            "PuppetSettingsError", "PuppetState", "PuppetStateError", "clear_run_lock", "disable", "enable",
            "pid_alive", "read_state", "read_summary", "write_run_lock"]
@@ -43,7 +45,7 @@ DEBIAN_LAYOUT = ("/var/cache/puppet/state", "/var/cache/puppet/public/last_run_s
                  "/run/puppet/agent.pid")
 
 
-class PuppetSettingsError(ValueError):
+class PuppetSettingsError(NodeError, ValueError):
     """A `plugin.puppet.*` value that cannot be used; names the key."""
 
     def __init__(self, key: str, reason: str) -> None:
@@ -52,7 +54,7 @@ class PuppetSettingsError(ValueError):
         self.reason = reason
 
 
-class PuppetStateError(Exception):
+class PuppetStateError(NodeError):
     """A Puppet state file that cannot be read or written; `path` is the file."""
 
     def __init__(self, path: Path, reason: str) -> None:
