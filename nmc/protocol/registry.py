@@ -13,7 +13,6 @@ sees exactly that collective's records.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nmc.errors import ProtocolError
+from nmc.protocol import codec
 from nmc.protocol.subjects import encode_token
 
 __all__ = [
@@ -66,17 +66,9 @@ def check_bucket(name: str) -> str:
     return name
 
 
-def _dumps(obj: Mapping[str, Any]) -> bytes:
-    # default=str: a fact YAML turned into a date must not stop a node from registering.
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                      default=str).encode("utf-8")
-
-
-def _strings(obj: Mapping[str, Any], name: str) -> tuple[str, ...]:
-    value = obj.get(name)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise RecordError(f"registry record field '{name}' must be a list of strings")
-    return tuple(value)
+def _fact_as_text(value: Any) -> str:
+    # A fact YAML turned into a date must not stop a node from registering.
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -99,21 +91,17 @@ class RegistryEntry:
 
     def to_bytes(self) -> bytes:
         """The JSON value a node puts."""
-        return _dumps({
+        return codec.dumps({
             "protocol": RECORD_PROTOCOL, "identity": self.identity, "collective": self.collective,
             "facts": dict(self.facts), "classes": list(self.classes), "agents": list(self.agents),
             "version": self.version, "last_seen": self.last_seen, "facts_version": self.facts_version,
-        })
+        }, default=_fact_as_text)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RegistryEntry:
         """Parse a record; RecordError for anything a node could not have written."""
-        try:
-            obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise RecordError(f"registry record is not UTF-8 JSON ({type(exc).__name__})") from exc
-        if not isinstance(obj, dict):
-            raise RecordError(f"registry record must be a JSON object, got {type(obj).__name__}")
+        # The shared strict codec (nmc.protocol.codec): what a node could not have written is refused.
+        obj = codec.loads_object(data, "registry record", error=RecordError)
         if obj.get("protocol") != RECORD_PROTOCOL:
             raise RecordError(f"registry record protocol is {obj.get('protocol')!r}, not {RECORD_PROTOCOL!r}")
         identity, collective = obj.get("identity"), obj.get("collective")
@@ -131,7 +119,8 @@ class RegistryEntry:
         facts_version = obj.get("facts_version", 0)
         if not isinstance(version, str) or isinstance(facts_version, bool) or not isinstance(facts_version, int):
             raise RecordError("registry record fields 'version'/'facts_version' have the wrong type")
-        return cls(identity=identity, collective=collective, facts=facts, classes=_strings(obj, "classes"),
-                   agents=_strings(obj, "agents"), last_seen=float(last_seen), version=version,
-                   facts_version=facts_version)
+        classes = codec.strings(obj, "classes", "registry record", error=RecordError)
+        agents = codec.strings(obj, "agents", "registry record", error=RecordError)
+        return cls(identity=identity, collective=collective, facts=facts, classes=classes, agents=agents,
+                   last_seen=float(last_seen), version=version, facts_version=facts_version)
 
