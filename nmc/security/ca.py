@@ -123,7 +123,7 @@ def issue_certificate(
         )
         .add_extension(x509.SubjectAlternativeName(_alt_names(name, server)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(_authority_key_id(ca_cert), critical=False)
+        .add_extension(authority_key_id(ca_cert), critical=False)
         .sign(ca_key, _hash_for(ca_key))
     )
     return key, cert
@@ -192,8 +192,13 @@ def _alt_names(name: str, server: bool) -> list[x509.GeneralName]:
     return names
 
 
-def _authority_key_id(ca_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    # Prefer the CA's own SKI (a Puppet CA's may not be the SHA-1 of its key).
+def authority_key_id(ca_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """The AuthorityKeyIdentifier that certificates and CRLs signed by `ca_cert` carry.
+
+    One definition for both (crl.py imports it), so a certificate and a CRL of the same CA
+    always name it alike. It prefers the CA's own SKI: a Puppet CA's may not be the SHA-1
+    of its key, and verifiers match the two byte for byte.
+    """
     try:
         ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     except x509.ExtensionNotFound:

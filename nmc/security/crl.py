@@ -29,6 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from nmc.security.ca import authority_key_id
 from nmc.security.errors import CertificateError
 from nmc.security.keys import PrivateKey
 
@@ -106,7 +107,7 @@ def build_crl(
         .last_update(moment)
         .next_update(moment + dt.timedelta(days=days))
         .add_extension(x509.CRLNumber(number), critical=False)
-        .add_extension(_authority_key_id(ca_cert), critical=False)
+        .add_extension(authority_key_id(ca_cert), critical=False)
     )
     for entry in sorted(revocations, key=lambda r: r.serial):
         revoked = x509.RevokedCertificateBuilder().serial_number(entry.serial).revocation_date(entry.revoked_at)
@@ -272,11 +273,3 @@ class CrlFile:
     def lookup(self, ca_fingerprint: bytes, serial: int) -> Revocation | None:
         """Like ``RevocationList.lookup``, on the current contents of the file."""
         return self.revocations.lookup(ca_fingerprint, serial)
-
-
-def _authority_key_id(ca_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    try:
-        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())  # type: ignore[arg-type]
-    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
