@@ -32,6 +32,7 @@ __all__ = [
     "collective_keys",
     "kv_token",
     "registry_key",
+    "registry_key_subject",
 ]
 
 RECORD_PROTOCOL = "nmc.registry.v1"
@@ -57,6 +58,11 @@ def registry_key(collective: str, identity: str) -> str:
 def collective_keys(collective: str) -> str:
     """The key pattern that selects every record of one collective."""
     return f"{kv_token(collective)}.>"
+
+
+def registry_key_subject(bucket: str, collective: str, identity: str) -> str:
+    """The NATS subject a put of one node's record is published on (KV bucket `bucket`)."""
+    return f"$KV.{bucket}.{registry_key(collective, identity)}"
 
 
 def check_bucket(name: str) -> str:

@@ -12,19 +12,26 @@ import re
 
 __all__ = [
     "PREFIX",
-    "SubjectError",
+    "agent_requests",
     "all_subject",
     "audit_subject",
+    "audit_subjects",
     "authz_subject",
+    "class_requests",
     "class_subject",
+    "collective_root",
     "decode_token",
     "encode_token",
+    "fact_requests",
     "fact_subject",
+    "node_requests",
     "node_subject",
     "parse_audit_subject",
     "parse_request_subject",
     "reloaded_subject",
     "RequestSubject",
+    "route_requests",
+    "SubjectError",
 ]
 
 from dataclasses import dataclass
@@ -116,6 +123,48 @@ def reloaded_subject(collective: str) -> str:
 def audit_subject(collective: str, identity: str) -> str:
     """Where a node publishes its audit records (JetStream stream NMC_AUDIT)."""
     return _join(PREFIX, "audit", encode_token(collective), encode_token(identity))
+
+
+# Subscribe side: the wildcard subjects that receive what the builders above publish. A subscriber
+# and the broker permissions (nmc.security.permissions) take them from here, so a change of shape
+# cannot leave one of them listening where nothing is published any more.
+
+
+def collective_root(collective: str) -> str:
+    """`nmc.<collective>`: the root of every request and authorization subject of one collective."""
+    return _join(PREFIX, encode_token(collective))
+
+
+def route_requests(collective: str, kind: str) -> str:
+    """Every request routed one way (`all`, `fact`, `class`, `node`) in the collective."""
+    return _join(collective_root(collective), kind, ">")
+
+
+def node_requests(collective: str, identity: str) -> str:
+    """Every direct request to node `identity` (what `node_subject` publishes)."""
+    return _join(collective_root(collective), "node", encode_token(identity), ">")
+
+
+def agent_requests(collective: str, agent: str) -> str:
+    """Every broadcast request for `agent`, any action (what `all_subject` publishes)."""
+    return _join(collective_root(collective), "all", encode_token(agent), "*")
+
+
+def class_requests(collective: str, klass: str) -> str:
+    """Every request routed to configuration class `klass` (what `class_subject` publishes)."""
+    return _join(collective_root(collective), "class", encode_token(klass), ">")
+
+
+def fact_requests(collective: str, name: str, value: str) -> str:
+    """Every request routed to fact `name` = `value` (what `fact_subject` publishes)."""
+    return _join(collective_root(collective), "fact", encode_token(name), encode_token(value), ">")
+
+
+def audit_subjects(collective: str | None = None) -> str:
+    """Every audit record (of one collective when given): the stream's subjects, the audit service's hint."""
+    if collective is None:
+        return _join(PREFIX, "audit", ">")
+    return _join(PREFIX, "audit", encode_token(collective), ">")
 
 
 def parse_audit_subject(subject: str) -> tuple[str, str]:

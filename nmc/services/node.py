@@ -25,7 +25,7 @@ from nmc.authz.hooks import AllowAll, Authorizer
 from nmc.transport.compat import synced_flush
 from nmc.protocol.ddl import AgentSpec
 from nmc.protocol.factindex import FactIndex
-from nmc.protocol.subjects import PREFIX, encode_token
+from nmc.protocol.subjects import agent_requests, class_requests, fact_requests, node_requests
 from nmc.security import ReplayCache, Signer, Verifier
 from nmc.security.replay import DEFAULT_CAPACITY
 from nmc.services.agent import Agent
@@ -174,16 +174,15 @@ class Node:
 
     async def _subscribe_requests(self) -> None:
         assert self.service is not None
-        base = f"{PREFIX}.{encode_token(self.collective)}"
-        await self.service.add_endpoint("node", f"{base}.node.{encode_token(self.identity)}.>", self._on_request,
+        await self.service.add_endpoint("node", node_requests(self.collective, self.identity), self._on_request,
                                         metadata={"route": "node", "identity": self.identity})
         for name in sorted(self._agents):
             await self.service.add_endpoint(f"all-{len(self.service.endpoints)}",
-                                            f"{base}.all.{encode_token(name)}.*", self._on_request,
+                                            agent_requests(self.collective, name), self._on_request,
                                             metadata={"route": "all", "agent": name})
-        await self._subscribe_facts(base)
+        await self._subscribe_facts()
 
-    async def _subscribe_facts(self, base: str) -> None:
+    async def _subscribe_facts(self) -> None:
         """Make the class/fact endpoints match the current facts: add new subjects, then drop stale ones.
 
         Subjects that still apply keep their subscription and new ones are added
@@ -193,9 +192,9 @@ class Node:
         assert self.service is not None
         wanted: dict[str, dict[str, str]] = {}
         for klass in self.facts.classes:
-            wanted[f"{base}.class.{encode_token(klass)}.>"] = {"route": "class", "class": klass}
+            wanted[class_requests(self.collective, klass)] = {"route": "class", "class": klass}
         for name, value in self.settings.fact_index.entries(self.facts.facts):
-            wanted[f"{base}.fact.{encode_token(name)}.{encode_token(value)}.>"] = {
+            wanted[fact_requests(self.collective, name, value)] = {
                 "route": "fact", "fact": name, "value": value}
         current = {ep.subject: ep for ep in self.service.endpoints if ep.name.startswith(("fact-", "class-"))}
         taken = {ep.name for ep in current.values()}
@@ -217,7 +216,7 @@ class Node:
         self.facts = facts
         if self.service is None:
             return
-        await self._subscribe_facts(f"{PREFIX}.{encode_token(self.collective)}")
+        await self._subscribe_facts()
         if self.nc is not None and self.nc.is_connected:
             await synced_flush(self.nc)
         for companion in self.companions:
