@@ -9,7 +9,6 @@ blocking the event loop (files in a thread, facter as a subprocess).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -28,6 +27,7 @@ import structlog
 import yaml
 
 from nmc.errors import NodeError, one_line
+from nmc.services.procgroup import signal_group
 
 __all__ = ["FactError", "FactSources", "NodeFacts", "builtin_facts", "load_classes", "load_yaml_facts",
            "merge_facts", "run_facter"]
@@ -168,12 +168,6 @@ def _last_line(stderr: bytes) -> str:
     return one_line(next((line for line in reversed(lines) if line), ""), limit=_SHOWN)
 
 
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    # The whole process group: facter's helpers (dmidecode, virt-what) hold its pipes open too.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 async def run_facter(command: tuple[str, ...], timeout: float = 60.0) -> dict[str, Any]:
     """Run `facter --json` (or `command`) as a subprocess and return its facts; FactError on failure.
 
@@ -193,7 +187,7 @@ async def run_facter(command: tuple[str, ...], timeout: float = 60.0) -> dict[st
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
     except BaseException as exc:  # timeout or cancellation: never leave facter running
-        _kill_group(proc)
+        signal_group(proc.pid, signal.SIGKILL)  # the whole group: facter's helpers (dmidecode, virt-what) hold its pipes too
         await proc.wait()
         if isinstance(exc, TimeoutError):
             raise FactError(source, f"no answer after {timeout:g} s (killed)") from None

@@ -12,7 +12,6 @@ exit (plus a short `linger` for the last bytes).
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shlex
 import shutil
@@ -23,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from nmc.errors import NodeError
+from nmc.services.procgroup import signal_group
 
 __all__ = ["CommandError", "Completed", "build_argv", "program_missing", "run_command", "uses_placeholder"]
 
@@ -105,13 +105,6 @@ class _Collector(asyncio.SubprocessProtocol):
             self.closed.set_result(None)
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass  # the group is already gone (or was never ours to signal)
-
-
 async def _ended(fut: asyncio.Future[None], timeout: float | None) -> bool:
     """Wait for `fut` at most `timeout` seconds without cancelling it; True when it is done."""
     if not fut.done():
@@ -121,11 +114,11 @@ async def _ended(fut: asyncio.Future[None], timeout: float | None) -> bool:
 
 async def _terminate(pgid: int, exited: asyncio.Future[None], grace: float) -> None:
     """SIGTERM the group, SIGKILL it after `grace` seconds, and SIGKILL what is left once the leader died."""
-    _signal_group(pgid, signal.SIGTERM)
+    signal_group(pgid, signal.SIGTERM)
     if not await _ended(exited, grace):
-        _signal_group(pgid, signal.SIGKILL)
+        signal_group(pgid, signal.SIGKILL)
         await _ended(exited, grace)
-    _signal_group(pgid, signal.SIGKILL)  # children that ignored SIGTERM must not outlive a timed-out command
+    signal_group(pgid, signal.SIGKILL)  # children that ignored SIGTERM must not outlive a timed-out command
 
 
 async def run_command(argv: Sequence[str], *, timeout: float | None, max_output: int = 65536,
@@ -161,7 +154,7 @@ async def run_command(argv: Sequence[str], *, timeout: float | None, max_output:
             transport, _ = await spawn
         except OSError:
             raise asyncio.CancelledError from None
-        _signal_group(transport.get_pid(), signal.SIGKILL)
+        signal_group(transport.get_pid(), signal.SIGKILL)
         transport.close()
         raise
     pid = transport.get_pid()
@@ -174,7 +167,7 @@ async def run_command(argv: Sequence[str], *, timeout: float | None, max_output:
         await _ended(proto.closed, linger)
     except BaseException:
         # Cancelled (the node's action time limit, or shutdown): the command must not outlive us.
-        _signal_group(pid, signal.SIGKILL)
+        signal_group(pid, signal.SIGKILL)
         raise
     finally:
         transport.close()
