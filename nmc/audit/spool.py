@@ -103,11 +103,6 @@ class Spool:
         """Entries on disk plus entries being written."""
         return len(self._entries) + len(self._queued)
 
-    @property
-    def size_bytes(self) -> int:
-        """Bytes of the entries on disk."""
-        return self._bytes
-
     def head(self, count: int) -> list[SpoolEntry]:
         """The oldest `count` entries on disk, in order."""
         out: list[SpoolEntry] = []
