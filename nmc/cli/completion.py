@@ -24,9 +24,9 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem, get_completion_class
 
+from nmc.cli.agents import agent_ddls
 from nmc.ops.config.files import find_client_config, load_config
 from nmc.protocol.ddl import AgentSpec
-from nmc.services.loader import load_agents
 
 __all__ = ["SHELLS", "complete_action", "complete_agent", "complete_input", "completion"]
 
@@ -45,7 +45,7 @@ def _agent_specs(ctx: click.Context) -> dict[str, AgentSpec]:
             explicit = ctx.find_root().params.get("config_path")
             path = Path(explicit) if explicit else find_client_config(os.environ, Path.home())
             config = load_config(path, kind="client")
-            return {a.name: a.cls.spec() for a in load_agents(config.get_paths("plugindir"))}
+            return {name: a.spec for name, a in agent_ddls(config.get_paths("plugindir")).items()}
     except Exception:  # noqa: BLE001 - a <TAB> must never print a traceback
         return {}
 

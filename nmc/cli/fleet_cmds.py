@@ -221,7 +221,7 @@ def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as
     targeting = take_targeting(flags)
     expr = _flags_filter(flags)
     config = load_client_config(ctx)
-    specs = {name: loaded.cls.spec() for name, loaded in known_agents(config).items()}
+    specs = {name: known.spec for name, known in known_agents(config).items()}
     data, action_spec = _parse_inputs(agent, action, inputs, specs)
     if batch is not None:
         batch_size(batch, 1)  # a bad --batch is a usage error before anything is sent

@@ -12,20 +12,20 @@ from typing import Any
 
 import click
 
+from nmc.cli.agents import AgentLoadError, KnownAgent, agent_ddls
 from nmc.cli.common import load_client_config
 from nmc.cli.completion import complete_agent
 from nmc.ops.config.files import Config
 from nmc.protocol.ddl import ActionSpec, AgentSpec
-from nmc.services.loader import LoadedAgent, PluginError, load_agents
 
 __all__ = ["known_agents", "plugin"]
 
 
-def known_agents(config: Config) -> dict[str, LoadedAgent]:
+def known_agents(config: Config) -> dict[str, KnownAgent]:
     """The agents this client knows, by name; a plugin that cannot be loaded is a one-line error."""
     try:
-        return {a.name: a for a in load_agents(config.get_paths("plugindir"))}
-    except PluginError as exc:
+        return agent_ddls(config.get_paths("plugindir"))
+    except AgentLoadError as exc:
         raise click.ClickException(exc.reason) from exc
 
 
@@ -52,8 +52,8 @@ def list_plugins(ctx: click.Context, as_json: bool) -> None:
       nmc --config client.cfg plugin list --json | jq '.[].agent'
     """
     agents = sorted(known_agents(load_client_config(ctx)).values(), key=lambda a: a.name)
-    rows = [{"agent": a.name, "version": a.cls.version, "source": a.source, "origin": a.origin,
-             "description": a.cls.description} for a in agents]
+    rows = [{"agent": a.name, "version": a.spec.version, "source": a.source, "origin": a.origin,
+             "description": a.spec.description} for a in agents]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -81,7 +81,7 @@ def ddl(ctx: click.Context, agent: str, fmt: str) -> None:
     if agent not in agents:
         raise click.BadParameter(f"unknown agent {agent!r} (known: {', '.join(sorted(agents))})",
                                  param_hint="AGENT")
-    spec = agents[agent].cls.spec()
+    spec = agents[agent].spec
     if fmt == "json":
         click.echo(json.dumps(spec.to_dict(), indent=2))
     else:
@@ -111,7 +111,7 @@ def _action_text(spec: ActionSpec) -> list[str]:
     return lines
 
 
-def ddl_text(spec: AgentSpec, loaded: LoadedAgent) -> list[str]:
+def ddl_text(spec: AgentSpec, loaded: KnownAgent) -> list[str]:
     """The DDL for people: a heading, then each action with its inputs, outputs and aggregates."""
     lines = [f"{spec.name} {spec.version} ({loaded.source}: {loaded.origin})", spec.description, "", "ACTIONS:"]
     for name in sorted(spec.actions):

@@ -32,8 +32,8 @@ from nmc.client.discovery import Targeting, discover
 from nmc.client.fleet import CallResult, FleetClient
 from nmc.client.runall import RunAllResult, RunEvent, run_in_batches, runall
 from nmc.protocol.ddl import summarize
+from nmc.protocol.ddls.puppet import DDL, TAGS_PATTERN, describe_age
 from nmc.protocol.regex import search
-from nmc.services.agents.puppet import TAGS_PATTERN, Puppet, describe_age
 
 __all__ = ["puppet"]
 
@@ -98,7 +98,7 @@ def _node_lines(result: CallResult, ok_line: Callable[[Mapping[str, Any]], str])
 
 
 def _aggregates(result: CallResult, action: str) -> None:
-    spec = Puppet.spec().actions[action]
+    spec = DDL.actions[action]
     print_aggregates(summarize(spec, (r.data for r in result.results if r.ok)))
 
 

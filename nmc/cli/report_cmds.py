@@ -35,8 +35,8 @@ from nmc.client.inventory_script import (
     render,
 )
 from nmc.protocol.ddl import InputError, validate_inputs
+from nmc.protocol.ddls import rpcutil
 from nmc.protocol.status import Status
-from nmc.services.agents.rpcutil import RpcUtil
 
 __all__ = ["FactReport", "FactValue", "fact_report", "fact_report_json", "fact_report_lines", "facts", "inventory",
            "inventory_lines"]
@@ -196,7 +196,7 @@ def facts(ctx: click.Context, fact: str, as_json: bool, timeout: float | None, d
       nmc facts customer --json | jq '.values[] | {value, count}'
     """
     try:
-        validate_inputs(RpcUtil.spec().actions["get_fact"], {"fact": fact})
+        validate_inputs(rpcutil.DDL.actions["get_fact"], {"fact": fact})
     except InputError as exc:
         raise click.UsageError(f"{exc.reason} (nothing was sent)") from exc
     result = _gather(ctx, flags, "get_fact", {"fact": fact}, timeout, discovery_timeout)

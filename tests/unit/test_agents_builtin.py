@@ -13,13 +13,8 @@ from nmc.protocol.status import Status
 from nmc.services.agent import ActionFailed
 from nmc.services.agents import BUILTIN_AGENTS, Package, RpcUtil, Service, Shell
 from nmc.services.agents._proc import Completed
-from nmc.services.agents.package import (
-    DEFAULT_COMMANDS,
-    PACKAGE_NAME,
-    PACKAGE_VERSION,
-    error_line,
-    parse_status,
-)
+from nmc.protocol.ddls.package import PACKAGE_NAME, PACKAGE_VERSION
+from nmc.services.agents.package import DEFAULT_COMMANDS, error_line, parse_status
 from nmc.services.agents.service import BACKENDS, choose_backend, service_state
 
 

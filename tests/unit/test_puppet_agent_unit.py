@@ -17,10 +17,10 @@ from nmc.protocol.status import Status
 from nmc.services.agent import ActionFailed, ActionRequest
 from nmc.services.agents import BUILTIN_AGENTS, Puppet
 from nmc.services.agents import puppetstate as ps
+from nmc.protocol.ddls.puppet import describe_age
 from nmc.services.agents.puppet import (
     _status_data,
     _summary_data,
-    describe_age,
     run_argv,
 )
 

@@ -12,7 +12,7 @@ import shlex
 import socket
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nmc.ops.config.parse import ConfigError
 from nmc.audit.publisher import AuditSettings
@@ -30,9 +30,11 @@ from nmc.security import (SecurityError, Signer, Verifier, certificate_name, loa
                           load_certificates_pem)
 from nmc.security.crl import CrlFile
 from nmc.security.names import NamePolicy, with_tls_identity
-from nmc.services.facts import FactSources
-from nmc.services.node import NodeSettings
-from nmc.services.registry import RegistrySettings
+
+if TYPE_CHECKING:  # imported where used: the client commands read this module and must not load the node daemon
+    from nmc.services.facts import FactSources
+    from nmc.services.node import NodeSettings
+    from nmc.services.registry import RegistrySettings
 
 __all__ = ["DEFAULT_CRL_NAME", "SettingsError", "audit_max_age", "crl_path", "crl_warning", "audit_service_settings", "audit_settings", "default_replay_path", "default_spool_path", "parse_duration", "authz_settings", "client_settings", "connect_timeout", "policy_service_settings", "fact_refresh_interval", "fact_sources", "jetstream_replicas", "load_signer", "load_verifier", "record_verifier",
            "RETIRED_AUDIT_KEYS", "node_settings", "retired_audit_keys", "registry_settings", "tls_context"]
@@ -225,6 +227,8 @@ def client_servers(config: Config) -> tuple[str, ...]:
 
 def node_settings(config: Config) -> NodeSettings:
     """Identity, collective, brokers and limits of a node daemon."""
+    from nmc.services.node import NodeSettings
+
     return NodeSettings(
         identity=config.get("identity") or socket.getfqdn(),
         collective=config.get("main_collective") or "nmc",
@@ -295,6 +299,8 @@ def _registry_bucket(config: Config) -> str:
 
 def registry_settings(config: Config) -> RegistrySettings | None:
     """How the node keeps its registry record; None when registerinterval is 0 (registry off)."""
+    from nmc.services.registry import RegistrySettings
+
     interval = config.get_float("registerinterval", 60.0)
     if interval is None or interval == 0:
         return None
@@ -309,6 +315,8 @@ FACT_SOURCE_NAMES = ("builtin", "facter", "yaml")
 
 def fact_sources(config: Config) -> FactSources:
     """Which fact sources the node reads (`factsource`), with their files and facter command."""
+    from nmc.services.facts import FactSources
+
     names = [name.lower() for name in config.get_list("factsource")]
     unknown = [name for name in names if name not in FACT_SOURCE_NAMES]
     if unknown:

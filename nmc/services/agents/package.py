@@ -13,9 +13,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from nmc.protocol.ddl import Aggregate, Input, Output
+from nmc.protocol.ddls.package import CHANGE_TIMEOUT, DDL, STATUS_TIMEOUT
 from nmc.protocol.status import Status
-from nmc.services.agent import ActionFailed, ActionRequest, Agent, action
+from nmc.services.agent import ActionFailed, ActionRequest, Agent
 from nmc.services.agents._proc import (
     CommandError,
     Completed,
@@ -23,15 +23,9 @@ from nmc.services.agents._proc import (
     run_command,
     uses_placeholder,
 )
+from nmc.services.agents._ddl import declared
 
-__all__ = ["DEFAULT_COMMANDS", "PACKAGE_NAME", "PACKAGE_VERSION", "Package", "error_line", "parse_status"]
-
-# Debian policy 5.6.1: lower case letters, digits, + - . ; at least two characters, starting
-# alphanumeric (so never an option); an optional :arch qualifier as dpkg and apt accept.
-# RE2 (nmc.protocol.regex): $ matches only at the very end, so no trailing newline gets through.
-PACKAGE_NAME = r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?$"
-# Debian policy 5.6.12: [epoch:]upstream[-revision], upstream starting with a digit.
-PACKAGE_VERSION = r"^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$"
+__all__ = ["DEFAULT_COMMANDS", "Package", "error_line", "parse_status"]
 
 DEFAULT_COMMANDS: Mapping[str, str] = {
     "install_command": "apt-get install -y {package}",
@@ -41,25 +35,7 @@ DEFAULT_COMMANDS: Mapping[str, str] = {
 }
 """Command templates used when `plugin.package.<key>` is not set."""
 
-_CHANGE_TIMEOUT = 300.0  # seconds an install/uninstall/update action may take (DDL)
-_STATUS_TIMEOUT = 30.0
 _ERROR = re.compile(r"^(E:|Err:|dpkg(-deb|-query)?: error|error\b)", re.IGNORECASE)
-
-_PACKAGE = Input("package", "string", "Package name", optional=False, validation=PACKAGE_NAME, maxlength=128)
-_VERSION = Input("version", "string", "Version to install (default: the candidate version)",
-                 validation=PACKAGE_VERSION, maxlength=128)
-_STATUS_OUTPUTS = (
-    Output("package", "Package name", display_as="Package"),
-    Output("status", "installed, absent, config-files, half-installed, ...", display_as="Status"),
-    Output("version", "Installed version (empty when absent)", display_as="Version", default=""),
-    Output("arch", "Architecture of the installed package", display_as="Arch", default=""),
-)
-_CHANGE_OUTPUTS = (
-    *_STATUS_OUTPUTS,
-    Output("exitcode", "Exit code of the package manager", display_as="Exit Code", type="integer"),
-    Output("output", "Last lines of the package manager's output", display_as="Output", default=""),
-)
-_SUMMARIES = (Aggregate("summary", "status"), Aggregate("summary", "version"))
 
 
 def parse_status(package: str, exitcode: int, stdout: str) -> dict[str, str]:
@@ -96,9 +72,9 @@ def error_line(done: Completed) -> str:
 class Package(Agent):
     """Install, upgrade, remove and query packages with apt/dpkg (or configured commands)."""
 
-    name = "package"
-    description = "Install, update, uninstall and query operating system packages"
-    version = "1.0.0"
+    name = DDL.name
+    description = DDL.description
+    version = DDL.version
     concurrency: ClassVar[int] = 1  # the node runs one action of this agent at a time: dpkg has one lock
 
     def _command(self, key: str) -> str:
@@ -119,7 +95,7 @@ class Package(Agent):
             raise ActionFailed(exc.reason, status=Status.ABORTED) from exc
 
     async def _status(self, package: str) -> dict[str, str]:
-        done = await self._run(self._argv("status_command", {"package": package}), _STATUS_TIMEOUT - 5,
+        done = await self._run(self._argv("status_command", {"package": package}), STATUS_TIMEOUT - 5,
                                merge_stderr=False)
         try:
             return parse_status(package, done.exitcode, done.stdout)
@@ -131,7 +107,7 @@ class Package(Agent):
     async def _change(self, key: str, package: str, values: Mapping[str, str | None]) -> Mapping[str, Any]:
         """Run one change command, then report the package's status, exit code and output tail."""
         argv = self._argv(key, values)
-        done = await self._run(argv, _CHANGE_TIMEOUT - 10)
+        done = await self._run(argv, CHANGE_TIMEOUT - 10)
         data = {"exitcode": done.exitcode, "output": done.tail()}
         try:
             data = {**await self._status(package), **data}
@@ -140,20 +116,18 @@ class Package(Agent):
                 raise ActionFailed(exc.message, status=exc.status, data={**exc.data, **data}) from exc
             data = {**exc.data, **data}  # the change's own failure is the better message
         if done.timed_out:
-            raise ActionFailed(f"{argv[0]} did not finish within {_CHANGE_TIMEOUT - 10:g}s and was killed",
+            raise ActionFailed(f"{argv[0]} did not finish within {CHANGE_TIMEOUT - 10:g}s and was killed",
                                status=Status.ABORTED, data=data)
         if done.exitcode != 0:
             raise ActionFailed(error_line(done), status=Status.ABORTED, data=data)
         return data
 
-    @action("The installed state and version of a package", inputs=(_PACKAGE,), timeout=_STATUS_TIMEOUT,
-            outputs=_STATUS_OUTPUTS, aggregate=_SUMMARIES, readonly=True)
+    @declared(DDL)
     async def status(self, req: ActionRequest) -> Mapping[str, Any]:
         """{package, status, version, arch} from dpkg-query."""
         return await self._status(req.data["package"])
 
-    @action("Install a package, optionally a given version", inputs=(_PACKAGE, _VERSION),
-            timeout=_CHANGE_TIMEOUT, outputs=_CHANGE_OUTPUTS, aggregate=_SUMMARIES)
+    @declared(DDL)
     async def install(self, req: ActionRequest) -> Mapping[str, Any]:
         """apt-get install -y NAME (NAME=VERSION with a version), or the configured install_command."""
         package, version = req.data["package"], req.data.get("version")
@@ -162,14 +136,12 @@ class Package(Agent):
             values["package"] = f"{package}={version}"  # apt's way of asking for one version
         return await self._change("install_command", package, values)
 
-    @action("Remove a package", inputs=(_PACKAGE,), timeout=_CHANGE_TIMEOUT, outputs=_CHANGE_OUTPUTS,
-            aggregate=_SUMMARIES)
+    @declared(DDL)
     async def uninstall(self, req: ActionRequest) -> Mapping[str, Any]:
         """apt-get remove -y NAME, or the configured uninstall_command."""
         return await self._change("uninstall_command", req.data["package"], {"package": req.data["package"]})
 
-    @action("Upgrade one installed package to its candidate version", inputs=(_PACKAGE,),
-            timeout=_CHANGE_TIMEOUT, outputs=_CHANGE_OUTPUTS, aggregate=_SUMMARIES)
+    @declared(DDL)
     async def update(self, req: ActionRequest) -> Mapping[str, Any]:
         """apt-get install -y --only-upgrade NAME, or the configured update_command."""
         return await self._change("update_command", req.data["package"], {"package": req.data["package"]})

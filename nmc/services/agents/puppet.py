@@ -24,11 +24,11 @@ from typing import Any
 
 import structlog
 
-from nmc import __version__
-from nmc.protocol.ddl import Aggregate, Input, Output
+from nmc.protocol.ddls.puppet import DDL, describe_age
 from nmc.protocol.status import Status
-from nmc.services.agent import ActionFailed, ActionRequest, Agent, NodeContext, action
+from nmc.services.agent import ActionFailed, ActionRequest, Agent, NodeContext
 from nmc.services.agents import puppetstate
+from nmc.services.agents._ddl import declared
 from nmc.services.agents._proc import program_missing
 from nmc.services.agents.puppetstate import (
     PuppetSettings,
@@ -37,28 +37,12 @@ from nmc.services.agents.puppetstate import (
     PuppetStateError,
 )
 
-__all__ = ["INSTALL_HINT", "TAGS_PATTERN", "Puppet", "describe_age", "not_started", "run_argv"]
+__all__ = ["INSTALL_HINT", "Puppet", "not_started", "run_argv"]
 
 log = structlog.get_logger("nmc.puppet")
 
-# Puppet's tag syntax (Puppet::Util::Tagging: a word character, then word characters, '.', ':' or '-'),
-# as a comma-separated list.
-_TAG = r"\w[\w.:-]*"
-TAGS_PATTERN = rf"^\s*{_TAG}(\s*,\s*{_TAG})*\s*$"
-_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 APPLYING, IDLING, DISABLED, STOPPED = "applying a catalog", "idling", "disabled", "stopped"
 INSTALL_HINT = "install Puppet (Debian, Ubuntu: apt-get install puppet) or set plugin.puppet.command"
-
-
-def describe_age(seconds: float) -> str:
-    """`130` -> "2 minutes 10 seconds" (MCollective's wording for run ages)."""
-    left = max(0, int(seconds))
-    parts: list[str] = []
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
-        count, left = divmod(left, size)
-        if count or (unit == "second" and not parts):
-            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
-    return " ".join(parts[:2])
 
 
 def run_argv(command: tuple[str, ...], *, noop: bool = False, tags: str | None = None) -> list[str]:
@@ -111,29 +95,15 @@ def _status_data(state: PuppetState, now: float) -> dict[str, Any]:
     }
 
 
-_STATUS_OUTPUTS = (
-    Output("status", "Puppet's state: applying a catalog, idling, disabled or stopped", "Status", type="string"),
-    Output("applying", "A catalog run is in progress", "Applying", default=False, type="boolean"),
-    Output("enabled", "Runs are allowed (no agent_disabled.lock)", "Enabled", default=False, type="boolean"),
-    Output("idling", "The puppet agent daemon is running and not applying", "Idling", default=False, type="boolean"),
-    Output("daemon_present", "A puppet agent daemon is running", "Daemon Running", default=False, type="boolean"),
-    Output("disable_message", "Why Puppet was disabled", "Lock Message", default="", type="string"),
-    Output("pid", "PID of the run in progress", "Run PID"),
-    Output("lastrun", "Epoch seconds of the last completed run (0: never)", "Last Run", default=0, type="integer"),
-    Output("since_lastrun", "Seconds since the last completed run", "Since Last Run"),
-    Output("message", "Status in words", "Message", default="", type="string"),
-    Output("changed_resources", "Resources changed by the last run", "Changed Resources", default=0, type="integer"),
-    Output("failed_resources", "Resources that failed in the last run", "Failed Resources", default=0, type="integer"),
-    Output("total_resources", "Resources in the last run's catalog", "Total Resources", default=0, type="integer"),
-)
+
 
 
 class Puppet(Agent):
     """Run Puppet on demand, enable or disable it, and report its state from Puppet's own files."""
 
-    name = "puppet"
-    description = "Run Puppet, enable or disable it, and report its state (MCollective's puppet agent)"
-    version = __version__
+    name = DDL.name
+    description = DDL.description
+    version = DDL.version
 
     def __init__(self, node: NodeContext, settings: Mapping[str, str] | None = None) -> None:
         super().__init__(node, settings)
@@ -214,21 +184,7 @@ class Puppet(Agent):
 
     # -- actions ---------------------------------------------------------------------------------------------
 
-    @action("Start a Puppet run in the background (returns at once)", inputs=(
-        Input("noop", "boolean", "Do a no-op run: report what would change, change nothing", default=False),
-        Input("tags", "string", "Apply only resources with these tags (comma-separated)", validation=TAGS_PATTERN,
-              maxlength=1024),
-        Input("splay", "boolean", "Wait a random time up to splaylimit seconds before starting", default=False),
-        Input("splaylimit", "integer", "Longest splay in seconds (default: plugin.puppet.splaylimit)"),
-        Input("force", "boolean", "Start now: no splay, whatever splay says", default=False),
-    ), outputs=(
-        Output("summary", "What was done", "Summary", default="", type="string"),
-        Output("initiated_at", "Epoch seconds when the run was requested", "Initiated at", default=0, type="integer"),
-        Output("pid", "PID of the started run (none while splaying)", "PID"),
-        Output("splay", "Seconds the run waits before starting", "Splay", default=0, type="float"),
-        Output("lastrun", "Last completed run before this one (epoch seconds)", "Previous Run", default=0,
-               type="integer"),
-    ))
+    @declared(DDL)
     async def runonce(self, req: ActionRequest) -> Mapping[str, Any]:
         """Refuse when disabled or busy; otherwise start (or schedule) one run."""
         cfg = self._cfg()
@@ -261,16 +217,13 @@ class Puppet(Agent):
         return {**base, "splay": 0.0, "pid": proc.pid,
                 "summary": f"Started a Puppet run using the '{shlex.join(argv)}' command"}
 
-    @action("Puppet's state: applying, enabled, last run", outputs=_STATUS_OUTPUTS, aggregate=(
-        Aggregate("summary", "status"),
-        Aggregate("boolean_summary", "enabled", labels=("enabled", "disabled")),
-    ), readonly=True)
+    @declared(DDL)
     async def status(self, req: ActionRequest) -> Mapping[str, Any]:
         """What `puppet agent` would say about itself, from its lock files and last run summary."""
         cfg = self._cfg()
         return _status_data(await self._state(cfg), time.time())
 
-    @action("Allow Puppet runs again (remove agent_disabled.lock)", outputs=_STATUS_OUTPUTS[:6])
+    @declared(DDL)
     async def enable(self, req: ActionRequest) -> Mapping[str, Any]:
         """`puppet agent --enable`; enabling an enabled Puppet is refused, as in MCollective."""
         cfg = self._cfg()
@@ -285,10 +238,7 @@ class Puppet(Agent):
         log.info("puppet_enabled", identity=self.node.identity, caller=req.caller)
         return data
 
-    @action("Stop Puppet from running (write agent_disabled.lock)", inputs=(
-        Input("message", "string", "Why; default: 'Disabled via nmc by <caller>'", validation=_NO_CONTROL,
-              maxlength=1024),
-    ), outputs=_STATUS_OUTPUTS[:6])
+    @declared(DDL)
     async def disable(self, req: ActionRequest) -> Mapping[str, Any]:
         """`puppet agent --disable MESSAGE`; a run in progress finishes, later ones are refused."""
         cfg = self._cfg()
@@ -304,32 +254,7 @@ class Puppet(Agent):
         log.info("puppet_disabled", identity=self.node.identity, caller=req.caller, reason=message)
         return data
 
-    @action("The last run's summary (last_run_summary.yaml) with derived figures", outputs=(
-        Output("lastrun", "Epoch seconds of the last run", "Last Run", default=0, type="integer"),
-        Output("since_lastrun", "Seconds since the last run", "Since Last Run"),
-        Output("config_version", "Catalog version applied", "Config Version", default="", type="string"),
-        Output("puppet_version", "Puppet version", "Puppet Version", default="", type="string"),
-        Output("changed_resources", "Resources changed", "Changed Resources", default=0, type="integer"),
-        Output("failed_resources", "Resources failed", "Failed Resources", default=0, type="integer"),
-        Output("out_of_sync_resources", "Resources out of sync", "Out of Sync Resources", default=0,
-               type="integer"),
-        Output("corrected_resources", "Resources corrected (drift)", "Corrected Resources", default=0,
-               type="integer"),
-        Output("total_resources", "Resources managed", "Total Resources", default=0, type="integer"),
-        Output("total_time", "Seconds the run took", "Total Time", default=0.0, type="float"),
-        Output("config_retrieval_time", "Seconds spent getting the catalog", "Config Retrieval Time",
-               default=0.0, type="float"),
-        Output("failed_events", "Events that failed", "Failed Events", default=0, type="integer"),
-        Output("resources", "The summary's resources section", "Resources", default={}),
-        Output("time", "The summary's time section", "Time", default={}),
-        Output("changes", "The summary's changes section", "Changes", default={}),
-        Output("events", "The summary's events section", "Events", default={}),
-        Output("version", "The summary's version section", "Version", default={}),
-    ), aggregate=(
-        Aggregate("average", "total_time", format="%.2f"),
-        Aggregate("sum", "failed_resources"),
-        Aggregate("summary", "config_version"),
-    ), readonly=True)
+    @declared(DDL)
     async def last_run_summary(self, req: ActionRequest) -> Mapping[str, Any]:
         """The parsed summary; Aborted when Puppet has not run yet."""
         cfg = self._cfg()

@@ -6,9 +6,10 @@ import time
 from typing import Any, Mapping
 
 from nmc import __version__
-from nmc.protocol.ddl import Input
-from nmc.services.agent import ActionFailed, ActionRequest, Agent, action
+from nmc.protocol.ddls.rpcutil import DDL
 from nmc.protocol.status import Status
+from nmc.services.agent import ActionFailed, ActionRequest, Agent
+from nmc.services.agents._ddl import declared
 
 __all__ = ["RpcUtil"]
 
@@ -28,16 +29,16 @@ def _lookup(facts: Mapping[str, Any], name: str) -> tuple[bool, Any]:
 class RpcUtil(Agent):
     """General utility actions: ping, inventory, facts, agent list, daemon statistics."""
 
-    name = "rpcutil"
-    description = "General helpful actions that expose the node's own state"
-    version = __version__
+    name = DDL.name
+    description = DDL.description
+    version = DDL.version
 
-    @action("Responds to requests for PING with PONG", readonly=True)
+    @declared(DDL)
     async def ping(self, req: ActionRequest) -> Mapping[str, Any]:
         """Answer with the node's clock."""
         return {"pong": time.time()}
 
-    @action("System inventory: agents, facts, classes, version, uptime", readonly=True)
+    @declared(DDL)
     async def inventory(self, req: ActionRequest) -> Mapping[str, Any]:
         """Everything a node says about itself in one reply."""
         snap = self.node.snapshot()
@@ -50,9 +51,7 @@ class RpcUtil(Agent):
             "stats": self.node.stats(),
         }
 
-    @action("Retrieve a single fact from the node", inputs=(
-        Input("fact", "string", "The fact to retrieve (dotted paths reach into structured facts)",
-              optional=False, validation=r"^[\w.:@-]+$", maxlength=256),), readonly=True)
+    @declared(DDL)
     async def get_fact(self, req: ActionRequest) -> Mapping[str, Any]:
         """One fact's value; status Aborted when the node has no such fact."""
         found, value = _lookup(self.node.snapshot().facts, req.data["fact"])
@@ -61,13 +60,13 @@ class RpcUtil(Agent):
                                data={"fact": req.data["fact"], "value": None})
         return {"fact": req.data["fact"], "value": value}
 
-    @action("Inventory of all agents on the node", readonly=True)
+    @declared(DDL)
     async def agent_inventory(self, req: ActionRequest) -> Mapping[str, Any]:
         """Name, version and description of every loaded agent."""
         return {"agents": [{"agent": s.name, "name": s.name, "version": s.version, "description": s.description,
                             "actions": sorted(s.actions)} for s in sorted(self.node.agent_specs(), key=lambda s: s.name)]}
 
-    @action("The node daemon's request statistics", readonly=True)
+    @declared(DDL)
     async def daemon_stats(self, req: ActionRequest) -> Mapping[str, Any]:
         """Counters in MCollective's daemon_stats shape, plus uptime and version."""
         return {**self.node.stats(), "uptime": round(time.time() - self.node.started, 3),

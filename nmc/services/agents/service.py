@@ -12,16 +12,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from nmc.protocol.ddl import Aggregate, Input, Output
+from nmc.protocol.ddls.service import CHANGE_TIMEOUT, DDL
 from nmc.protocol.status import Status
-from nmc.services.agent import ActionFailed, ActionRequest, Agent, action
+from nmc.services.agent import ActionFailed, ActionRequest, Agent
+from nmc.services.agents._ddl import declared
 from nmc.services.agents._proc import CommandError, Completed, build_argv, run_command
 
-__all__ = ["BACKENDS", "SERVICE_NAME", "Service", "choose_backend", "service_state"]
-
-# systemd unit / init script names: no spaces, no shell characters, never starting with "-";
-# RE2 (nmc.protocol.regex): $ matches only at the very end, so no trailing newline gets through.
-SERVICE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$"
+__all__ = ["BACKENDS", "Service", "choose_backend", "service_state"]
 
 BACKENDS: Mapping[str, Mapping[str, str]] = {
     "systemctl": {
@@ -40,20 +37,9 @@ BACKENDS: Mapping[str, Mapping[str, str]] = {
 """Command templates of each backend."""
 
 _SYSTEMD_MARKER = "/run/systemd/system"  # what sd_booted() checks: systemd is PID 1
-_TIMEOUT = 120.0  # seconds a start/stop/restart may take (DDL)
 _UNKNOWN = ("unrecognized service", "could not be found")
 
-_SERVICE = Input("service", "string", "Service name", optional=False, validation=SERVICE_NAME, maxlength=256)
-_STATUS_OUTPUTS = (
-    Output("service", "Service name", display_as="Service"),
-    Output("status", "running or stopped", display_as="Service Status"),
-)
-_CHANGE_OUTPUTS = (
-    *_STATUS_OUTPUTS,
-    Output("exitcode", "Exit code of the command", display_as="Exit Code", type="integer"),
-    Output("output", "Last lines of the command's output", display_as="Output", default=""),
-)
-_SUMMARY = (Aggregate("summary", "status"),)
+
 
 
 def choose_backend(setting: str, systemd_marker: str = _SYSTEMD_MARKER) -> str:
@@ -84,9 +70,9 @@ def _last_line(done: Completed) -> str:
 class Service(Agent):
     """Start, stop, restart and query system services through systemctl or service."""
 
-    name = "service"
-    description = "Start, stop, restart and query system services"
-    version = "1.0.0"
+    name = DDL.name
+    description = DDL.description
+    version = DDL.version
 
     _backend: str | None = None
 
@@ -110,7 +96,7 @@ class Service(Agent):
 
     async def _run(self, command: str, service: str) -> Completed:
         try:
-            return await run_command(self.argv(command, service), timeout=_TIMEOUT - 10, keep="tail",
+            return await run_command(self.argv(command, service), timeout=CHANGE_TIMEOUT - 10, keep="tail",
                                      max_output=16384)
         except CommandError as exc:
             raise ActionFailed(exc.reason, status=Status.ABORTED) from exc
@@ -131,31 +117,29 @@ class Service(Agent):
             state = {"service": service, "status": exc.data.get("status", "unknown")}
         data = {**state, "exitcode": done.exitcode, "output": tail}
         if done.timed_out:
-            raise ActionFailed(f"{command} of {service} did not finish within {_TIMEOUT - 10:g}s and was killed",
+            raise ActionFailed(f"{command} of {service} did not finish within {CHANGE_TIMEOUT - 10:g}s and was killed",
                                status=Status.ABORTED, data=data)
         if done.exitcode != 0:
             raise ActionFailed(f"could not {command} {service}: {_last_line(done)}", status=Status.ABORTED,
                                data=data)
         return data
 
-    @action("Whether a service is running", inputs=(_SERVICE,), timeout=60.0, outputs=_STATUS_OUTPUTS,
-            aggregate=_SUMMARY, readonly=True)
+    @declared(DDL)
     async def status(self, req: ActionRequest) -> Mapping[str, Any]:
         """{service, status: running|stopped}; Aborted for a service the node does not know."""
         return await self._status(req.data["service"])
 
-    @action("Start a service", inputs=(_SERVICE,), timeout=_TIMEOUT, outputs=_CHANGE_OUTPUTS, aggregate=_SUMMARY)
+    @declared(DDL)
     async def start(self, req: ActionRequest) -> Mapping[str, Any]:
         """Start the service, then report its status."""
         return await self._change("start", req.data["service"])
 
-    @action("Stop a service", inputs=(_SERVICE,), timeout=_TIMEOUT, outputs=_CHANGE_OUTPUTS, aggregate=_SUMMARY)
+    @declared(DDL)
     async def stop(self, req: ActionRequest) -> Mapping[str, Any]:
         """Stop the service, then report its status."""
         return await self._change("stop", req.data["service"])
 
-    @action("Restart a service", inputs=(_SERVICE,), timeout=_TIMEOUT, outputs=_CHANGE_OUTPUTS,
-            aggregate=_SUMMARY)
+    @declared(DDL)
     async def restart(self, req: ActionRequest) -> Mapping[str, Any]:
         """Restart the service, then report its status."""
         return await self._change("restart", req.data["service"])

@@ -15,9 +15,10 @@ from typing import Any
 
 import structlog
 
-from nmc.protocol.ddl import Aggregate, Input, Output
+from nmc.protocol.ddls.shell import DDL
 from nmc.protocol.status import Status
-from nmc.services.agent import ActionFailed, ActionRequest, Agent, action
+from nmc.services.agent import ActionFailed, ActionRequest, Agent
+from nmc.services.agents._ddl import declared
 from nmc.services.agents._proc import CommandError, run_command
 
 __all__ = ["DEFAULT_MAX_OUTPUT", "DISABLED_MESSAGE", "Shell"]
@@ -34,9 +35,9 @@ log = structlog.get_logger("nmc.node")
 class Shell(Agent):
     """Runs arbitrary command lines; refuses everything unless `plugin.shell.enabled` is true on the node."""
 
-    name = "shell"
-    description = "Run shell commands (disabled unless plugin.shell.enabled = true on the node)"
-    version = "1.0.0"
+    name = DDL.name
+    description = DDL.description
+    version = DDL.version
 
     def _check_enabled(self) -> None:
         """Fail closed: anything but an explicit true keeps the agent disabled."""
@@ -55,25 +56,7 @@ class Shell(Agent):
                                status=Status.ABORTED)
         return int(raw)
 
-    @action("Run a command line with /bin/sh -c (DANGEROUS; disabled unless the node enables it)", inputs=(
-        Input("command", "string", "The command line, run by /bin/sh -c", optional=False, validation=r"\S",
-              maxlength=4096),
-        Input("timeout", "float", "Seconds before the command's process group is killed", default=30.0),
-        Input("cwd", "string", "Absolute directory to run in (default: the node's)", validation=r"^/",
-              maxlength=4096),
-    ), outputs=(
-        Output("stdout", "Standard output (capped at plugin.shell.max_output bytes)", display_as="Output",
-               default=""),
-        Output("stderr", "Standard error (capped likewise)", display_as="Error Output", default=""),
-        Output("stdout_truncated", "True when stdout was longer than the cap", display_as="Output Truncated",
-               type="boolean", default=False),
-        Output("stderr_truncated", "True when stderr was longer than the cap", display_as="Error Truncated",
-               type="boolean", default=False),
-        Output("exitcode", "Exit code; negative: killed by that signal", display_as="Exit Code", type="integer"),
-        Output("duration", "Seconds the command ran", display_as="Duration", type="float"),
-        Output("timed_out", "True when the time limit killed the command", display_as="Timed Out",
-               type="boolean", default=False),
-    ), aggregate=(Aggregate("summary", "exitcode"),))
+    @declared(DDL)
     async def run(self, req: ActionRequest) -> Mapping[str, Any]:
         """Run the command; a non-zero exit or a timeout answers Aborted with the same data."""
         self._check_enabled()
