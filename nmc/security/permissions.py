@@ -50,8 +50,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from nmc.protocol.registry import DEFAULT_BUCKET, check_bucket, registry_key
-from nmc.protocol.subjects import PREFIX, encode_token
+from nmc.protocol.registry import DEFAULT_BUCKET, check_bucket, registry_key_subject
+from nmc.protocol.subjects import (
+    PREFIX,
+    audit_subject,
+    audit_subjects,
+    authz_subject,
+    collective_root,
+    node_requests,
+    reloaded_subject,
+    route_requests,
+)
 from nmc.security.names import INBOX_ROOT, inbox_prefix
 
 __all__ = [
@@ -99,7 +108,7 @@ class Scope:
     @property
     def base(self) -> str:
         """``nmc.<encoded collective>``: the root of every request subject."""
-        return f"{PREFIX}.{encode_token(self.collective)}"
+        return collective_root(self.collective)
 
     @property
     def registry_stream(self) -> str:
@@ -173,14 +182,14 @@ def _inbox(name: str) -> str:
 
 def node_permissions(name: str, scope: Scope) -> Permissions:
     """A node named ``name``: its requests, its inbox, its audit records and registry key; answers into inboxes."""
-    base = scope.base
-    own_key = f"$KV.{scope.registry_bucket}.{registry_key(scope.collective, name)}"
+    c = scope.collective
+    own_key = registry_key_subject(scope.registry_bucket, c, name)
     return Permissions(
-        subscribe=(f"{base}.node.{encode_token(name)}.>", f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>",
-                   f"{base}.authz.reloaded", "$SRV.>", _inbox(name),
+        subscribe=(node_requests(c, name), route_requests(c, "all"), route_requests(c, "fact"),
+                   route_requests(c, "class"), reloaded_subject(c), "$SRV.>", _inbox(name),
                    own_key),  # to put its record back when the broker was made to write there (rule 2)
-        publish=(f"{base}.authz.check",
-                 f"{PREFIX}.audit.{encode_token(scope.collective)}.{encode_token(name)}",
+        publish=(authz_subject(c),
+                 audit_subject(c, name),
                  own_key,
                  # The registry and audit publishers look their stream up; the operator made it (rule 3).
                  f"{_JS}.STREAM.INFO.{scope.registry_stream}", f"{_JS}.STREAM.INFO.{scope.audit_stream}",
@@ -217,7 +226,7 @@ def audit_permissions(name: str, scope: Scope) -> Permissions:
     """
     stream = scope.audit_stream
     return Permissions(
-        subscribe=("$SRV.>", _inbox(name), f"{PREFIX}.audit.>"),
+        subscribe=("$SRV.>", _inbox(name), audit_subjects()),
         publish=(f"{_JS}.STREAM.INFO.{stream}", f"{_JS}.STREAM.MSG.GET.{stream}", _ANSWERS),
     )
 
@@ -248,7 +257,7 @@ def leaf_permissions(name: str, scope: Scope) -> Permissions:
     deny = tuple(api + s[len(_JS):] for s in user.publish_deny)
     return Permissions(
         publish=(f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>", f"{base}.node.>", f"{base}.authz.>",
-                 f"{PREFIX}.audit.{encode_token(scope.collective)}.>", f"$KV.{scope.registry_bucket}.>",
+                 audit_subjects(scope.collective), f"$KV.{scope.registry_bucket}.>",
                  "$SRV.>", _ANSWERS, *_merge(js, ())),
         subscribe=(f"{base}.>", "$SRV.>", _ANSWERS, f"$KV.{scope.registry_bucket}.>"),
         publish_deny=deny,
