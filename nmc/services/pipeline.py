@@ -13,16 +13,19 @@
 6. audit the decision: with `audit.required`, no record kept means nothing runs;
 7. resolve the agent and action, validate the inputs against the DDL (`_resolve`);
 8. run the action within its time limit (and its agent's concurrency slots);
-9. sign the reply with the node's certificate (the injected Signer);
-10. send it to the reply subject (the injected `send`: node.py wires it to NATS);
-11. audit the result: every request that passed step 6 gets a result record.
+9. audit the result: every request that passed step 6 gets a result record;
+10. sign the reply with the node's certificate (the injected Signer);
+11. send it to the reply subject (the injected `send`: node.py wires it to NATS).
 
-The result is audited after the reply went out, in every audit mode: a
-slow or unreachable stream does not delay the answer, and the Auditor's
-spool is the safety net. `audit.required` is a promise about the decision
-record (step 6: nothing runs unless it was kept); a result record that
-cannot be kept is logged as `audit_result_lost`, as it always was, since
-the action has run by then whatever the audit says.
+Choria sends before it audits, and issue 15 allowed that order; nmc keeps
+the result record first, in every audit mode, because a reply then implies
+that its result record is kept (acknowledged by the stream or fsync'd in the
+spool): a client, or `nmc audit` run right after a request, never sees an
+answer the audit trail lacks, and a node that dies between the two loses a
+reply rather than a record (tests/integration/test_audit_node.py pins it).
+`audit.required` is a promise about the decision record (step 6: nothing
+runs unless it was kept); a result record that cannot be kept is logged as
+`audit_result_lost` and the reply still goes out, since the action has run.
 
 Errors map to status codes in exactly one place: `_failure()`.
 
@@ -195,7 +198,7 @@ class RequestPipeline:
         request: Request | None = None
         hint = ""  # why an unsigned message was not admitted, added to its refusal
         decision: Decision | None = None  # allowed and audited: from then on a result record follows
-        started = elapsed = 0.0
+        started = 0.0
         try:
             # 1. decode (an unsigned message may instead be an allowlisted read-only query)
             unsigned = False
@@ -238,15 +241,11 @@ class RequestPipeline:
             # Answer with the request id whenever the body parsed, so the client can
             # show the refusal instead of counting this node as silent.
             outcome = self._failure(request.id if request is not None else exc.request_id, exc, subject)
-        if decision is not None:
-            elapsed = time.monotonic() - started
-        try:
-            # 9. sign, 10. send
-            await self._send_reply(reply_to, outcome.reply)
-        finally:
-            # 11. audit the result: attempted even when sending failed
-            if decision is not None and request is not None and outcome.reply is not None:
-                await self._audit_result(request, decision, outcome.reply.status, elapsed)
+        # 9. audit the result (before the reply: see the module doc)
+        if decision is not None and request is not None and outcome.reply is not None:
+            await self._audit_result(request, decision, outcome.reply.status, time.monotonic() - started)
+        # 10. sign, 11. send
+        await self._send_reply(reply_to, outcome.reply)
         return outcome
 
     def _reply_refused(self, request: Request, reply: str) -> Outcome | None:

@@ -166,16 +166,16 @@ class Case:
 
 
 CASES = [
-    Case("good request", [*BEFORE_AUTHZ, "resolve", "run", "sign", "send", "audit result"], Status.OK, "OK"),
+    Case("good request", [*BEFORE_AUTHZ, "resolve", "run", "audit result", "sign", "send"], Status.OK, "OK"),
     # Denied: the policy speaks before the agent is looked up, so the caller learns nothing about which
     # agents exist; nothing runs, the decision is audited and no result record follows.
     Case("denied", [*BEFORE_AUTHZ, "sign", "send"], Status.ABORTED, "not authorized: denied (test.policy:1)",
          allow=False),
     Case("denied, unknown agent", [*BEFORE_AUTHZ, "sign", "send"], Status.ABORTED, "not authorized",
          over={"agent": "nosuch", "filter": ""}, allow=False),
-    Case("unknown agent, allowed caller", [*BEFORE_AUTHZ, "sign", "send", "audit result"], Status.UNKNOWN_ACTION,
+    Case("unknown agent, allowed caller", [*BEFORE_AUTHZ, "audit result", "sign", "send"], Status.UNKNOWN_ACTION,
          "unknown agent 'nosuch'", over={"agent": "nosuch", "filter": ""}),
-    Case("unknown action, allowed caller", [*BEFORE_AUTHZ, "resolve", "sign", "send", "audit result"],
+    Case("unknown action, allowed caller", [*BEFORE_AUTHZ, "resolve", "audit result", "sign", "send"],
          Status.UNKNOWN_ACTION, "unknown action counter.nope", over={"action": "nope"}),
     Case("bad signature", ["authenticate", "sign", "send"], Status.INVALID_DATA, "security: signature does not verify",
          headers=BAD),
@@ -218,17 +218,16 @@ def test_the_result_record_carries_the_reply_status() -> None:
     assert result.duration_ms is not None and result.duration_ms >= 0
 
 
-def test_the_result_is_audited_even_when_sending_fails() -> None:
+def test_a_reply_goes_out_only_after_its_result_record_was_kept() -> None:
     r = rig()
+    kept_when_sent: list[int] = []
 
-    async def broken(subject: str, body: bytes, headers: Mapping[str, str]) -> None:
-        r.steps.append("send")
-        raise ConnectionError("connection closed")
+    async def send(subject: str, body: bytes, headers: Mapping[str, str]) -> None:
+        kept_when_sent.append(len(r.auditor.records))
 
-    r.pipeline.send = broken
-    with pytest.raises(ConnectionError):
-        handle(r, request())
-    assert r.steps[-3:] == ["sign", "send", "audit result"]
+    r.pipeline.send = send
+    handle(r, request())
+    assert kept_when_sent == [2]  # decision and result were both kept when the reply was published
 
 
 def test_without_a_sender_nothing_is_signed_or_sent() -> None:
