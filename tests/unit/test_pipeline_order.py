@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 import pytest
 
-from nmc.audit.hooks import AuditRecord
 from nmc.authz.hooks import Decision
+from nmc.protocol.audit import AuditRecord
 from nmc.protocol.envelope import Request, new_request_id
 from nmc.protocol.status import Status
 from nmc.protocol.subjects import node_subject
