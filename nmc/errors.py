@@ -53,9 +53,10 @@ def reason_of(exc: BaseException) -> str:
 class NmcError(Exception):
     """A failure nmc foresaw; ``reason`` says what is wrong in one line and ``str(exc)`` is that line."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, where: object = None) -> None:
+        """`where` (a file, a key, a source), when given, stands in front of the reason in ``str(exc)``."""
         self.reason = one_line(reason)
-        super().__init__(self.reason)
+        super().__init__(self.reason if where is None else f"{one_line(where)}: {self.reason}")
 
 
 class ProtocolError(NmcError):

@@ -49,9 +49,8 @@ class SpoolError(AuditError):
     """The spool file could not be read or written."""
 
     def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"audit spool {path}: {reason}")
+        super().__init__(reason, where=f"audit spool {path}")
         self.path = path
-        self.reason = reason
 
 
 class SpoolFull(SpoolError):
@@ -66,9 +65,8 @@ class SinkError(AuditError):
     """A sink (file, syslog) failed to take records; nothing of the batch is acknowledged."""
 
     def __init__(self, sink: str, reason: str) -> None:
-        super().__init__(f"{sink}: {reason}")
+        super().__init__(reason, where=sink)
         self.sink = sink
-        self.reason = reason
 
 
 class PositionError(SinkError):

@@ -192,11 +192,8 @@ class ServiceAuthorizer:
 
     def _trusted(self, msg: Msg, question: AuthzQuestion, ignored: list[str]) -> AuthzAnswer | None:
         """The answer when it is signed by a trusted policy signer and is for this question; else None (logged)."""
-        headers = msg.headers or {}
         try:
-            name = self.verifier.verify(msg.data, headers.get(SIGNATURE_HEADER), headers.get(CERTIFICATE_HEADER))
-            if name not in self.signers:
-                raise SecurityError(f"signed by {name!r}, which is not a trusted policy signer (authz.signers)")
+            self._check_signer(msg)
             answer = AuthzAnswer.from_bytes(msg.data)
             if (answer.request_id, answer.identity) != (question.request_id, question.identity):
                 raise SecurityError("an answer to another question")
@@ -207,17 +204,22 @@ class ServiceAuthorizer:
             return None
         return answer
 
+    def _check_signer(self, msg: Msg) -> str:
+        """The signer's name; SecurityError unless the message is signed by a trusted policy signer."""
+        headers = msg.headers or {}
+        name = self.verifier.verify(msg.data, headers.get(SIGNATURE_HEADER), headers.get(CERTIFICATE_HEADER))
+        if name not in self.signers:
+            raise SecurityError(f"signed by {name!r}, which is not a trusted policy signer (authz.signers)")
+        return name
+
     async def _on_answer(self, msg: Msg) -> None:
         queue = self._pending.get(msg.subject[len(self._prefix) + 1 :])
         if queue is not None:
             queue.put_nowait(msg)
 
     async def _on_reload(self, msg: Msg) -> None:
-        headers = msg.headers or {}
         try:
-            name = self.verifier.verify(msg.data, headers.get(SIGNATURE_HEADER), headers.get(CERTIFICATE_HEADER))
-            if name not in self.signers:
-                raise SecurityError(f"signed by {name!r}, which is not a trusted policy signer")
+            name = self._check_signer(msg)
             notice = ReloadNotice.from_bytes(msg.data)
         except (SecurityError, EnvelopeError) as exc:
             log.warning("authz_reload_notice_ignored", reason=reason_of(exc))

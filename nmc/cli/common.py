@@ -34,8 +34,8 @@ from nmc.ops.config.settings import (
 from nmc.protocol.filter import FilterSyntaxError, combine
 from nmc.transport import ConnectError
 
-__all__ = ["EXIT_FAILED", "EXIT_NO_RESPONSE", "EXIT_OK", "EXIT_USAGE", "batch_options", "batch_progress", "batch_size", "build_filter", "client_session", "connect_client", "discover_and_call",
-           "filter_options", "load_client_config", "output_options", "quiet_tls_eof_warning", "run", "take_targeting",
+__all__ = ["EXIT_FAILED", "EXIT_NO_RESPONSE", "EXIT_OK", "EXIT_USAGE", "FILTER_FLAGS", "batch_options", "batch_progress", "batch_size", "build_filter", "call_from_flags", "client_session", "connect_client", "discover_and_call",
+           "filter_options", "fleet_options", "load_client_config", "output_options", "quiet_tls_eof_warning", "run", "take_filter", "take_targeting",
            "targeting_options"]
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_RESPONSE, EXIT_USAGE = 0, 1, 2, 4
@@ -154,6 +154,31 @@ def output_options(fn: F) -> F:
     fn = click.option("--timeout", "-t", type=click.FloatRange(min=0, min_open=True), default=None,
                       help="Seconds to wait for replies at most.")(fn)
     return fn
+
+
+def fleet_options(fn: F) -> F:
+    """The filter, targeting and output flags of a command that discovers, then asks the found nodes."""
+    return filter_options(targeting_options(output_options(fn)))
+
+
+FILTER_FLAGS = ("facts", "classes", "identities", "agents", "compound", "combined")
+
+
+def take_filter(kw: dict[str, Any], *, agent: str | None = None) -> str:
+    """Pop the filter flags from a command's kwargs into one expression; `agent` adds an implicit `-A agent`."""
+    facts, classes, identities, agents, compound, combined = (kw.pop(key) for key in FILTER_FLAGS)
+    if agent is not None:
+        agents = (*agents, agent)
+    return build_filter(facts, classes, identities, agents, compound, combined)
+
+
+def call_from_flags(ctx: click.Context, flags: dict[str, Any], agent: str, action: str, data: Mapping[str, Any], *,
+                    timeout: float | None, discovery_timeout: float | None,
+                    filter_agent: str | None = None) -> CallResult | None:
+    """Discover with the command's filter and targeting flags, then one request to the found nodes (None: nobody)."""
+    targeting = take_targeting(flags)
+    return discover_and_call(ctx, load_client_config(ctx), targeting, take_filter(flags, agent=filter_agent), agent,
+                             action, data, timeout=timeout, discovery_timeout=discovery_timeout)
 
 
 def build_filter(facts: tuple[str, ...], classes: tuple[str, ...], identities: tuple[str, ...],

@@ -12,7 +12,7 @@ import click
 from nmc.cli.common import (
     EXIT_FAILED,
     EXIT_NO_RESPONSE,
-    build_filter,
+    take_filter,
     client_session,
     filter_options,
     load_client_config,
@@ -45,15 +45,10 @@ _NO_MATCH = "We did not discover any nodes."
 _CLOSE_AGENT, _CLOSE_ACTION = 0.85, 0.6
 
 
-def _flags_filter(kw: dict[str, Any]) -> str:
-    return build_filter(kw.pop("facts"), kw.pop("classes"), kw.pop("identities"), kw.pop("agents"),
-                        kw.pop("compound"), kw.pop("combined"))
-
-
 def _discover(ctx: click.Context, flags: dict[str, Any], timeout: float | None,
               discovery_timeout: float | None) -> CallResult:
     """Broadcast discovery with the command's filter flags (what ping measures)."""
-    expr = _flags_filter(flags)
+    expr = take_filter(flags)
     config = load_client_config(ctx)
 
     async def go() -> CallResult:
@@ -116,7 +111,7 @@ def find(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
       nmc find --dm registry -C apache      # from the registry, no broadcast
     """
     targeting = take_targeting(flags)
-    expr = _flags_filter(flags)
+    expr = take_filter(flags)
     config = load_client_config(ctx)
 
     async def go() -> tuple[str, ...]:
@@ -219,7 +214,7 @@ def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as
     if sum((as_json, as_jsonl, as_table)) > 1:
         raise click.UsageError("--json, --jsonl and --table cannot be combined")
     targeting = take_targeting(flags)
-    expr = _flags_filter(flags)
+    expr = take_filter(flags)
     config = load_client_config(ctx)
     specs = {name: known.spec for name, known in known_agents(config).items()}
     data, action_spec = _parse_inputs(agent, action, inputs, specs)

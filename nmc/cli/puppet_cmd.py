@@ -13,20 +13,8 @@ from typing import Any
 
 import click
 
-from nmc.cli.common import (
-    EXIT_FAILED,
-    EXIT_NO_RESPONSE,
-    batch_size,
-    build_filter,
-    client_session,
-    discover_and_call,
-    filter_options,
-    load_client_config,
-    output_options,
-    run,
-    take_targeting,
-    targeting_options,
-)
+from nmc.cli.common import (EXIT_FAILED, EXIT_NO_RESPONSE, batch_size, call_from_flags, client_session, fleet_options,
+                            load_client_config, run, take_filter, take_targeting)
 from nmc.cli.render import call_json, print_aggregates, print_summary
 from nmc.client.discovery import Targeting, discover
 from nmc.client.fleet import CallResult, FleetClient
@@ -41,16 +29,6 @@ _NO_NODES = "No request sent, we did not discover any nodes."
 _F = Callable[..., Any]
 
 
-def _fleet_options(fn: _F) -> _F:
-    return filter_options(targeting_options(output_options(fn)))
-
-
-def _expr(flags: dict[str, Any]) -> str:
-    """The user's filter plus `-A puppet`: only nodes with the puppet agent are asked."""
-    return build_filter(flags.pop("facts"), flags.pop("classes"), flags.pop("identities"),
-                        (*flags.pop("agents"), "puppet"), flags.pop("compound"), flags.pop("combined"))
-
-
 def _tags(value: str | None) -> str | None:
     if value is not None and not search(TAGS_PATTERN, value):
         raise click.UsageError(f"--tags takes comma-separated Puppet tags, got {value!r}")
@@ -60,9 +38,9 @@ def _tags(value: str | None) -> str | None:
 def _call(ctx: click.Context, action: str, data: Mapping[str, Any], flags: dict[str, Any], timeout: float | None,
           discovery_timeout: float | None) -> CallResult | None:
     """Discover, then one puppet request to the found nodes; None when nothing was found."""
-    targeting = take_targeting(flags)
-    return discover_and_call(ctx, load_client_config(ctx), targeting, _expr(flags), "puppet", action, data,
-                             timeout=timeout, discovery_timeout=discovery_timeout)
+    # The user's filter plus `-A puppet`: only nodes with the puppet agent are asked.
+    return call_from_flags(ctx, flags, "puppet", action, data, timeout=timeout, discovery_timeout=discovery_timeout,
+                           filter_agent="puppet")
 
 
 def _finish(ctx: click.Context, result: CallResult | None, as_json: bool,
@@ -185,7 +163,7 @@ def _wait_options(fn: _F) -> _F:
 def _runs(ctx: click.Context, flags: dict[str, Any], timeout: float | None, discovery_timeout: float | None,
           work: Callable[[FleetClient, tuple[str, ...], str], Any]) -> RunAllResult | None:
     targeting: Targeting = take_targeting(flags)
-    expr = _expr(flags)
+    expr = take_filter(flags, agent="puppet")
     config = load_client_config(ctx)
 
     async def go() -> RunAllResult | None:
@@ -222,7 +200,7 @@ def _show_runs(ctx: click.Context, result: RunAllResult | None, as_json: bool, l
 @click.option("--batch-sleep", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Seconds to pause between batches.")
 @_wait_options
-@_fleet_options
+@fleet_options
 @click.pass_context
 def runonce(ctx: click.Context, noop: bool, tags: str | None, splay: bool | None, splaylimit: int | None,
             force: bool, batch: str | None, batch_sleep: float, run_timeout: float, poll_interval: float,
@@ -278,7 +256,7 @@ def runonce(ctx: click.Context, noop: bool, tags: str | None, splay: bool | None
 @click.option("--noop", is_flag=True, help="No-op runs: report what would change, change nothing.")
 @click.option("--tags", metavar="TAG[,TAG...]", default=None, help="Apply only resources with these tags.")
 @_wait_options
-@_fleet_options
+@fleet_options
 @click.pass_context
 def runall_cmd(ctx: click.Context, concurrency: int, noop: bool, tags: str | None, run_timeout: float,
                poll_interval: float, as_json: bool, timeout: float | None, discovery_timeout: float | None,
@@ -323,7 +301,7 @@ def _status_report(result: CallResult) -> dict[str, Any]:
 
 
 @puppet.command()
-@_fleet_options
+@fleet_options
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, timeout: float | None, discovery_timeout: float | None,
            **flags: Any) -> None:
@@ -363,7 +341,7 @@ def _summary_line(d: Mapping[str, Any]) -> str:
 
 
 @puppet.command("summary")
-@_fleet_options
+@fleet_options
 @click.pass_context
 def summary_cmd(ctx: click.Context, as_json: bool, timeout: float | None, discovery_timeout: float | None,
                 **flags: Any) -> None:
@@ -383,7 +361,7 @@ def summary_cmd(ctx: click.Context, as_json: bool, timeout: float | None, discov
 
 
 @puppet.command()
-@_fleet_options
+@fleet_options
 @click.pass_context
 def enable(ctx: click.Context, as_json: bool, timeout: float | None, discovery_timeout: float | None,
            **flags: Any) -> None:
@@ -402,7 +380,7 @@ def enable(ctx: click.Context, as_json: bool, timeout: float | None, discovery_t
 
 @puppet.command()
 @click.option("--message", "-m", default=None, help="Why Puppet is disabled (default: 'Disabled via nmc by <you>').")
-@_fleet_options
+@fleet_options
 @click.pass_context
 def disable(ctx: click.Context, message: str | None, as_json: bool, timeout: float | None,
             discovery_timeout: float | None, **flags: Any) -> None:

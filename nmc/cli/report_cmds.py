@@ -12,20 +12,8 @@ from typing import Any
 
 import click
 
-from nmc.cli.common import (
-    EXIT_FAILED,
-    EXIT_NO_RESPONSE,
-    EXIT_USAGE,
-    build_filter,
-    client_session,
-    discover_and_call,
-    filter_options,
-    load_client_config,
-    output_options,
-    run,
-    take_targeting,
-    targeting_options,
-)
+from nmc.cli.common import (EXIT_FAILED, EXIT_NO_RESPONSE, EXIT_USAGE, FILTER_FLAGS, build_filter, call_from_flags, client_session,
+                            fleet_options, load_client_config, run)
 from nmc.client.fleet import CallResult, NodeResult
 from nmc.client.inventory_script import (
     InventoryScript,
@@ -43,7 +31,6 @@ __all__ = ["FactReport", "FactValue", "fact_report", "fact_report_json", "fact_r
 
 _NO_NODES = "No request sent, we did not discover any nodes."
 _MISSING_LABEL = "(missing)"
-_FILTER_KEYS = ("facts", "classes", "identities", "agents", "compound", "combined")
 
 
 class _Fail(click.ClickException):
@@ -54,16 +41,10 @@ class _Fail(click.ClickException):
         self.exit_code = exit_code
 
 
-def _flags_filter(flags: dict[str, Any]) -> str:
-    return build_filter(*(flags.pop(k) for k in _FILTER_KEYS))
-
-
 def _gather(ctx: click.Context, flags: dict[str, Any], action: str, data: Mapping[str, Any],
             timeout: float | None, discovery_timeout: float | None) -> CallResult | None:
     """Discover with the filter/targeting flags, then one rpcutil request to exactly those nodes (None: nobody)."""
-    targeting = take_targeting(flags)
-    return discover_and_call(ctx, load_client_config(ctx), targeting, _flags_filter(flags), "rpcutil", action,
-                             data, timeout=timeout, discovery_timeout=discovery_timeout)
+    return call_from_flags(ctx, flags, "rpcutil", action, data, timeout=timeout, discovery_timeout=discovery_timeout)
 
 
 def _exit_for(ctx: click.Context, result: CallResult, failed: int) -> None:
@@ -177,9 +158,7 @@ def fact_report_lines(report: FactReport, *, verbose: bool) -> list[str]:
 
 @click.command()
 @click.argument("fact")
-@filter_options
-@targeting_options
-@output_options
+@fleet_options
 @click.option("-v", "--verbose", is_flag=True, help="List the identities under each value.")
 @click.pass_context
 def facts(ctx: click.Context, fact: str, as_json: bool, timeout: float | None, discovery_timeout: float | None,
@@ -276,7 +255,7 @@ def inventory_lines(identity: str, data: Mapping[str, Any], now: datetime) -> li
 
 def _flags_given(flags: Mapping[str, Any]) -> list[str]:
     """The filter/targeting flags set on the command line (they only make sense with --script)."""
-    given = [k for k in _FILTER_KEYS if flags.get(k)]
+    given = [k for k in FILTER_FLAGS if flags.get(k)]
     if flags.get("discovery_method") not in (None, "broadcast"):
         given.append("discovery_method")
     given += [k for k in ("nodes_file", "limit", "limit_seed") if flags.get(k) is not None]
@@ -343,9 +322,7 @@ def _script_report(ctx: click.Context, script: InventoryScript, as_json: bool, t
 @click.argument("node", required=False)
 @click.option("--script", "script_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Inventory script (TOML, docs/inventory.md): one formatted line per matching node.")
-@filter_options
-@targeting_options
-@output_options
+@fleet_options
 @click.pass_context
 def inventory(ctx: click.Context, node: str | None, script_path: Path | None, as_json: bool,
               timeout: float | None, discovery_timeout: float | None, **flags: Any) -> None:

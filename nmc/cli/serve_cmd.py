@@ -33,6 +33,8 @@ from nmc.services.replaylog import ReplayLogError
 
 __all__ = ["serve"]
 
+_F = Callable[..., Any]
+
 
 def _daemon_config(path: Path | None, log_format: str | None) -> Config:
     """Load a daemon's config and set up its logs: JSON unless stderr is a terminal, to `logfile` if set."""
@@ -48,6 +50,18 @@ def _daemon_config(path: Path | None, log_format: str | None) -> Config:
     return config
 
 
+def _daemon_options(filename: str, env_var: str) -> Callable[[_F], _F]:
+    """--config (default: $env_var, then /etc/nmc/filename) and --log-format, on every `nmc serve` command."""
+
+    def add(fn: _F) -> _F:
+        fn = click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
+                          help="Log format (default: json unless stderr is a terminal).")(fn)
+        return click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
+                            help=f"{filename} (default: {env_var}, then /etc/nmc/{filename}).")(fn)
+
+    return add
+
+
 @click.group()
 def serve() -> None:
     """Run nmc daemons in the foreground (for systemd or a terminal).
@@ -61,10 +75,7 @@ def serve() -> None:
 
 
 @serve.command("node")
-@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
-              help="server.cfg (default: NMC_SERVER_CONFIG, then /etc/nmc/server.cfg).")
-@click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
-              help="Log format (default: json unless stderr is a terminal).")
+@_daemon_options("server.cfg", "NMC_SERVER_CONFIG")
 def serve_node(config_path: str | None, log_format: str | None) -> None:
     """Run the node daemon: one `nmc-node` NATS micro service answering requests for this machine.
 
@@ -95,10 +106,7 @@ async def _serve(config: Config) -> None:
 
 
 @serve.command("policy")
-@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
-              help="policy.cfg (default: NMC_POLICY_CONFIG, then /etc/nmc/policy.cfg).")
-@click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
-              help="Log format (default: json unless stderr is a terminal).")
+@_daemon_options("policy.cfg", "NMC_POLICY_CONFIG")
 def serve_policy(config_path: str | None, log_format: str | None) -> None:
     """Run the action-policy service: `nmc-policy`, answering the nodes' authorization questions.
 
@@ -117,10 +125,7 @@ def serve_policy(config_path: str | None, log_format: str | None) -> None:
 
 
 @serve.command("audit")
-@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
-              help="audit.cfg (default: NMC_AUDIT_CONFIG, then /etc/nmc/audit.cfg).")
-@click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
-              help="Log format (default: json unless stderr is a terminal).")
+@_daemon_options("audit.cfg", "NMC_AUDIT_CONFIG")
 def serve_audit(config_path: str | None, log_format: str | None) -> None:
     """Run the audit service: `nmc-audit`, writing every audit record of the fleet once.
 

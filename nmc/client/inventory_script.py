@@ -58,8 +58,7 @@ class InventoryScriptError(ClientError, ValueError):
     """A script that cannot be used, or a line it cannot render; `source` names the file."""
 
     def __init__(self, reason: str, source: str = "<script>") -> None:
-        super().__init__(f"{source}: {reason}")
-        self.reason = reason
+        super().__init__(reason, where=source)
         self.source = source
 
 

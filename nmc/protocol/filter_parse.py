@@ -21,22 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NoReturn
 
-from nmc.protocol.filter_ast import (
-    KEYWORDS,
-    NAME_STOP_CHARS,
-    AgentTerm,
-    And,
-    ClassTerm,
-    FactTerm,
-    FilterSyntaxError,
-    IdentityTerm,
-    MatchAll,
-    Node,
-    Not,
-    Or,
-    is_name,
-    regex_problem,
-)
+from nmc.protocol import filter_ast as ast_
+from nmc.protocol.filter_ast import KEYWORDS, NAME_STOP_CHARS, FilterSyntaxError, Node
 
 __all__ = ["MAX_DEPTH", "parse", "parse_fact_flag", "to_string"]
 
@@ -53,7 +39,7 @@ def parse(text: str) -> Node:
     return _Parser(text).parse_filter()
 
 
-def parse_fact_flag(text: str) -> FactTerm:
+def parse_fact_flag(text: str) -> ast_.FactTerm:
     """Parse one `-F/--wf` argument, which must be a single fact term (`fact<op>value`)."""
     return _Parser(text).parse_fact_flag()
 
@@ -71,7 +57,7 @@ class _Parser:
     def parse_filter(self) -> Node:
         self._skip_ws()
         if self._at_end():
-            return MatchAll()
+            return ast_.MatchAll()
         node = self._or("")
         self._skip_ws()
         if not self._at_end():
@@ -79,7 +65,7 @@ class _Parser:
             self._fail("the end of the filter (this ')' has no matching '(')")
         return node
 
-    def parse_fact_flag(self) -> FactTerm:
+    def parse_fact_flag(self) -> ast_.FactTerm:
         self._skip_ws()
         start = self.pos
         path = self._read_name()
@@ -106,7 +92,7 @@ class _Parser:
         while self._keyword() == "or":
             self.pos += 2
             operands.append(self._and("'or'"))
-        return operands[0] if len(operands) == 1 else Or(tuple(operands))
+        return operands[0] if len(operands) == 1 else ast_.Or(tuple(operands))
 
     def _and(self, after: str = "") -> Node:
         operands = [self._unary(after)]
@@ -122,16 +108,16 @@ class _Parser:
                 operands.append(self._unary("'and'"))
             else:
                 operands.append(self._unary())  # juxtaposition: `/apache/ country=de`
-        return operands[0] if len(operands) == 1 else And(tuple(operands))
+        return operands[0] if len(operands) == 1 else ast_.And(tuple(operands))
 
     def _unary(self, after: str = "") -> Node:
         self._skip_ws()
         if self._peek() == "!":
             self.pos += 1
-            return Not(self._nested(lambda: self._unary("'!'")))
+            return ast_.Not(self._nested(lambda: self._unary("'!'")))
         if self._keyword() == "not":
             self.pos += 3
-            return Not(self._nested(lambda: self._unary("'not'")))
+            return ast_.Not(self._nested(lambda: self._unary("'not'")))
         return self._primary(after)
 
     def _nested(self, parse_inner: Callable[[], Node]) -> Node:
@@ -161,9 +147,9 @@ class _Parser:
             name = self._read_quoted()
             if name == "":
                 self._fail("a class name, not an empty string", start)
-            return ClassTerm(name)
+            return ast_.ClassTerm(name)
         if char == "/":
-            return ClassTerm(self._regex_literal(), regex=True)
+            return ast_.ClassTerm(self._regex_literal(), regex=True)
         name = self._read_name()
         if name == "":
             self._fail("a term" + (f" after {after}" if after else ""))
@@ -177,7 +163,7 @@ class _Parser:
         self.pos = after_name
         if name.lower() in KEYWORDS:
             self._fail("a term" + (f" after {after}" if after else f", not '{name}'"), start)
-        return ClassTerm(name)
+        return ast_.ClassTerm(name)
 
     # -- terms --------------------------------------------------------------
 
@@ -201,10 +187,10 @@ class _Parser:
             self._fail(f"')' to close the '(' of {kind}() at column {open_pos + 1}")
         self.pos += 1
         if kind == "identity":
-            return IdentityTerm(name, regex=regex)
-        return AgentTerm(name)
+            return ast_.IdentityTerm(name, regex=regex)
+        return ast_.AgentTerm(name)
 
-    def _fact_value(self, path: str, op: str) -> FactTerm:
+    def _fact_value(self, path: str, op: str) -> ast_.FactTerm:
         self._skip_ws()
         start = self.pos
         char = self._peek()
@@ -221,10 +207,10 @@ class _Parser:
             value = self._read_bare()
         return self._fact_term(path, op, value, start)
 
-    def _fact_term(self, path: str, op: str, value: str, value_pos: int) -> FactTerm:
+    def _fact_term(self, path: str, op: str, value: str, value_pos: int) -> ast_.FactTerm:
         if op == "=~":
             self._check_regex(value, value_pos)
-        return FactTerm(path, op, value)
+        return ast_.FactTerm(path, op, value)
 
     # -- lexemes ------------------------------------------------------------
 
@@ -261,7 +247,7 @@ class _Parser:
         while not self._at_end() and self._is_name_char(self.text[self.pos]):
             self.pos += 1
         name = self.text[start : self.pos]
-        return name if is_name(name) else ""
+        return name if ast_.is_name(name) else ""
 
     def _read_bare(self) -> str:
         start = self.pos
@@ -319,7 +305,7 @@ class _Parser:
         return None
 
     def _check_regex(self, pattern: str, position: int) -> None:
-        problem = regex_problem(pattern)
+        problem = ast_.regex_problem(pattern)
         if problem is not None:
             self._fail(f"a valid regular expression, /{pattern}/ is not: {problem}", position)
 
@@ -356,31 +342,31 @@ class _Parser:
 
 def to_string(node: Node) -> str:
     """Canonical text of a tree: parse(to_string(node)) == node for every tree."""
-    if isinstance(node, MatchAll):
+    if isinstance(node, ast_.MatchAll):
         return ""
-    if isinstance(node, FactTerm):
+    if isinstance(node, ast_.FactTerm):
         if node.op == "=~":
             return f"{node.path}=~{_regex_text(node.value)}"
         return f"{node.path}{node.op}{_value_text(node.value)}"
-    if isinstance(node, ClassTerm):
+    if isinstance(node, ast_.ClassTerm):
         if node.regex:
             return _regex_text(node.name)
-        bare = is_name(node.name) and node.name.lower() not in KEYWORDS
+        bare = ast_.is_name(node.name) and node.name.lower() not in KEYWORDS
         return node.name if bare else _quoted(node.name)
-    if isinstance(node, IdentityTerm):
+    if isinstance(node, ast_.IdentityTerm):
         inner = _regex_text(node.name) if node.regex else _argument_text(node.name)
         return f"identity({inner})"
-    if isinstance(node, AgentTerm):
+    if isinstance(node, ast_.AgentTerm):
         return f"agent({_argument_text(node.name)})"
-    if isinstance(node, Not):
+    if isinstance(node, ast_.Not):
         inner = to_string(node.operand)
-        return f"not ({inner})" if isinstance(node.operand, (And, Or)) else f"not {inner}"
-    if isinstance(node, And):
+        return f"not ({inner})" if isinstance(node.operand, (ast_.And, ast_.Or)) else f"not {inner}"
+    if isinstance(node, ast_.And):
         # Or binds looser so needs parentheses; a nested And keeps them so the tree survives.
-        return " and ".join(_grouped(op, (And, Or)) for op in node.operands)
-    if isinstance(node, Or):
+        return " and ".join(_grouped(op, (ast_.And, ast_.Or)) for op in node.operands)
+    if isinstance(node, ast_.Or):
         # An And inside an Or would parse back without them; they are kept for the reader.
-        return " or ".join(_grouped(op, (And, Or)) for op in node.operands)
+        return " or ".join(_grouped(op, (ast_.And, ast_.Or)) for op in node.operands)
     raise TypeError(f"not a filter node: {node!r}")
 
 

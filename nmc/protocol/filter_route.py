@@ -23,17 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nmc.protocol.filter_ast import (
-    AgentTerm,
-    And,
-    ClassTerm,
-    FactTerm,
-    FilterSyntaxError,
-    IdentityTerm,
-    MatchAll,
-    Node,
-    Or,
-)
+from nmc.protocol import filter_ast as ast_
+from nmc.protocol.filter_ast import FilterSyntaxError, Node
 from nmc.protocol.filter_match import as_number, fact_text
 from nmc.protocol.filter_parse import parse, parse_fact_flag, to_string
 
@@ -72,28 +63,28 @@ def route(node: Node, covers: Callable[[str], bool] = _top_level) -> Route:
     """
     terms = list(_conjuncts(node))
     for term in terms:
-        if isinstance(term, IdentityTerm) and not term.regex:
+        if isinstance(term, ast_.IdentityTerm) and not term.regex:
             return Route("node", term.name)
     for term in terms:
-        if isinstance(term, FactTerm) and _routable_fact(term, covers):
+        if isinstance(term, ast_.FactTerm) and _routable_fact(term, covers):
             return Route("fact", term.path, term.value)
     for term in terms:
-        if isinstance(term, ClassTerm) and not term.regex:
+        if isinstance(term, ast_.ClassTerm) and not term.regex:
             return Route("class", term.name)
     return Route("all")
 
 
 def _conjuncts(node: Node) -> Iterable[Node]:
     """Terms every matching node satisfies: the node itself, or members of (nested) Ands."""
-    if isinstance(node, And):
+    if isinstance(node, ast_.And):
         for operand in node.operands:
             yield from _conjuncts(operand)
-    elif isinstance(node, (FactTerm, ClassTerm, IdentityTerm, AgentTerm)):
+    elif isinstance(node, (ast_.FactTerm, ast_.ClassTerm, ast_.IdentityTerm, ast_.AgentTerm)):
         yield node
     # Or, Not and MatchAll promise nothing about any single term.
 
 
-def _routable_fact(term: FactTerm, covers: Callable[[str], bool]) -> bool:
+def _routable_fact(term: ast_.FactTerm, covers: Callable[[str], bool]) -> bool:
     if term.op != "=" or not covers(term.path):
         return False
     try:
@@ -151,40 +142,40 @@ def combine(
     names = [_identity_flag(text) for text in identities]
     if names:
         # -I is repeatable and means "any of these nodes".
-        parts.append(names[0] if len(names) == 1 else Or(tuple(names)))
+        parts.append(names[0] if len(names) == 1 else ast_.Or(tuple(names)))
     parts.extend(_agent_flag(text) for text in agents)
     for text in compound:
         node = parse(text)
-        if isinstance(node, And):
+        if isinstance(node, ast_.And):
             parts.extend(node.operands)  # `a and b` needs no parentheses inside the whole
-        elif not isinstance(node, MatchAll):
+        elif not isinstance(node, ast_.MatchAll):
             parts.append(node)
     if not parts:
         return ""
-    return to_string(parts[0] if len(parts) == 1 else And(tuple(parts)))
+    return to_string(parts[0] if len(parts) == 1 else ast_.And(tuple(parts)))
 
 
-def _class_flag(text: str) -> ClassTerm:
+def _class_flag(text: str) -> ast_.ClassTerm:
     node = parse(text)
-    if not isinstance(node, ClassTerm):
+    if not isinstance(node, ast_.ClassTerm):
         raise FilterSyntaxError(0, "a class name or /regex/ (one -C flag per class)", text)
     return node
 
 
-def _identity_flag(text: str) -> IdentityTerm:
+def _identity_flag(text: str) -> ast_.IdentityTerm:
     name = text.strip()
     if name.startswith("/"):
         node = parse(text)  # reuse the regex reader and its error columns
-        if not isinstance(node, ClassTerm) or not node.regex:
+        if not isinstance(node, ast_.ClassTerm) or not node.regex:
             raise FilterSyntaxError(0, "an identity or /regex/ (one -I flag per identity)", text)
-        return IdentityTerm(node.name, regex=True)
+        return ast_.IdentityTerm(node.name, regex=True)
     if name == "":
         raise FilterSyntaxError(0, "an identity or /regex/", text)
-    return IdentityTerm(name)
+    return ast_.IdentityTerm(name)
 
 
-def _agent_flag(text: str) -> AgentTerm:
+def _agent_flag(text: str) -> ast_.AgentTerm:
     name = text.strip()
     if name == "" or any(c.isspace() for c in name):
         raise FilterSyntaxError(0, "an agent name (one -A flag per agent)", text)
-    return AgentTerm(name)
+    return ast_.AgentTerm(name)

@@ -36,22 +36,23 @@ def shellsafe(value: str) -> str | None:
     return None
 
 
+def _parses(parse: Callable[[str], object], value: str, problem: str) -> str | None:
+    """None when `parse` takes the value, else `problem`."""
+    try:
+        parse(value)
+    except ValueError:
+        return problem
+    return None
+
+
 def ipv4address(value: str) -> str | None:
     """A dotted-quad IPv4 address."""
-    try:
-        _ip.IPv4Address(value)
-    except ValueError:
-        return "is not an IPv4 address"
-    return None
+    return _parses(_ip.IPv4Address, value, "is not an IPv4 address")
 
 
 def ipv6address(value: str) -> str | None:
     """An IPv6 address in any of its textual forms."""
-    try:
-        _ip.IPv6Address(value)
-    except ValueError:
-        return "is not an IPv6 address"
-    return None
+    return _parses(_ip.IPv6Address, value, "is not an IPv6 address")
 
 
 def ipaddress(value: str) -> str | None:

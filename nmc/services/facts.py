@@ -43,10 +43,9 @@ class FactError(NodeError):
     """
 
     def __init__(self, source: Path | str, reason: str) -> None:
-        super().__init__(f"{source}: {reason}")
+        super().__init__(reason, where=source)
         self.source = str(source)
         self.path = source if isinstance(source, Path) else None
-        self.reason = reason
 
 
 @dataclass(frozen=True)

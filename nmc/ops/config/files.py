@@ -9,10 +9,11 @@ from so ``nmc config show`` can answer "why is this set?".
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import TypeVar
 
 from nmc.ops.config.parse import (
     RESERVED_ENV,
@@ -25,6 +26,8 @@ from nmc.ops.config.parse import (
     parse_float,
     parse_int,
 )
+
+_T = TypeVar("_T")
 
 __all__ = [
     "KINDS",
@@ -254,35 +257,27 @@ class Config:
             reason += f" (from {setting.origin})"
         return ConfigError(reason, path, line)
 
-    def get_int(self, key: str, default: int | None = None) -> int | None:
-        """``key`` as an integer; ``default`` if unset; ConfigError if not a number."""
+    def _typed(self, key: str, default: _T | None, parse: Callable[[str], _T | None], expected: str) -> _T | None:
+        """``key`` parsed by ``parse``; ``default`` if unset; ConfigError naming ``expected`` if it does not parse."""
         setting = self.settings.get(key.lower())
         if setting is None:
             return default
-        number = parse_int(setting.value)
-        if number is None:
-            raise self._bad_value(setting, "an integer")
-        return number
+        value = parse(setting.value)
+        if value is None:
+            raise self._bad_value(setting, expected)
+        return value
+
+    def get_int(self, key: str, default: int | None = None) -> int | None:
+        """``key`` as an integer; ``default`` if unset; ConfigError if not a number."""
+        return self._typed(key, default, parse_int, "an integer")
 
     def get_float(self, key: str, default: float | None = None) -> float | None:
         """``key`` as a finite number; ``default`` if unset; ConfigError otherwise."""
-        setting = self.settings.get(key.lower())
-        if setting is None:
-            return default
-        number = parse_float(setting.value)
-        if number is None:
-            raise self._bad_value(setting, "a number")
-        return number
+        return self._typed(key, default, parse_float, "a number")
 
     def get_bool(self, key: str, default: bool | None = None) -> bool | None:
         """``key`` as true/false/yes/no/1/0/on/off; ``default`` if unset."""
-        setting = self.settings.get(key.lower())
-        if setting is None:
-            return default
-        flag = parse_bool(setting.value)
-        if flag is None:
-            raise self._bad_value(setting, "true/false, yes/no, on/off or 1/0")
-        return flag
+        return self._typed(key, default, parse_bool, "true/false, yes/no, on/off or 1/0")
 
     def get_list(self, key: str) -> list[str]:
         """``key`` split on commas, items stripped, empty items dropped."""

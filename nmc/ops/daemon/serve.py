@@ -208,10 +208,6 @@ def build_policy_service(config: Config) -> PolicyService:
 
 async def run_policy_service(service: PolicyService) -> None:
     """Start the policy service, serve until SIGINT/SIGTERM (SIGHUP re-reads the policies now), then stop it."""
-    stop = catch_stop_signals()  # a signal while it connects stops it at once
-    if not await unless_stopped(service.start(), stop):
-        await service.stop()
-        return
     tasks: set[asyncio.Task[bool]] = set()
 
     def on_hup() -> None:
@@ -220,20 +216,35 @@ async def run_policy_service(service: PolicyService) -> None:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
+    await _serve_until_signal(service, on_hup=on_hup)
+
+
+async def _serve_until_signal(service: PolicyService | AuditService, *,
+                              on_hup: Callable[[], None] | None = None) -> None:
+    """Start the service, serve until SIGINT/SIGTERM (calling `on_hup` on SIGHUP), then stop it."""
+    stop = catch_stop_signals()  # a signal while it connects stops it at once
+    if not await unless_stopped(service.start(), stop):
+        await service.stop()
+        return
     try:
         await wait_for_signal(hup_callback=on_hup, stop=stop)
     finally:
         await service.stop()
 
 
-def policy_config_path(explicit: str | None) -> Path | None:
-    """The policy service's config: explicit, else NMC_POLICY_CONFIG, else /etc/nmc/policy.cfg if it exists."""
+def _service_config_path(explicit: str | None, env_var: str, filename: str) -> Path | None:
+    """A service's config: explicit, else $env_var, else <etc dir>/filename if it exists."""
     if explicit:
         return Path(explicit)
-    if os.environ.get("NMC_POLICY_CONFIG"):
-        return Path(os.environ["NMC_POLICY_CONFIG"]).expanduser()
-    default = etc_dir(os.environ, Path.home()) / "policy.cfg"
+    if os.environ.get(env_var):
+        return Path(os.environ[env_var]).expanduser()
+    default = etc_dir(os.environ, Path.home()) / filename
     return default if default.is_file() else None
+
+
+def policy_config_path(explicit: str | None) -> Path | None:
+    """The policy service's config: explicit, else NMC_POLICY_CONFIG, else /etc/nmc/policy.cfg if it exists."""
+    return _service_config_path(explicit, "NMC_POLICY_CONFIG", "policy.cfg")
 
 
 def build_audit_service(config: Config) -> AuditService:
@@ -252,21 +263,9 @@ def build_audit_service(config: Config) -> AuditService:
 
 async def run_audit_service(service: AuditService) -> None:
     """Start the audit service, write records until SIGINT/SIGTERM, then stop after the batch in hand."""
-    stop = catch_stop_signals()  # a signal while it connects stops it at once
-    if not await unless_stopped(service.start(), stop):
-        await service.stop()
-        return
-    try:
-        await wait_for_signal(stop=stop)
-    finally:
-        await service.stop()
+    await _serve_until_signal(service)
 
 
 def audit_config_path(explicit: str | None) -> Path | None:
     """The audit service's config: explicit, else NMC_AUDIT_CONFIG, else /etc/nmc/audit.cfg if it exists."""
-    if explicit:
-        return Path(explicit)
-    if os.environ.get("NMC_AUDIT_CONFIG"):
-        return Path(os.environ["NMC_AUDIT_CONFIG"]).expanduser()
-    default = etc_dir(os.environ, Path.home()) / "audit.cfg"
-    return default if default.is_file() else None
+    return _service_config_path(explicit, "NMC_AUDIT_CONFIG", "audit.cfg")

@@ -49,18 +49,16 @@ class PuppetSettingsError(NodeError, ValueError):
     """A `plugin.puppet.*` value that cannot be used; names the key."""
 
     def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"plugin.puppet.{key}: {reason}")
+        super().__init__(reason, where=f"plugin.puppet.{key}")
         self.key = key
-        self.reason = reason
 
 
 class PuppetStateError(NodeError):
     """A Puppet state file that cannot be read or written; `path` is the file."""
 
     def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+        super().__init__(reason, where=path)
         self.path = path
-        self.reason = reason
 
 
 def _layout() -> tuple[str, str, str]:
