@@ -17,9 +17,10 @@ from nmc.audit.formats import json_line, text_line
 from nmc.audit.reader import AuditQuery, read_records
 from nmc.audit.stream import STREAM
 from nmc.cli.common import connect_client, load_client_config
-from nmc.ops.config.files import Config, ConfigError
+from nmc.errors import NmcError
+from nmc.ops.config.files import Config
 from nmc.ops.broker.jetstream import SetupError, setup_audit_stream
-from nmc.ops.config.settings import SettingsError, jetstream_replicas, parse_duration, record_verifier
+from nmc.ops.config.settings import jetstream_replicas, parse_duration, record_verifier
 
 __all__ = ["audit", "parse_when"]
 
@@ -54,7 +55,7 @@ def _run(ctx: click.Context, coro: Any) -> None:
     debug = bool((ctx.find_root().obj or {}).get("debug"))
     try:
         asyncio.run(coro)
-    except (SettingsError, ConfigError, AuditStreamError) as exc:
+    except NmcError as exc:
         if debug:
             raise
         raise click.ClickException(str(exc)) from exc

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
+from nmc.errors import NmcError
 from nmc.ops.broker.server import Broker, BrokerError, BrokerSettings, render_config
 from nmc.ops.broker.authorization import (
     ROLE_PERMISSIONS,
@@ -182,7 +183,7 @@ def _secure(settings: BrokerSettings, tls: dict[str, Any], *, server_roles: tupl
                                server_roles=server_roles)
         scope = Scope(collective=tls["collective"], registry_bucket=tls["registry_bucket"], jetstream_domain=domain)
         return secure_broker_settings(settings, sources, scope)
-    except (BrokerError, ValueError) as exc:
+    except (NmcError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -17,9 +17,9 @@ import nats.errors
 from nmc.client.batch import BatchError, parse_batch
 from nmc.client.discovery import DISCOVERY_METHODS, DiscoveryError, Targeting
 from nmc.client.fleet import CallResult, FleetClient
-from nmc.client.request_many import NoRespondersError
 from nmc.client.run import run_action
 from nmc.client.session import connect_nats, fleet_session
+from nmc.errors import NmcError
 from nmc.ops.config.files import Config, ConfigError, find_client_config, load_config
 from nmc.ops.daemon.logs import configure_logging, quiet_tls_eof_warning
 from nmc.ops.config.settings import (
@@ -245,11 +245,7 @@ def run(ctx: click.Context, coro_fn: Callable[[], Awaitable[T]]) -> T:
     debug = bool((ctx.find_root().obj or {}).get("debug"))
     try:
         return asyncio.run(coro_fn())  # type: ignore[arg-type]
-    except (SettingsError, ConfigError) as exc:
-        if debug:
-            raise
-        raise click.ClickException(str(exc)) from exc
-    except (NoRespondersError, DiscoveryError) as exc:
+    except NmcError as exc:  # foreseen (a config, discovery, no responders...): its one line says what to change
         if debug:
             raise
         raise click.ClickException(str(exc)) from exc

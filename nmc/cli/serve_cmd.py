@@ -12,8 +12,8 @@ from typing import Any
 import click
 from nats.errors import NoServersError
 
-from nmc.audit.errors import SinkError
-from nmc.ops.config.files import Config, ConfigError, load_config
+from nmc.errors import NmcError
+from nmc.ops.config.files import Config, load_config
 from nmc.ops.daemon.logs import configure_logging
 from nmc.ops.daemon.serve import (
     audit_config_path,
@@ -27,8 +27,6 @@ from nmc.ops.daemon.serve import (
     run_policy_service,
     server_config_path,
 )
-from nmc.ops.config.settings import SettingsError
-from nmc.services.facts import FactError
 from nmc.services.replaylog import ReplayLogError
 
 __all__ = ["serve"]
@@ -45,7 +43,7 @@ def _daemon_config(path: Path | None, log_format: str | None) -> Config:
         logfile = config.get_path("logfile")
         stream = open(logfile, "a", buffering=1, encoding="utf-8") if logfile else None  # noqa: SIM115 - lives as long as the daemon
         configure_logging(json=fmt == "json", level=config.get("loglevel") or "info", stream=stream)
-    except (ConfigError, SettingsError, OSError) as exc:
+    except (NmcError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     return config
 
@@ -96,7 +94,7 @@ async def _serve(config: Config) -> None:
     stop = catch_stop_signals()  # a signal while facts are collected stops the node once started
     try:
         node = await build_node(config)
-    except (ConfigError, SettingsError, FactError, OSError) as exc:
+    except (NmcError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
         await run_nodes([(node, config)], stop=stop)
@@ -149,11 +147,11 @@ def _run_service(config: Config, build: Callable[[Config], Any], run: Callable[[
     """Build a service daemon from its config and run it; what goes wrong is one line."""
     try:
         service = build(config)
-    except (ConfigError, SettingsError, OSError) as exc:
+    except (NmcError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
         asyncio.run(run(service))
-    except SinkError as exc:  # the audit service's file or syslog
+    except NmcError as exc:  # e.g. the audit service's file or syslog (SinkError)
         raise click.ClickException(str(exc)) from exc
     except (OSError, NoServersError) as exc:
         raise click.ClickException(f"cannot connect to {', '.join(service.settings.servers)}: {exc}") from exc

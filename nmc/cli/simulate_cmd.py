@@ -10,12 +10,9 @@ from pathlib import Path
 
 import click
 
-from nmc.ops.broker.server import BrokerError
-from nmc.ops.config.files import ConfigError
+from nmc.errors import NmcError
 from nmc.ops.fleet.dev import DevLayout
 from nmc.ops.daemon.logs import configure_logging
-from nmc.ops.pki import PKIError
-from nmc.ops.config.settings import SettingsError
 from nmc.ops.fleet.simulate import (
     AUTHZ_MODES,
     SimSettings,
@@ -72,7 +69,7 @@ def simulate(nodes: int, processes: int | None, directory: Path | None, port: in
     sim = Simulator(layout, settings)
     try:
         sim.prepare()
-    except (BrokerError, PKIError, SimulateError, OSError) as exc:
+    except (NmcError, OSError) as exc:
         sim.stop_broker()
         raise click.ClickException(str(exc)) from exc
 
@@ -86,7 +83,7 @@ def simulate(nodes: int, processes: int | None, directory: Path | None, port: in
 
     try:
         asyncio.run(_run(sim, announce))
-    except (SimulateError, ConfigError, SettingsError, OSError) as exc:
+    except (NmcError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         sim.stop_broker()
