@@ -41,7 +41,7 @@ from nmc.authz.remote import ServiceAuthorizer
 from nmc.client.fleet import ClientSettings, FleetClient
 from nmc.ops import pki
 from nmc.ops.broker.server import Broker, BrokerSettings
-from nmc.ops.daemon.logs import configure_logging
+from nmc.transport.logs import configure_logging
 from nmc.security import Signer, Verifier
 from nmc.services.agents import BUILTIN_AGENTS
 from nmc.services.facts import NodeFacts

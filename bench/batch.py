@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this che
 from nmc.ops import pki  # noqa: E402
 from nmc.ops.broker.server import Broker, BrokerSettings  # noqa: E402
 from nmc.ops.config.files import load_config  # noqa: E402
-from nmc.ops.daemon.logs import configure_logging  # noqa: E402
+from nmc.transport.logs import configure_logging  # noqa: E402
 from nmc.ops.daemon.serve import build_node  # noqa: E402
 
 

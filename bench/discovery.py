@@ -39,7 +39,7 @@ from nmc.client.registry import read_registry, select_entries
 from nmc.ops.broker.server import Broker, BrokerSettings
 from nmc.ops.config.files import load_config
 from nmc.ops.fleet.dev import DevLayout, write_fleet
-from nmc.ops.daemon.logs import configure_logging
+from nmc.transport.logs import configure_logging
 from nmc.ops.daemon.serve import build_node
 from nmc.ops.config.settings import client_settings, load_signer, load_verifier
 from nmc.protocol.filter import parse

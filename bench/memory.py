@@ -30,7 +30,7 @@ from _common import NMC, ROOT, Simulation, env_for, machine, rss_kb
 
 from nmc.ops.fleet.dev import DevFleet, DevLayout
 from nmc.ops.broker.jetstream import setup_as
-from nmc.ops.daemon.logs import configure_logging
+from nmc.transport.logs import configure_logging
 
 
 def settled_rss(pids: list[int], samples: int = 5, every: float = 0.5) -> int:

@@ -46,7 +46,7 @@ from nmc.client.fleet import FleetClient
 from nmc.ops.config.files import load_config
 from nmc.ops.fleet.dev import DevFleet, DevLayout, node_facts_for
 from nmc.ops.broker.jetstream import setup_as
-from nmc.ops.daemon.logs import configure_logging
+from nmc.transport.logs import configure_logging
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from nmc.client.run import run_action
 from nmc.client.session import connect_nats, fleet_session
 from nmc.errors import NmcError
 from nmc.ops.config.files import Config, ConfigError, find_client_config, load_config
-from nmc.ops.daemon.logs import configure_logging, quiet_tls_eof_warning
+from nmc.transport.logs import configure_logging, quiet_tls_eof_warning
 from nmc.ops.config.settings import (
     SettingsError,
     client_servers,

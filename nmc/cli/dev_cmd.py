@@ -18,7 +18,7 @@ from nmc.ops.broker.server import BrokerError
 from nmc.ops.config.files import Config, ConfigError
 from nmc.ops.fleet.dev import DevFleet, DevLayout, FleetBusyError, FleetLock, default_dev_dir
 from nmc.ops.broker.jetstream import SetupError, setup_as
-from nmc.ops.daemon.logs import configure_logging
+from nmc.transport.logs import configure_logging
 from nmc.ops.pki import PKIError
 from nmc.ops.daemon.serve import (build_audit_service, build_node, build_policy_service, catch_stop_signals, run_nodes,
                            unless_stopped)

@@ -14,7 +14,7 @@ from nats.errors import NoServersError
 
 from nmc.errors import NmcError
 from nmc.ops.config.files import Config, load_config
-from nmc.ops.daemon.logs import configure_logging
+from nmc.transport.logs import configure_logging
 from nmc.ops.daemon.serve import (
     audit_config_path,
     build_audit_service,

@@ -12,7 +12,7 @@ import click
 
 from nmc.errors import NmcError
 from nmc.ops.fleet.dev import DevLayout
-from nmc.ops.daemon.logs import configure_logging
+from nmc.transport.logs import configure_logging
 from nmc.ops.fleet.simulate import (
     AUTHZ_MODES,
     SimSettings,

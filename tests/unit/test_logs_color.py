@@ -8,7 +8,7 @@ import pty
 
 import structlog
 
-from nmc.ops.daemon.logs import configure_logging
+from nmc.transport.logs import configure_logging
 
 
 def _log_through_pty(monkeypatch, no_color: str | None) -> str:
