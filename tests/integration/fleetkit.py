@@ -12,12 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nats
-
 from nmc.client.fleet import ClientSettings, FleetClient
+from nmc.client.session import fleet_session
 from nmc.ops import pki
 from nmc.security import Signer, Verifier
-from nmc.security.names import inbox_prefix
 from nmc.services.agent import Agent
 from nmc.services.agents import BUILTIN_AGENTS
 from nmc.services.facts import NodeFacts
@@ -100,17 +98,12 @@ class Fleet:
     @contextlib.asynccontextmanager
     async def client(self, name: str = "alice", servers: Sequence[str] | None = None,
                      **settings: Any) -> AsyncIterator[FleetClient]:
-        """A connected FleetClient signing as `name`; with `servers`, connected to those (reconnecting forever)."""
-        # Replies come to the signer's own inbox, the only place nodes answer (a caller's choice of
-        # reply subject otherwise lets it aim a node's answer anywhere).
-        inbox = inbox_prefix(name)
-        if servers is None:
-            nc = await nats.connect(self.url, inbox_prefix=inbox)
-        else:
-            nc = await nats.connect(servers=list(servers), max_reconnect_attempts=-1, reconnect_time_wait=0.1,
-                                    connect_timeout=2, inbox_prefix=inbox)
-        try:
-            yield FleetClient(nc=nc, signer=self.ca.signer(name), verifier=self.ca.verifier(),
-                              settings=ClientSettings(collective=self.collective, **settings))
-        finally:
-            await nc.drain()
+        """The library's FleetClient (nmc.client.session.fleet_session) signing as `name`; with `servers`, those.
+
+        Replies come to the signer's own inbox, the only place nodes answer; once connected it
+        reconnects for as long as the session is open.
+        """
+        async with fleet_session(list(servers) if servers is not None else [self.url], signer=self.ca.signer(name),
+                                 verifier=self.ca.verifier(),
+                                 settings=ClientSettings(collective=self.collective, **settings)) as fc:
+            yield fc
