@@ -39,7 +39,7 @@ from nmc.audit.formats import parse_time
 from nmc.audit.stream import STREAM
 from nmc.audit.verify import RecordVerifier
 from nmc.protocol.audit import record_msg_id
-from nmc.protocol.subjects import PREFIX, encode_token
+from nmc.protocol.subjects import audit_query_subject
 
 __all__ = ["NO_MESSAGE", "AuditQuery", "StoredMessage", "StoredMessages", "read_records"]
 
@@ -66,11 +66,7 @@ class AuditQuery:
 
     def subject(self) -> str:
         """The narrowest stream subject that holds every matching record."""
-        if self.collective is None and self.identity is None:
-            return f"{PREFIX}.audit.>"
-        collective = encode_token(self.collective) if self.collective is not None else "*"
-        identity = encode_token(self.identity) if self.identity is not None else "*"
-        return f"{PREFIX}.audit.{collective}.{identity}"
+        return audit_query_subject(self.collective, self.identity)
 
     def matches(self, record: Mapping[str, Any]) -> bool:
         """Whether a decoded record fits the query."""

@@ -30,13 +30,13 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
 from nmc.audit.errors import AuditStreamError
-from nmc.protocol.subjects import PREFIX
+from nmc.protocol.subjects import audit_subjects
 
 __all__ = ["DEFAULT_MAX_AGE", "DUPLICATE_WINDOW", "STREAM", "STREAM_SUBJECTS", "ensure_stream", "replicas_reason",
            "stream_config"]
 
 STREAM = "NMC_AUDIT"
-STREAM_SUBJECTS = (f"{PREFIX}.audit.>",)
+STREAM_SUBJECTS = (audit_subjects(),)
 DEFAULT_MAX_AGE = 30 * 86400.0
 # Nodes resend spooled records with the same Nats-Msg-Id; within this window the stream drops the copy.
 DUPLICATE_WINDOW = 300.0

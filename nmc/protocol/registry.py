@@ -28,6 +28,7 @@ __all__ = [
     "RECORD_PROTOCOL",
     "RecordError",
     "RegistryEntry",
+    "bucket_subjects",
     "check_bucket",
     "collective_keys",
     "kv_token",
@@ -63,6 +64,11 @@ def collective_keys(collective: str) -> str:
 def registry_key_subject(bucket: str, collective: str, identity: str) -> str:
     """The NATS subject a put of one node's record is published on (KV bucket `bucket`)."""
     return f"$KV.{bucket}.{registry_key(collective, identity)}"
+
+
+def bucket_subjects(bucket: str) -> str:
+    """Every subject of KV bucket `bucket`: its stream's subjects, and what reads or watches it subscribes to."""
+    return f"$KV.{bucket}.>"
 
 
 def check_bucket(name: str) -> str:

@@ -14,6 +14,7 @@ __all__ = [
     "PREFIX",
     "agent_requests",
     "all_subject",
+    "audit_query_subject",
     "audit_subject",
     "audit_subjects",
     "authz_subject",
@@ -165,6 +166,14 @@ def audit_subjects(collective: str | None = None) -> str:
     if collective is None:
         return _join(PREFIX, "audit", ">")
     return _join(PREFIX, "audit", encode_token(collective), ">")
+
+
+def audit_query_subject(collective: str | None = None, identity: str | None = None) -> str:
+    """The narrowest subject holding every audit record of `collective` and `identity` (None: any)."""
+    if collective is None and identity is None:
+        return audit_subjects()
+    return _join(PREFIX, "audit", "*" if collective is None else encode_token(collective),
+                 "*" if identity is None else encode_token(identity))
 
 
 def parse_audit_subject(subject: str) -> tuple[str, str]:

@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from nmc.protocol.registry import DEFAULT_BUCKET, check_bucket, registry_key_subject
+from nmc.protocol.registry import DEFAULT_BUCKET, bucket_subjects, check_bucket, registry_key_subject
 from nmc.protocol.subjects import (
     PREFIX,
     audit_subject,
@@ -257,9 +257,9 @@ def leaf_permissions(name: str, scope: Scope) -> Permissions:
     deny = tuple(api + s[len(_JS):] for s in user.publish_deny)
     return Permissions(
         publish=(f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>", f"{base}.node.>", f"{base}.authz.>",
-                 audit_subjects(scope.collective), f"$KV.{scope.registry_bucket}.>",
+                 audit_subjects(scope.collective), bucket_subjects(scope.registry_bucket),
                  "$SRV.>", _ANSWERS, *_merge(js, ())),
-        subscribe=(f"{base}.>", "$SRV.>", _ANSWERS, f"$KV.{scope.registry_bucket}.>"),
+        subscribe=(f"{base}.>", "$SRV.>", _ANSWERS, bucket_subjects(scope.registry_bucket)),
         publish_deny=deny,
     )
 

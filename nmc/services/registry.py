@@ -42,7 +42,7 @@ from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from nmc import __version__
-from nmc.protocol.registry import DEFAULT_BUCKET, RegistryEntry, check_bucket
+from nmc.protocol.registry import DEFAULT_BUCKET, RegistryEntry, bucket_subjects, check_bucket, registry_key_subject
 from nmc.services.companion import NodeHandle
 from nmc.transport.tasks import cancel_and_wait
 
@@ -68,7 +68,7 @@ def bucket_config(bucket: str = DEFAULT_BUCKET, ttl: float = 180.0, replicas: in
     if not 1 <= replicas <= 5:
         raise ValueError(f"registry replicas must be between 1 and 5, got {replicas!r}")
     return StreamConfig(name=f"KV_{bucket}", description="nmc registry: identity -> facts, classes, agents",
-                        subjects=[f"$KV.{bucket}.>"], retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
+                        subjects=[bucket_subjects(bucket)], retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
                         discard=DiscardPolicy.NEW, max_msgs_per_subject=1, max_age=ttl,
                         duplicate_window=min(_DUPLICATE_WINDOW, ttl), max_consumers=-1, max_msgs=-1, max_bytes=-1,
                         max_msg_size=-1, num_replicas=replicas, allow_rollup_hdrs=False, deny_delete=True,
@@ -155,7 +155,7 @@ class RegistryPublisher:
         """Hear every write to the node's own key, to put the record back after a foreign one."""
         if node.nc is None:
             return
-        subject = f"$KV.{self.settings.bucket}.{RegistryEntry(identity=node.identity, collective=node.collective).key}"
+        subject = registry_key_subject(self.settings.bucket, node.collective, node.identity)
         try:
             self._watch = await node.nc.subscribe(subject, cb=self._on_write)
         except Exception as exc:  # noqa: BLE001 - a broker without the permission: the refresh still runs
