@@ -35,7 +35,7 @@ from tests.integration.auditkit import (
 NODES, REQUESTS, CONCURRENCY = 10, 2000, 24
 
 
-def make_agent(ran: set[tuple[str, str]], running: list[int]) -> type[Agent]:
+def make_agent(ran: set[tuple[str, str]], running: list[int], go: asyncio.Event) -> type[Agent]:
     class Soak(Agent):
         name = "soak"
         description = "records what ran, takes a few milliseconds"
@@ -47,6 +47,7 @@ def make_agent(ran: set[tuple[str, str]], running: list[int]) -> type[Agent]:
             try:
                 # Some actions are still running when the broker goes away: their results must be spooled.
                 await asyncio.sleep(random.uniform(0, 0.02))
+                await go.wait()  # cleared while the broker is taken down: these finish while it is away
             finally:
                 running[0] -= 1
             return {}
@@ -58,7 +59,9 @@ def make_agent(ran: set[tuple[str, str]], running: list[int]) -> type[Agent]:
 async def test_exactly_one_decision_and_result_per_request_and_node_through_restarts(fleet, nats_server, tmp_path: Path):
     ran: set[tuple[str, str]] = set()
     running = [0]
-    agent = make_agent(ran, running)
+    go = asyncio.Event()
+    go.set()
+    agent = make_agent(ran, running, go)
     audit_file = tmp_path / "audit" / "audit.jsonl"
     cfg = write_audit_cfg(tmp_path / "audit.cfg", nats_server.url, fleet.ca.directory / "ca.pem", file=audit_file,
                           rotate_bytes=2_000_000, keep=100)
@@ -90,7 +93,14 @@ async def test_exactly_one_decision_and_result_per_request_and_node_through_rest
             elif what == "start audit":
                 await service.start(nc)
             elif what == "restart broker":
-                await asyncio.to_thread(nats_server.restart)
+                # Hold actions in their run, take the broker down, let them finish: their result records
+                # cannot reach the stream and must be spooled (and resent once the broker is back).
+                go.clear()
+                await until(lambda: _true(running[0] > 0), 30, "some action to be running")
+                await asyncio.to_thread(nats_server.stop)
+                go.set()
+                await until(lambda: _true(running[0] == 0), 30, "the held actions to finish")
+                await asyncio.to_thread(nats_server.start)
             done_events.append(what)
 
         async def worker() -> None:
