@@ -22,7 +22,16 @@ from typing import Any
 import yaml
 from _salt_procs import BenchError, Child, stop_all, wait_until
 
-__all__ = ["SaltFleet", "ensure_salt_venv", "salt_version"]
+__all__ = ["SALT_OUTPUTS", "SaltFleet", "ensure_salt_venv", "salt_version"]
+
+# How the measured `salt` commands print their replies: Salt's default outputter (nested text, each minion
+# printed as its reply arrives), `--out json` (one JSON document per minion, as they arrive) and
+# `--out json --static` (one JSON document with every reply, printed only once the command is done).
+SALT_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "json": ("--out", "json"),
+    "static": ("--out", "json", "--static"),
+}
 
 
 def ensure_salt_venv(venv: Path, spec: str) -> None:
@@ -132,9 +141,9 @@ class SaltFleet:
         accepted = self.root / "state" / "master" / "pki" / "minions"
         return sorted(os.listdir(accepted)) if accepted.is_dir() else []
 
-    def command(self, *args: str) -> list[str]:
-        """A `salt` command line against this master, JSON output gathered once (--static) to count replies."""
-        return [str(self.venv / "bin" / "salt"), "-c", str(self.conf_dir), *args, "--out", "json", "--static"]
+    def command(self, *args: str, output: str) -> list[str]:
+        """A `salt` command line against this master with one of SALT_OUTPUTS' output options."""
+        return [str(self.venv / "bin" / "salt"), "-c", str(self.conf_dir), *args, *SALT_OUTPUTS[output]]
 
     def poll_ping(self, target: str = "*") -> int:
         """How many minions answer test.ping, with short waits (readiness only)."""

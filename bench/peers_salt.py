@@ -7,14 +7,19 @@ verify_and_map, per-role permissions; `nmc serve policy` and `nmc serve audit`;
 the shell agent enabled). Facts = grains: role cycles web,web,db,db,cache and
 dc alternates east/west, as in `nmc dev up`.
 
-Then, alternating which tool goes first each round, it times whole commands
+Then, rotating which command goes first each round, it times whole commands
 (CLI start-up included): ping all; run /bin/true on all; target role=web;
 compound role=db and dc=east; batch 3 x `sleep 1`; ping all with one node
 stopped (Salt with its default timeouts: it waits for the missing minion).
-Every command's replies are counted; a wrong count is an error, not a figure.
-Prints each tool's median wall time and the ratio nmc/Salt, then the resident
-memory of one node agent vs one salt-minion. Every process it started is
-stopped, also on Ctrl-C and errors.
+Salt runs each case three ways: with its default outputter and with
+`--out json` (both print each minion's reply as it arrives: Salt's normal
+invocations), and with `--out json --static` (waits and prints everything at
+the end). The "salt" figure is the faster median of the two normal ones, per
+case, and the report says which; the --static figure is kept in its own,
+labelled column. Every command's replies are counted from what it prints; a
+wrong count is an error, not a figure. Prints each median wall time and the
+ratios nmc/Salt, then the resident memory of one node agent vs one
+salt-minion. Every process it started is stopped, also on Ctrl-C and errors.
 
 Usage: python bench/peers_salt.py [--runs 5] [--nodes 20] [--batch 3] [--salt-venv PATH] [--keep-venv]
                                   [--salt-spec salt] [--json]
@@ -28,6 +33,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -43,7 +49,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # measure this checkout
 
-from _salt_fleet import SaltFleet, ensure_salt_venv, salt_version
+from _salt_fleet import SALT_OUTPUTS, SaltFleet, ensure_salt_venv, salt_version
 from _salt_procs import (
     BenchError,
     Child,
@@ -61,6 +67,11 @@ from nmc.ops.broker.jetstream import SetupError, setup_as
 # Facts that become salt grains; the OS facts stay out because they would override Salt's own core grains.
 GRAIN_FACTS = ("role", "dc", "country", "environment", "customer")
 COMMAND_TIMEOUT = 300.0
+
+# What each measured command is: "nmc", and salt with each of SALT_OUTPUTS (key "salt-<output>").
+SALT_TOOLS = {f"salt-{output}": output for output in SALT_OUTPUTS}
+TOOLS = ("nmc", *SALT_TOOLS)
+NORMAL_SALT = ("salt-default", "salt-json")  # Salt's normal invocations; the faster is "salt"
 
 
 # --- the nmc fleet ---------------------------------------------------------------------------------
@@ -147,28 +158,89 @@ class NmcFleet:
 
 # --- cases -----------------------------------------------------------------------------------------
 
-def _nmc_replies(out: str) -> list[dict[str, Any]]:
-    return list(json.loads(out)["replies"])
+def nmc_pinged(data: dict[str, Any]) -> set[str]:
+    """Nodes that replied to `nmc ping --json` (its parsed output)."""
+    return {r["sender"] for r in data["replies"]}
 
 
-def nmc_pinged(out: str) -> set[str]:
-    """Nodes that replied to `nmc ping --json`."""
-    return {r["sender"] for r in _nmc_replies(out)}
+def nmc_ok(data: dict[str, Any]) -> set[str]:
+    """Nodes that replied with status 0 (OK) to `nmc rpc ... --json` (its parsed output)."""
+    return {r["sender"] for r in data["replies"] if r.get("statuscode") == 0}
 
 
-def nmc_ok(out: str) -> set[str]:
-    """Nodes that replied with status 0 (OK) to `nmc rpc ... --json`."""
-    return {r["sender"] for r in _nmc_replies(out) if r.get("statuscode") == 0}
-
-
-def salt_pinged(out: str) -> set[str]:
+def salt_pinged(returns: dict[str, Any]) -> set[str]:
     """Minions that returned True (test.ping); a missing minion is absent or a 'did not return' string."""
-    return {k for k, v in json.loads(out).items() if v is True}
+    return {k for k, v in returns.items() if v is True}
 
 
-def salt_silent_ok(out: str) -> set[str]:
+def salt_silent_ok(returns: dict[str, Any]) -> set[str]:
     """Minions whose cmd.run printed nothing: /bin/true and `sleep 1` succeed silently, errors are text."""
-    return {k for k, v in json.loads(out).items() if v == ""}
+    return {k for k, v in returns.items() if v == ""}
+
+
+# --- reading salt's output ------------------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def salt_json_documents(out: str) -> dict[str, Any]:
+    """{minion: return} from `--out json` (one document per minion, as they arrive) or `--static` (one).
+
+    Lines that are not JSON (a batch run's "Executing run on [...]") are skipped; the documents are merged.
+    ValueError if there is no document or one is not an object.
+    """
+    decoder = json.JSONDecoder()
+    returns: dict[str, Any] = {}
+    documents, i = 0, 0
+    while i < len(out):
+        if out[i].isspace():
+            i += 1
+        elif out[i] == "{":
+            doc, i = decoder.raw_decode(out, i)
+            if not isinstance(doc, dict):
+                raise ValueError("a JSON document that is not an object")
+            returns.update(doc)
+            documents += 1
+        else:  # not JSON: skip the rest of the line
+            nl = out.find("\n", i)
+            i = len(out) if nl < 0 else nl + 1
+    if not documents:
+        raise ValueError("no JSON document")
+    return returns
+
+
+def salt_nested(out: str) -> dict[str, Any]:
+    """{minion: return} from Salt's default (nested) outputter, which prints each reply as it arrives.
+
+    A reply is `minion:` at column 0 and its value indented by 4 below: `True`/`False` for test.ping,
+    cmd.run's output as text (no line at all when it printed nothing), or a 'Minion did not return' line.
+    Colour codes are removed; other unindented lines (a batch run's "Executing run on [...]") are skipped.
+    """
+    returns: dict[str, list[str]] = {}
+    current: str | None = None
+    for raw in out.splitlines():
+        line = _ANSI.sub("", raw).rstrip()
+        if not line:
+            continue
+        if line.startswith("    ") and current is not None:
+            returns[current].append(line[4:])
+        elif not line[0].isspace() and line.endswith(":") and " " not in line:
+            current = line[:-1]
+            returns[current] = []
+        else:
+            current = None
+    scalars = {"True": True, "False": False}
+    return {k: scalars.get(v[0], v[0]) if len(v) == 1 else "\n".join(v) for k, v in returns.items()}
+
+
+def parse_output(tool: str, out: str) -> dict[str, Any]:
+    """A measured command's stdout as data: nmc's JSON, or salt's {minion: return} for its output option."""
+    if tool == "nmc":
+        data = json.loads(out)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return data
+    return salt_nested(out) if SALT_TOOLS[tool] == "default" else salt_json_documents(out)
 
 
 @dataclass
@@ -179,11 +251,15 @@ class Case:
     title: str
     nmc_args: tuple[str, ...]
     salt_args: tuple[str, ...]
-    nmc_answered: Callable[[str], set[str]]
-    salt_answered: Callable[[str], set[str]]
+    nmc_answered: Callable[[dict[str, Any]], set[str]]
+    salt_answered: Callable[[dict[str, Any]], set[str]]
     expected: set[str]
     stops_a_node: bool = False
-    times: dict[str, list[float]] = field(default_factory=lambda: {"nmc": [], "salt": []})
+    times: dict[str, list[float]] = field(default_factory=lambda: {tool: [] for tool in TOOLS})
+
+    def fastest_salt(self) -> str:
+        """Which of Salt's normal invocations had the lower median wall time in this case."""
+        return min(NORMAL_SALT, key=lambda tool: median_or_none(self.times[tool]) or float("inf"))
 
 
 def build_cases(nodes: int, batch: int) -> list[Case]:
@@ -224,38 +300,39 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, st
 
 
 def run_one(tool: str, case: Case, nmc: NmcFleet, salt: SaltFleet) -> float:
-    """Run `case` with one tool, check its reply count; returns the wall time."""
+    """Run `case` with one tool ("nmc" or a SALT_TOOLS key), check its reply count; returns the wall time."""
     if tool == "nmc":
         argv, env, answered = nmc.command(*case.nmc_args), nmc.env, case.nmc_answered
     else:
-        argv, env, answered = salt.command(*case.salt_args), None, case.salt_answered
+        argv, env, answered = salt.command(*case.salt_args, output=SALT_TOOLS[tool]), None, case.salt_answered
     wall, out, err = timed(argv, env)
     last = (err.strip().splitlines() or out.strip().splitlines() or ["no output"])[-1][:200]
     try:
-        got = answered(out)
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-        raise BenchError(f"{tool} {case.key}: output is not the expected JSON ({last}): {shlex.join(argv)}") from None
+        data = parse_output(tool, out)
+        got = answered(data)
+    except (ValueError, KeyError, TypeError, AttributeError):  # json.JSONDecodeError is a ValueError
+        raise BenchError(f"{tool} {case.key}: output is not in the expected form ({last}): "
+                         f"{shlex.join(argv)}") from None
     if got != case.expected:
         missing, extra = sorted(case.expected - got), sorted(got - case.expected)
         raise BenchError(f"{tool} {case.key}: {len(got)} right replies, expected {len(case.expected)} "
                          f"(missing {missing or '-'}, unexpected {extra or '-'}, wrong answers "
-                         f"{_wrong_answers(out, got)}; last line: {last}): {shlex.join(argv)}")
+                         f"{_wrong_answers(data, got)}; last line: {last}): {shlex.join(argv)}")
     return wall
 
 
-def _wrong_answers(out: str, right: set[str]) -> str:
+def _wrong_answers(data: dict[str, Any], right: set[str]) -> str:
     """The answers that did not count, shortened: tells a timeout ({} from salt) from a failure."""
-    data = json.loads(out)
-    if isinstance(data, dict) and "replies" in data:
+    if "replies" in data:
         wrong = {r.get("sender"): r.get("statusmsg") for r in data["replies"] if r.get("sender") not in right}
     else:
         wrong = {k: v for k, v in data.items() if k not in right}
-    return (json.dumps(wrong)[:300] or "-") if wrong else "-"
+    return (json.dumps(wrong, default=str)[:300] or "-") if wrong else "-"
 
 
 def run_round(rnd: int, cases: list[Case], nmc: NmcFleet, salt: SaltFleet, record: bool) -> None:
-    """Every case once per tool; who goes first alternates by round, so neither always gets a warmer machine."""
-    order = ("nmc", "salt") if rnd % 2 == 0 else ("salt", "nmc")
+    """Every case once per command; who goes first rotates by round, so none always gets a warmer machine."""
+    order = TOOLS[rnd % len(TOOLS):] + TOOLS[:rnd % len(TOOLS)]
     last = len(salt.ids)
     for case in cases:
         if case.stops_a_node:
@@ -269,16 +346,16 @@ def run_round(rnd: int, cases: list[Case], nmc: NmcFleet, salt: SaltFleet, recor
             nmc.restart_node(last)
             salt.restart_minion(last)
     if record:
-        line = "  ".join(f"{c.key} {c.times['nmc'][-1]:.2f}/{c.times['salt'][-1]:.2f}" for c in cases)
-        print(f"round {rnd + 1} (nmc/salt s): {line}", file=sys.stderr, flush=True)
+        line = "  ".join(f"{c.key} " + "/".join(f"{c.times[tool][-1]:.2f}" for tool in TOOLS) for c in cases)
+        print(f"round {rnd + 1} ({'/'.join(TOOLS)} s): {line}", file=sys.stderr, flush=True)
 
 
 def warm_up(cases: list[Case], nmc: NmcFleet, salt: SaltFleet) -> None:
-    """One discarded run of the quick cases per tool: page cache, first connections, salt's job cache."""
+    """One discarded run of the quick cases per command: page cache, first connections, salt's job cache."""
     for case in cases:
         if case.key in ("ping", "true", "web", "compound"):
-            run_one("nmc", case, nmc, salt)
-            run_one("salt", case, nmc, salt)
+            for tool in TOOLS:
+                run_one(tool, case, nmc, salt)
 
 
 def memory(nmc: NmcFleet, salt: SaltFleet) -> dict[str, float | None]:
@@ -315,25 +392,49 @@ def machine() -> dict[str, Any]:
 def report(cases: list[Case], mem: dict[str, float | None], info: dict[str, Any], args: argparse.Namespace,
            nmc: NmcFleet, salt: SaltFleet) -> None:
     """The table, memory and command lines (or all of it as JSON with --json)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for case in cases:
-        n, s = median_or_none(case.times["nmc"]), median_or_none(case.times["salt"])
-        rows.append({"case": case.key, "title": case.title, "replies": len(case.expected), "nmc_median_s": n,
-                     "salt_median_s": s, "ratio": n / s if n is not None and s else None,
-                     "nmc_runs_s": case.times["nmc"], "salt_runs_s": case.times["salt"],
-                     "nmc_command": "nmc " + shlex.join(case.nmc_args),
-                     "salt_command": "salt " + shlex.join((*case.salt_args, "--out", "json", "--static"))})
+        medians = {tool: median_or_none(case.times[tool]) for tool in TOOLS}
+        fastest = case.fastest_salt()
+        n, s, st = medians["nmc"], medians[fastest], medians["salt-static"]
+        salt_commands = {tool: "salt " + shlex.join((*case.salt_args, *SALT_OUTPUTS[output]))
+                         for tool, output in SALT_TOOLS.items()}
+        rows.append({
+            "case": case.key, "title": case.title, "replies": len(case.expected),
+            "nmc_median_s": n,
+            # "salt": Salt's fastest normal invocation in this case (default outputter or --out json)
+            "salt_median_s": s, "salt_invocation": fastest, "salt_command": salt_commands[fastest],
+            "ratio": n / s if n is not None and s else None,
+            "salt_static_median_s": st, "salt_static_command": salt_commands["salt-static"],
+            "ratio_static": n / st if n is not None and st else None,
+            "salt_default_median_s": medians["salt-default"], "salt_json_median_s": medians["salt-json"],
+            "nmc_command": "nmc " + shlex.join(case.nmc_args),
+            "commands": {"nmc": "nmc " + shlex.join(case.nmc_args), **salt_commands},
+            "runs_s": {tool: case.times[tool] for tool in TOOLS},
+        })
     if args.json:
         print(json.dumps({"machine": info, "nodes": args.nodes, "runs": args.runs, "cases": rows, "rss_mib": mem},
                          indent=2))
         return
     print(f"\nnmc vs {info['salt']}, {args.nodes} nodes/minions on 127.0.0.1, medians of {args.runs} runs "
-          f"(whole command, CLI start-up included; who goes first alternates per round)")
+          f"(whole command, CLI start-up included; which command goes first rotates per round)")
     print(f"machine: {info['nproc']} cpus, {info['ram_gib']} GiB, Linux {info['kernel']}, Python {info['python']}, "
           f"{info['nats_server']}, {info['date']}\n")
-    print(f"{'case':<34} {'nmc s':>7} {'salt s':>7} {'nmc/salt':>9}")
+    print("columns (median wall time, s):")
+    print("  nmc          nmc ... --json")
+    print("  salt default salt ... with its default outputter (prints each reply as it arrives)")
+    print("  salt json    salt ... --out json (one JSON document per reply, as they arrive)")
+    print("  salt static  salt ... --out json --static (waits, prints every reply at the end)")
+    print("  fastest      Salt's fastest normal invocation in this case: salt default or salt json")
+    print("  nmc/salt     nmc / fastest (the comparison)")
+    print("  nmc/static   nmc / salt static\n")
+    print(f"{'case':<34} {'nmc':>6} {'salt default':>13} {'salt json':>10} {'salt static':>12}  {'fastest':<12} "
+          f"{'nmc/salt':>9} {'nmc/static':>11}")
     for row in rows:
-        print(f"{row['title']:<34} {row['nmc_median_s']:>7.2f} {row['salt_median_s']:>7.2f} {row['ratio']:>9.2f}")
+        fastest = {"salt-default": "salt default", "salt-json": "salt json"}[row["salt_invocation"]]
+        print(f"{row['title']:<34} {row['nmc_median_s']:>6.2f} {row['salt_default_median_s']:>13.2f} "
+              f"{row['salt_json_median_s']:>10.2f} {row['salt_static_median_s']:>12.2f}  {fastest:<12} "
+              f"{row['ratio']:>9.2f} {row['ratio_static']:>11.2f}")
     print("\n(salt with its default timeouts: timeout 5 s, gather_job_timeout 10 s; `ping all, 1 stopped` "
           "waits for them)")
     print("\nresident memory, median over the agents (MiB):")
@@ -346,7 +447,10 @@ def report(cases: list[Case], mem: dict[str, float | None], info: dict[str, Any]
           f"(salt-master and its workers: {mem['salt_master_tree']:.1f})")
     print("\ncommands (nmc = python -m nmc -c client.cfg; salt = VENV/bin/salt -c CONFDIR):")
     for row in rows:
-        print(f"  {row['case']:<9} {row['nmc_command']}\n  {'':<9} {row['salt_command']}")
+        print(f"  {row['case']:<9} nmc          {row['commands']['nmc']}")
+        for tool, label in (("salt-default", "salt default"), ("salt-json", "salt json"),
+                            ("salt-static", "salt static")):
+            print(f"  {'':<9} {label:<12} {row['commands'][tool]}")
 
 
 # --- main ------------------------------------------------------------------------------------------
