@@ -7,7 +7,10 @@
    workers once ready, minus the same for a baseline simulation of one node per worker,
    divided by the N - P extra nodes. The broker's (nats-server) RSS is shown alongside.
 
-Usage: python bench/memory.py [--nodes 1000] [--processes 2] [--runs 5]
+Usage: python bench/memory.py [--nodes 1000] [--processes 2] [--runs 5] [--idle-only]
+
+--idle-only measures part 1 alone (a few seconds per run instead of minutes): the figure
+for the idle daemon is the same as in a full run.
 """
 
 from __future__ import annotations
@@ -86,10 +89,16 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--idle-only", action="store_true", help="measure the idle node daemon only (part 1)")
     args = ap.parse_args()
     configure_logging(json=False, level="error")
     with tempfile.TemporaryDirectory() as tmp:
         daemon = idle_daemon(Path(tmp), args.runs)
+        if args.idle_only:
+            print(f"\nmemory, median of {args.runs} runs, on {machine()}")
+            print(f"command: python {' '.join(sys.argv)}")
+            print(f"  one idle `nmc serve node` daemon     {statistics.median(daemon) / 1024:7.1f} MiB RSS")
+            return
         per_node, brokers, starts = [], [], []
         for i in range(args.runs):
             base, _, _ = simulation_rss(Path(tmp), args.processes, args.processes, f"base{i}-")

@@ -11,18 +11,22 @@ they are parsed (the client, `nmc policy lint`, the node), with RE2's reason.
 Compiled patterns are cached (a node sees the same few filters again and again);
 patterns longer than `MAX_PATTERN` characters are refused outright so that compiling
 stays cheap too. docs/filters.md documents the syntax.
+
+RE2 is imported on the first pattern compiled, not with this module: it is ~2.4 MiB of
+resident memory (its extension and libstdc++) that an idle node does not need. The
+patterns of nmc's own DDLs are declared with `builtin_pattern`, so building those DDLs
+does not compile them; tests/unit/test_protocol_regex.py compiles every one of them.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Protocol
-
-import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
+from typing import Any, Protocol
 
 from nmc.errors import ProtocolError
 
-__all__ = ["MAX_PATTERN", "Pattern", "RegexError", "compile_pattern", "regex_problem", "search"]
+__all__ = ["MAX_PATTERN", "Pattern", "RegexError", "builtin_pattern", "builtin_patterns", "compile_pattern",
+           "regex_problem", "search"]
 
 MAX_PATTERN = 1024  # characters; a filter or policy pattern longer than this is refused
 _MAX_MEM = 8 << 20  # bytes RE2 may use for one compiled pattern
@@ -39,14 +43,34 @@ class Pattern(Protocol):
         """A match object where the pattern occurs in `text`, else None."""
 
 
-def _options() -> re2.Options:
+_BUILTIN: set[str] = set()  # patterns of nmc's own DDLs, compiled by a unit test instead of at import
+
+
+def builtin_pattern(pattern: str) -> str:
+    """`pattern`, recorded as one of nmc's own: `regex_problem` accepts it without compiling it.
+
+    Only for constant patterns shipped with nmc, which tests/unit compiles with RE2 (see
+    `builtin_patterns`); a pattern from a plugin, a request or a policy is always compiled.
+    """
+    _BUILTIN.add(pattern)
+    return pattern
+
+
+def builtin_patterns() -> frozenset[str]:
+    """Every pattern declared with `builtin_pattern` so far (for the test that compiles them)."""
+    return frozenset(_BUILTIN)
+
+
+@lru_cache(maxsize=1)
+def _re2() -> tuple[Any, Any]:
+    """The re2 module and nmc's options, imported and built on first use."""
+    # google-re2 ships no type information; ~2.4 MiB resident, so only once a pattern is compiled
+    import re2  # type: ignore[import-untyped]
+
     options = re2.Options()
     options.log_errors = False  # RE2 would print every refused pattern on stderr
     options.max_mem = _MAX_MEM
-    return options
-
-
-_OPTIONS = _options()
+    return re2, options
 
 
 @lru_cache(maxsize=512)
@@ -54,8 +78,9 @@ def compile_pattern(pattern: str) -> Pattern:
     """The compiled pattern (cached); RegexError when RE2 refuses it or it is too long."""
     if len(pattern) > MAX_PATTERN:
         raise RegexError(f"pattern longer than {MAX_PATTERN} characters")
+    re2, options = _re2()
     try:
-        return re2.compile(pattern, options=_OPTIONS)
+        return re2.compile(pattern, options=options)
     except re2.error as exc:
         raise RegexError(_reason(exc)) from None
     except (TypeError, ValueError, OverflowError) as exc:
@@ -64,6 +89,8 @@ def compile_pattern(pattern: str) -> Pattern:
 
 def regex_problem(pattern: str) -> str | None:
     """Why `pattern` is not an acceptable (RE2) regular expression, or None where it is."""
+    if pattern in _BUILTIN:
+        return None
     try:
         compile_pattern(pattern)
     except RegexError as exc:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from nmc.protocol.ddl import ActionSpec, AgentSpec, Aggregate, Input, Output
+from nmc.protocol.regex import builtin_pattern
 
 __all__ = ["CHANGE_TIMEOUT", "DDL", "PACKAGE_NAME", "PACKAGE_VERSION", "STATUS_TIMEOUT"]
 
 # Debian policy 5.6.1: lower case letters, digits, + - . ; at least two characters, starting
 # alphanumeric (so never an option); an optional :arch qualifier as dpkg and apt accept.
 # RE2 (nmc.protocol.regex): $ matches only at the very end, so no trailing newline gets through.
-PACKAGE_NAME = r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?$"
+PACKAGE_NAME = builtin_pattern(r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?$")
 # Debian policy 5.6.12: [epoch:]upstream[-revision], upstream starting with a digit.
-PACKAGE_VERSION = r"^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$"
+PACKAGE_VERSION = builtin_pattern(r"^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$")
 
 CHANGE_TIMEOUT = 300.0  # seconds an install/uninstall/update action may take
 STATUS_TIMEOUT = 30.0

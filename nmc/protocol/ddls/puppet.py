@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from nmc import __version__
 from nmc.protocol.ddl import ActionSpec, AgentSpec, Aggregate, Input, Output
+from nmc.protocol.regex import builtin_pattern
 
 __all__ = ["DDL", "TAGS_PATTERN", "describe_age"]
 
 # Puppet's tag syntax (Puppet::Util::Tagging: a word character, then word characters, '.', ':' or '-'),
 # as a comma-separated list.
 _TAG = r"\w[\w.:-]*"
-TAGS_PATTERN = rf"^\s*{_TAG}(\s*,\s*{_TAG})*\s*$"
-_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+TAGS_PATTERN = builtin_pattern(rf"^\s*{_TAG}(\s*,\s*{_TAG})*\s*$")
+_NO_CONTROL = builtin_pattern(r"^[^\x00-\x1f\x7f]*$")
 
 
 def describe_age(seconds: float) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nmc import __version__
 from nmc.protocol.ddl import ActionSpec, AgentSpec, Input
+from nmc.protocol.regex import builtin_pattern
 
 __all__ = ["DDL"]
 
@@ -16,7 +17,7 @@ DDL = AgentSpec(
         ActionSpec("inventory", "System inventory: agents, facts, classes, version, uptime", readonly=True),
         ActionSpec("get_fact", "Retrieve a single fact from the node", inputs=(
             Input("fact", "string", "The fact to retrieve (dotted paths reach into structured facts)",
-                  optional=False, validation=r"^[\w.:@-]+$", maxlength=256),), readonly=True),
+                  optional=False, validation=builtin_pattern(r"^[\w.:@-]+$"), maxlength=256),), readonly=True),
         ActionSpec("agent_inventory", "Inventory of all agents on the node", readonly=True),
         ActionSpec("daemon_stats", "The node daemon's request statistics", readonly=True),
     )},

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from nmc.protocol.ddl import ActionSpec, AgentSpec, Aggregate, Input, Output
+from nmc.protocol.regex import builtin_pattern
 
 __all__ = ["CHANGE_TIMEOUT", "DDL", "SERVICE_NAME"]
 
 # systemd unit / init script names: no spaces, no shell characters, never starting with "-";
 # RE2 (nmc.protocol.regex): $ matches only at the very end, so no trailing newline gets through.
-SERVICE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$"
+SERVICE_NAME = builtin_pattern(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$")
 
 CHANGE_TIMEOUT = 120.0  # seconds a start/stop/restart may take
 

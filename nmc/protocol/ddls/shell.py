@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nmc.protocol.ddl import ActionSpec, AgentSpec, Aggregate, Input, Output
+from nmc.protocol.regex import builtin_pattern
 
 __all__ = ["DDL"]
 
@@ -13,10 +14,10 @@ DDL = AgentSpec(
     actions={spec.name: spec for spec in (
         ActionSpec("run", "Run a command line with /bin/sh -c (DANGEROUS; disabled unless the node enables it)",
                    inputs=(
-            Input("command", "string", "The command line, run by /bin/sh -c", optional=False, validation=r"\S",
+            Input("command", "string", "The command line, run by /bin/sh -c", optional=False, validation=builtin_pattern(r"\S"),
                   maxlength=4096),
             Input("timeout", "float", "Seconds before the command's process group is killed", default=30.0),
-            Input("cwd", "string", "Absolute directory to run in (default: the node's)", validation=r"^/",
+            Input("cwd", "string", "Absolute directory to run in (default: the node's)", validation=builtin_pattern(r"^/"),
                   maxlength=4096),
         ), outputs=(
             Output("stdout", "Standard output (capped at plugin.shell.max_output bytes)", display_as="Output",
