@@ -14,18 +14,47 @@ and the service exchange are wire contract: nmc.protocol.authz.
 
 from __future__ import annotations
 
-from nmc.authz.files import load_policy_dir, read_policy_dir
-from nmc.authz.hooks import AllowAll, Authorizer, Decision
-from nmc.authz.policy import (
-    Groups,
-    PolicyFile,
-    PolicyIssue,
-    Rule,
-    parse_groups,
-    parse_policy,
-    split_columns,
-)
-from nmc.authz.policyset import PolicySet
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nmc.authz.files import load_policy_dir, read_policy_dir
+    from nmc.authz.hooks import AllowAll, Authorizer, Decision
+    from nmc.authz.policy import (
+        Groups,
+        PolicyFile,
+        PolicyIssue,
+        Rule,
+        parse_groups,
+        parse_policy,
+        split_columns,
+    )
+    from nmc.authz.policyset import PolicySet
+
+# Each name is imported from its module on first use (PEP 562): a node that asks the policy
+# service (`authz.mode = service`) imports nmc.authz.remote, which loads this package, and
+# need not load the policy language and its files (issue 16: an idle node's memory).
+_WHERE = {
+    "load_policy_dir": "files", "read_policy_dir": "files",
+    "AllowAll": "hooks", "Authorizer": "hooks", "Decision": "hooks",
+    "Groups": "policy", "PolicyFile": "policy", "PolicyIssue": "policy", "Rule": "policy",
+    "parse_groups": "policy", "parse_policy": "policy", "split_columns": "policy",
+    "PolicySet": "policyset",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
+
 
 __all__ = [
     "AllowAll",

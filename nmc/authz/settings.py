@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nmc.authz.hooks import AllowAll, Authorizer
-from nmc.authz.local import LocalAuthorizer
 from nmc.authz.remote import ServiceAuthorizer
 from nmc.security import Signer, Verifier
 
@@ -45,6 +44,8 @@ def node_authorizer(settings: AuthzSettings, *, signer: Signer, verifier: Verifi
     """The node's Authorizer; local and service ones are also Companions (start them with the node)."""
     if settings.mode == "local":
         assert settings.policydir is not None
+        from nmc.authz.local import LocalAuthorizer  # the policy language and its files only in this mode
+
         return LocalAuthorizer.from_directory(settings.policydir, poll_interval=settings.poll_interval)
     if settings.mode == "service":
         return ServiceAuthorizer(None, signer, verifier, collective, settings.signers, timeout=settings.timeout,

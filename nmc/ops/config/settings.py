@@ -16,12 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from nmc.ops.config.parse import ConfigError
 from nmc.audit.publisher import AuditSettings
-from nmc.audit.service import AuditServiceSettings
-from nmc.audit.sinks import SyslogTarget
-from nmc.audit.verify import RecordVerifier
-from nmc.authz.service import PolicyServiceSettings
 from nmc.authz.settings import AuthzSettings
-from nmc.client.fleet import ClientSettings
 from nmc.ops.config.files import Config
 from nmc.protocol.factindex import DEFAULT_FACT_INDEX, FactIndex
 from nmc.protocol.registry import check_bucket
@@ -31,7 +26,12 @@ from nmc.security import (SecurityError, Signer, Verifier, certificate_name, loa
 from nmc.security.crl import CrlFile
 from nmc.security.names import NamePolicy, with_tls_identity
 
-if TYPE_CHECKING:  # imported where used: the client commands read this module and must not load the node daemon
+if TYPE_CHECKING:  # imported where used: the client commands read this module and must not load the node daemon,
+    # and a node daemon need not load the audit service, the policy service or the client library (issue 16: memory)
+    from nmc.audit.service import AuditServiceSettings
+    from nmc.audit.verify import RecordVerifier
+    from nmc.authz.service import PolicyServiceSettings
+    from nmc.client.fleet import ClientSettings
     from nmc.services.facts import FactSources
     from nmc.services.node import NodeSettings
     from nmc.services.registry import RegistrySettings
@@ -205,6 +205,8 @@ def fact_index(config: Config) -> FactIndex:
 
 def client_settings(config: Config) -> ClientSettings:
     """Client timeouts, collective and ttl."""
+    from nmc.client.fleet import ClientSettings
+
     try:
         return ClientSettings(
             collective=config.get("main_collective") or "nmc",
@@ -376,6 +378,8 @@ def authz_settings(config: Config) -> AuthzSettings:
 
 def policy_service_settings(config: Config) -> PolicyServiceSettings:
     """Collective, brokers and policy directory of an `nmc serve policy` daemon."""
+    from nmc.authz.service import PolicyServiceSettings
+
     policydir = _policydir(config, required=True)
     assert policydir is not None
     try:
@@ -457,6 +461,8 @@ def audit_max_age(config: Config) -> float:
 
 def record_verifier(config: Config) -> RecordVerifier:
     """What the audit service and `nmc audit` check records with: the fleet CA and CRL, and `audit.node_names`."""
+    from nmc.audit.verify import RecordVerifier
+
     if config.get_path("plugin.security.ca_file") is None:
         raise SettingsError(f"plugin.security.ca_file is not set in {config.source or 'the configuration'}: audit "
                             "records are written and shown only when their node's signature verifies against "
@@ -482,6 +488,9 @@ def retired_audit_keys(config: Config) -> list[tuple[str, str, str]]:
 
 def audit_service_settings(config: Config) -> AuditServiceSettings:
     """The `nmc serve audit` daemon: brokers, file and position file, format, rotation, syslog."""
+    from nmc.audit.service import AuditServiceSettings
+    from nmc.audit.sinks import SyslogTarget
+
     syslog_url = (config.get("audit.syslog") or "").strip()
     try:
         syslog = SyslogTarget.parse(syslog_url) if syslog_url else None

@@ -7,16 +7,13 @@ import contextlib
 import os
 import signal
 from pathlib import Path
-from typing import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Awaitable, Callable, Sequence, cast
 
 import structlog
 
 from nmc.audit.hooks import NoAudit
 from nmc.audit.publisher import JetStreamAuditor
-from nmc.audit.service import AuditService
-from nmc.authz.local import LocalAuthorizer
-from nmc.authz.remote import ServiceAuthorizer
-from nmc.authz.service import PolicyService
+from nmc.authz.hooks import AllowAll
 from nmc.authz.settings import node_authorizer
 from nmc.ops.config.files import Config, etc_dir, find_server_config
 from nmc.ops.config.settings import (audit_service_settings, audit_settings, SettingsError, authz_settings, crl_warning, fact_refresh_interval, policy_service_settings, fact_sources, load_signer, load_verifier,
@@ -27,6 +24,10 @@ from nmc.services.factrefresh import FactRefresher
 from nmc.services.loader import PluginError, load_agents
 from nmc.services.node import Companion, Node
 from nmc.services.registry import RegistryPublisher
+
+if TYPE_CHECKING:  # imported where used: a node daemon does not load the audit or the policy service (issue 16)
+    from nmc.audit.service import AuditService
+    from nmc.authz.service import PolicyService
 
 __all__ = ["audit_config_path", "build_audit_service", "build_node", "catch_stop_signals", "run_audit_service", "build_policy_service", "policy_config_path", "run_nodes", "run_policy_service", "server_config_path", "unless_stopped", "wait_for_signal"]
 
@@ -57,8 +58,9 @@ async def build_node(config: Config, agents: Sequence[type[Agent]] | None = None
         companions.append(RegistryPublisher(registry))
     authorizer = node_authorizer(authz_settings(config), signer=signer, verifier=verifier,
                                  collective=settings.collective)
-    if isinstance(authorizer, (LocalAuthorizer, ServiceAuthorizer)):
-        companions.insert(0, authorizer)  # first: its subscriptions should be up before anything else starts
+    if not isinstance(authorizer, AllowAll):  # local or service: both are Companions (their classes load on demand)
+        # first: its subscriptions should be up before anything else starts
+        companions.insert(0, cast(Companion, authorizer))
     else:
         log.warning("authz_disabled", identity=settings.identity,
                     message="authz.mode = none: every verified caller may run every action here; "
@@ -201,6 +203,8 @@ def server_config_path(explicit: str | None) -> Path | None:
 
 def build_policy_service(config: Config) -> PolicyService:
     """An unstarted `nmc-policy` service from its config (its own certificate, brokers, policy directory)."""
+    from nmc.authz.service import PolicyService
+
     service = PolicyService(policy_service_settings(config), load_signer(config), load_verifier(config))
     _warn_without_crl(config, service="nmc-policy")
     return service
@@ -253,6 +257,8 @@ def build_audit_service(config: Config) -> AuditService:
     A retired key (`audit.consumer`, `audit.ack_wait`) is reported once with where it is set,
     and otherwise ignored: the service works without it, and an old config keeps working.
     """
+    from nmc.audit.service import AuditService
+
     service = AuditService(audit_service_settings(config), record_verifier(config))
     for key, origin, why in retired_audit_keys(config):
         log.warning("config_key_retired", key=key, origin=origin, message=f"{key} is no longer used: {why}; "
