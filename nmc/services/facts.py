@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-import yaml
 
 from nmc.errors import NodeError, one_line
 from nmc.services.procgroup import signal_group
@@ -121,6 +120,8 @@ def load_yaml_facts(paths: Iterable[Path]) -> dict[str, Any]:
     """Read and merge YAML facts files (MCollective's `plugin.yaml`), later files winning."""
     merged: dict[str, Any] = {}
     for path in paths:
+        import yaml  # PyYAML (~0.9 MiB resident) only when a YAML facts file is configured
+
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError as exc:

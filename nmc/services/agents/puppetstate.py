@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nmc.errors import NodeError
 
 __all__ = ["AIO_LAYOUT", "DEBIAN_LAYOUT", "DEFAULT_COMMAND", "DEFAULT_SPLAYLIMIT", "PuppetSettings",
@@ -202,6 +200,8 @@ def read_summary(path: Path) -> Mapping[str, Any] | None:
     text = _read_text(path)
     if text is None:
         return None
+    import yaml  # not at import: a node loads this agent at start-up, and PyYAML is ~0.9 MiB resident
+
     try:
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
