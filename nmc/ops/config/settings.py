@@ -8,29 +8,29 @@ config key and where it was set.
 from __future__ import annotations
 
 import os
-import shlex
 import socket
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nmc.ops.config.parse import ConfigError
-from nmc.audit.publisher import AuditSettings
-from nmc.authz.settings import AuthzSettings
 from nmc.ops.config.files import Config
 from nmc.protocol.factindex import DEFAULT_FACT_INDEX, FactIndex
 from nmc.protocol.registry import check_bucket
-from nmc.protocol.unsigned import UnsignedConfigError, parse_unsigned_actions
 from nmc.security import (SecurityError, Signer, Verifier, certificate_name, load_certificate_pem,
                           load_certificates_pem)
 from nmc.security.crl import CrlFile
 from nmc.security.names import NamePolicy, with_tls_identity
 
 if TYPE_CHECKING:  # imported where used: the client commands read this module and must not load the node daemon,
-    # and a node daemon need not load the audit service, the policy service or the client library (issue 16: memory)
+    # and a node daemon need not load the audit service, the policy service or the client library (issue 16: memory).
+    # Nor does a client command load what only a node's settings need (issue 16: start-up of `nmc ping`): the audit
+    # publisher, the authorizer settings and the protocol modules they bring, the unsigned-actions parser, shlex.
+    from nmc.audit.publisher import AuditSettings
     from nmc.audit.service import AuditServiceSettings
     from nmc.audit.verify import RecordVerifier
     from nmc.authz.service import PolicyServiceSettings
+    from nmc.authz.settings import AuthzSettings
     from nmc.client.fleet import ClientSettings
     from nmc.services.facts import FactSources
     from nmc.services.node import NodeSettings
@@ -272,6 +272,8 @@ def _replay_settings(config: Config) -> dict[str, Any]:
 
 def _unsigned_actions(config: Config) -> tuple[str, ...]:
     """`security.unsigned_actions`, checked for form and for a policy to ask (the node checks readonly at start)."""
+    from nmc.protocol.unsigned import UnsignedConfigError, parse_unsigned_actions
+
     key = "security.unsigned_actions"
     names = tuple(config.get_list(key))
     try:
@@ -317,6 +319,8 @@ FACT_SOURCE_NAMES = ("builtin", "facter", "yaml")
 
 def fact_sources(config: Config) -> FactSources:
     """Which fact sources the node reads (`factsource`), with their files and facter command."""
+    import shlex
+
     from nmc.services.facts import FactSources
 
     names = [name.lower() for name in config.get_list("factsource")]
@@ -363,6 +367,8 @@ def _policydir(config: Config, *, required: bool) -> Path | None:
 
 def authz_settings(config: Config) -> AuthzSettings:
     """How the node authorizes requests: `authz.mode` and what that mode needs."""
+    from nmc.authz.settings import AuthzSettings
+
     mode = (config.get("authz.mode") or "none").strip().lower()
     try:
         return AuthzSettings(mode=mode, policydir=_policydir(config, required=mode == "local"),
@@ -442,6 +448,8 @@ def _audit_int(config: Config, key: str, default: int, minimum: int) -> int:
 
 def audit_settings(config: Config, identity: str) -> AuditSettings | None:
     """How the node keeps audit records; None when `audit.enabled` is false."""
+    from nmc.audit.publisher import AuditSettings
+
     if not config.get_bool("audit.enabled", True):
         return None
     try:
