@@ -17,7 +17,6 @@ from pathlib import Path
 
 from nmc.errors import NmcError
 from nmc.protocol.ddl import AgentSpec
-from nmc.protocol.ddls import BUILTIN_DDLS, BUILTIN_ORIGINS
 
 __all__ = ["ENTRY_POINT_GROUP", "AgentLoadError", "KnownAgent", "agent_ddls"]
 
@@ -45,6 +44,10 @@ class KnownAgent:
 
 def agent_ddls(plugindirs: Sequence[Path] = ()) -> dict[str, KnownAgent]:
     """Every agent the command knows, by name, in load order; AgentLoadError when a plugin fails to load."""
+    # The built-in DDLs are built when asked for, not when a command that may ask imports this module
+    # (`nmc ping` does, through nmc.cli.fleet_cmds): issue 16, start-up.
+    from nmc.protocol.ddls import BUILTIN_DDLS, BUILTIN_ORIGINS
+
     if not plugindirs and not importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         return {ddl.name: KnownAgent(ddl, "builtin", BUILTIN_ORIGINS[ddl.name]) for ddl in BUILTIN_DDLS}
     # A plugin's DDL is in its code: load the agents as the node does (built-ins included, for the conflict rules).

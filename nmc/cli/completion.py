@@ -19,14 +19,17 @@ import io
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from click.shell_completion import CompletionItem, get_completion_class
 
 from nmc.cli.agents import agent_ddls
 from nmc.ops.config.files import find_client_config, load_config
 from nmc.protocol.ddl import AgentSpec
+
+if TYPE_CHECKING:  # click.shell_completion is imported on a <TAB> or by `nmc completion`, not by every command
+    # that offers completion callbacks (`nmc ping` and `nmc rpc` import this module): issue 16, start-up
+    from click.shell_completion import CompletionItem
 
 __all__ = ["SHELLS", "complete_action", "complete_agent", "complete_input", "completion"]
 
@@ -51,6 +54,8 @@ def _agent_specs(ctx: click.Context) -> dict[str, AgentSpec]:
 
 
 def _items(names: list[tuple[str, str]], incomplete: str) -> list[CompletionItem]:
+    from click.shell_completion import CompletionItem
+
     return [CompletionItem(name, help=help_text or None) for name, help_text in sorted(names)
             if name.startswith(incomplete)]
 
@@ -109,6 +114,8 @@ def completion(ctx: click.Context, shell: str) -> None:
       nmc completion zsh > "${fpath[1]}/_nmc"                        # then: compinit
       nmc completion fish > ~/.config/fish/completions/nmc.fish
     """
+    from click.shell_completion import get_completion_class
+
     root = ctx.find_root()
     cls = get_completion_class(shell)
     if cls is None:  # click knows all three; a future click might drop one
