@@ -63,6 +63,7 @@ from _salt_procs import (
 from nmc.ops.broker.server import Broker, BrokerError, find_nats_server
 from nmc.ops.fleet.dev import DevFleet, DevLayout, node_facts_for
 from nmc.ops.broker.jetstream import SetupError, setup_as
+from nmc.transport.logs import configure_logging
 
 # Facts that become salt grains; the OS facts stay out because they would override Salt's own core grains.
 GRAIN_FACTS = ("role", "dc", "country", "environment", "customer")
@@ -527,6 +528,10 @@ def run(args: argparse.Namespace, run_dir: Path, venv: Path) -> None:
 def main() -> int:
     """Entry point: one-line errors, exit 1 on a wrong reply count or a broken setup, 130 on Ctrl-C."""
     args = parse_args()
+    # structlog's default logger prints on stdout: the set-up's log lines (`audit_stream_created` from setup_as)
+    # came before the table, and before the document of --json, which was then not valid JSON. Warnings and
+    # errors go to stderr; stdout has the results only.
+    configure_logging(json=False, level="warning")
     for sig in _STOP_SIGNALS:
         signal.signal(sig, _interrupt)
     run_dir = Path(tempfile.mkdtemp(prefix="nmc-peers-salt-"))

@@ -126,7 +126,9 @@ def _client_path_run(config: Path, env: dict[str, str]) -> tuple[float, list[flo
 def client_path(runs: int, env: dict[str, str]) -> None:
     """`nmc ping` up to its connect against the bare import of what it needs, then each phase's median."""
     from nmc.ops.fleet.dev import DevLayout, write_fleet
+    from nmc.transport.logs import configure_logging
 
+    configure_logging(json=False, level="warning")  # stderr: structlog's default would print on stdout
     root = Path(tempfile.mkdtemp(prefix="nmc-startup-"))
     try:
         layout = DevLayout(root)
