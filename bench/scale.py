@@ -3,24 +3,26 @@
 For each size, starts `nmc ops simulate --nodes N` (real nodes spread over worker
 processes, a TLS broker, the simulator's default authz/audit), then runs the real
 CLI as a subprocess, a discarded warm-up and then --runs times each:
-- ping:      `nmc ping`
-- routed:    `nmc rpc rpcutil ping -F role=web` (published to the fact subject: 2 in 5 nodes)
-- broadcast: `nmc rpc rpcutil ping` (every node; discovery by broadcast ping first)
-- registry:  `nmc rpc rpcutil ping --dm registry` (every node; the node list from the JetStream
-  registry, so the call ends on the last expected reply with no stall timer at all)
+- ping:       `nmc ping` (the default `--dm auto`: the registry says whom to expect, one publish,
+  ends on the last expected reply)
+- ping-bcast: `nmc ping --dm broadcast` (ends when replies stall; the stall adapts to the fleet)
+- routed:     `nmc rpc rpcutil ping -F role=web` (auto; published to the fact subject: 2 in 5 nodes)
+- rpc:        `nmc rpc rpcutil ping` (auto: registry, then one publish on the broadcast subject)
+- broadcast:  `nmc rpc rpcutil ping --dm broadcast` (every node; discovery by broadcast ping first)
+- registry:   `nmc rpc rpcutil ping --dm registry` (every node; the node list from the JetStream
+  registry, each node addressed on its own subject with its own signed copy)
 and prints, per size and command, the medians of:
 - wall: the whole command (Python start-up, discovery, the call, exit);
 - last: when the last reply arrived, after the request was published (the command's own timing);
-- tail: from the last reply to the end of gathering (ping: the stall timer; rpc: ends on the
+- tail: from the last reply to the end of gathering (broadcast ping: the stall timer; otherwise ends on the
   last expected reply, so this is ~0);
 - replies/s: replies over the time to the last one.
 
 Discovery (and the rpc's discovery) is given --discovery-timeout 60 so that a slow
 simulation machine cuts nothing short; the reply counts are printed to show it.
-Broadcast discovery still ends 0.3 s (`discovery_stall`) after the latest reply: on a
-small machine, thousands of simulated nodes share a few event loops and answer in
-bursts, so a gap longer than that ends discovery early; `--stall S` sets
-NMC_DISCOVERY_STALL for the commands (the counts column shows what was found).
+Broadcast discovery ends at least 0.3 s (`discovery_stall`) after the latest reply, longer
+when the fleet answers late or in bursts (the stall adapts: docs/discovery.md); `--stall S`
+sets NMC_DISCOVERY_STALL for the commands (the counts column shows what was found).
 
 Usage: python bench/scale.py [--sizes 100,1000,5000] [--runs 5] [--processes P] [-- simulate options]
 """
@@ -43,8 +45,10 @@ from nmc.ops.fleet.dev import node_facts_for
 
 COMMANDS = {
     "ping": ["ping"],
+    "ping-bcast": ["ping", "--dm", "broadcast"],
     "routed": ["rpc", "rpcutil", "ping", "-F", "role=web"],
-    "broadcast": ["rpc", "rpcutil", "ping"],
+    "rpc": ["rpc", "rpcutil", "ping"],
+    "broadcast": ["rpc", "rpcutil", "ping", "--dm", "broadcast"],
     "registry": ["rpc", "rpcutil", "ping", "--dm", "registry"],
 }
 
@@ -73,7 +77,7 @@ def bench_size(tmp: Path, nodes: int, runs: int, processes: int, extra: list[str
                     continue  # warm-up: TLS session, page cache, first audit stream writes
                 results[name].append(t)
                 want = expected(name, nodes)
-                print(f"  run {i} {name:9}: wall {t.wall_ms:8.1f} ms  last {t.last_ms:8.1f} ms  "
+                print(f"  run {i} {name:10}: wall {t.wall_ms:8.1f} ms  last {t.last_ms:8.1f} ms  "
                       f"tail {t.tail_ms:7.1f} ms  {t.replies}/{want} replies  {t.replies_per_s:7.0f}/s", flush=True)
     return status, results
 
@@ -98,11 +102,11 @@ def main() -> None:
                 table.append((nodes, name, status, rows))
     print(f"\nscale, medians of {args.runs} runs after a warm-up, on {machine()}")
     print(f"command: python {' '.join(sys.argv)}")
-    print(f"{'nodes':>6} {'command':9} {'start s':>8} {'wall ms':>9} {'last ms':>9} {'tail ms':>8} "
+    print(f"{'nodes':>6} {'command':10} {'start s':>8} {'wall ms':>9} {'last ms':>9} {'tail ms':>8} "
           f"{'replies/s':>10} {'replies':>12}")
     for nodes, name, status, rows in table:
         counts = sorted({r.replies for r in rows})
-        print(f"{nodes:>6} {name:9} {status['start_seconds']:>8} "
+        print(f"{nodes:>6} {name:10} {status['start_seconds']:>8} "
               f"{statistics.median(r.wall_ms for r in rows):>9.1f} {statistics.median(r.last_ms for r in rows):>9.1f} "
               f"{statistics.median(r.tail_ms for r in rows):>8.1f} "
               f"{statistics.median(r.replies_per_s for r in rows):>10.0f} "

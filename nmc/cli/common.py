@@ -68,9 +68,11 @@ def targeting_options(fn: F) -> F:
     """Discovery method and subset flags (MCollective's --dm, --nodes, --limit, -1)."""
     opts = [
         click.option("--discovery-method", "--dm", "discovery_method", type=click.Choice(DISCOVERY_METHODS),
-                     default="broadcast", show_default=True,
-                     help="broadcast: ask the fleet; registry: read the JetStream registry; flatfile: --nodes FILE; "
-                          "stdin: identities or another nmc command's --json output on standard input."),
+                     default="auto", show_default=True,
+                     help="auto: client.cfg's default_discovery_method (by default the registry when it lists any "
+                          "node, else broadcast); broadcast: ask the fleet; registry: read the JetStream registry; "
+                          "flatfile: --nodes FILE; stdin: identities or another nmc command's --json output on "
+                          "standard input."),
         click.option("--nodes", "nodes_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="File of identities (one per line, or nmc --json output) for --dm flatfile."),
         click.option("--limit", "limit", metavar="N|N%", default=None,
@@ -88,7 +90,7 @@ def take_targeting(kw: dict[str, Any]) -> Targeting:
     """Pop the targeting flags from a command's kwargs; usage error when they do not fit."""
     method = kw.pop("discovery_method")
     nodes_file = kw.pop("nodes_file")
-    if nodes_file is not None and method == "broadcast":
+    if nodes_file is not None and method == "auto":
         method = "flatfile"  # --nodes alone means "these nodes", as in MCollective
     stdin_text = None
     if method == "stdin":

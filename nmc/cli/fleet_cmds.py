@@ -25,6 +25,7 @@ from nmc.cli.common import (
     targeting_options,
 )
 from nmc.client.discovery import discover
+from nmc.client.run import ping as ping_nodes
 from nmc.client.run import run_action
 from nmc.cli.plugin_cmd import known_agents
 from nmc.cli.completion import complete_action, complete_agent, complete_input
@@ -45,15 +46,15 @@ _NO_MATCH = "We did not discover any nodes."
 _CLOSE_AGENT, _CLOSE_ACTION = 0.85, 0.6
 
 
-def _discover(ctx: click.Context, flags: dict[str, Any], timeout: float | None,
-              discovery_timeout: float | None) -> CallResult:
-    """Broadcast discovery with the command's filter flags (what ping measures)."""
+def _ping(ctx: click.Context, flags: dict[str, Any], method: str, timeout: float | None,
+          discovery_timeout: float | None) -> CallResult:
+    """Ping with the command's filter flags: registry-expected when it can, else broadcast."""
     expr = take_filter(flags)
     config = load_client_config(ctx)
 
     async def go() -> CallResult:
         async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
-            return await fc.discover(expr, timeout=discovery_timeout or timeout)
+            return await ping_nodes(fc, expr, method=method, timeout=discovery_timeout or timeout)
 
     return run(ctx, go)
 
@@ -61,12 +62,18 @@ def _discover(ctx: click.Context, flags: dict[str, Any], timeout: float | None,
 @click.command()
 @filter_options
 @output_options
+@click.option("--discovery-method", "--dm", "method", type=click.Choice(("auto", "broadcast")), default="auto",
+              show_default=True,
+              help="auto: expect the nodes the registry lists (ends on the last one's reply, names the silent); "
+                   "broadcast: ask everyone, end when replies stall.")
 @click.pass_context
 def ping(ctx: click.Context, as_json: bool, timeout: float | None, discovery_timeout: float | None,
-         **flags: Any) -> None:
+         method: str, **flags: Any) -> None:
     """Ping matching nodes and show each one's round-trip time.
 
-    Ends as soon as replies stop arriving (discovery stall), not after a fixed wait.
+    When the registry can be read, the nodes it lists are expected: ping ends the moment
+    the last of them answers, and names any that did not within the discovery timeout
+    (exit 2). Otherwise (or with --dm broadcast) it ends when replies stop arriving.
 
     \b
     Examples:
@@ -74,7 +81,7 @@ def ping(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
       nmc ping -F country=us
       nmc ping --json | jq '.replies[].sender'
     """
-    result = _discover(ctx, flags, timeout, discovery_timeout)
+    result = _ping(ctx, flags, method, timeout, discovery_timeout)
     times = sorted(r.elapsed * 1000 for r in result.results)
     if as_json:
         click.echo(json.dumps({**call_json(result), "times_ms": {
@@ -89,7 +96,10 @@ def ping(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
                        f"avg: {statistics.fmean(times):.2f}")
         else:
             click.echo("No responses received")
-    if not result.results:
+        if result.no_response:
+            click.echo(click.style(f"No response from {len(result.no_response)} registered node(s): ", fg="yellow")
+                       + ", ".join(result.no_response))
+    if not result.results or result.no_response:
         ctx.exit(EXIT_NO_RESPONSE)
 
 

@@ -256,7 +256,7 @@ def inventory_lines(identity: str, data: Mapping[str, Any], now: datetime) -> li
 def _flags_given(flags: Mapping[str, Any]) -> list[str]:
     """The filter/targeting flags set on the command line (they only make sense with --script)."""
     given = [k for k in FILTER_FLAGS if flags.get(k)]
-    if flags.get("discovery_method") not in (None, "broadcast"):
+    if flags.get("discovery_method") not in (None, "auto"):
         given.append("discovery_method")
     given += [k for k in ("nodes_file", "limit", "limit_seed") if flags.get(k) is not None]
     if flags.get("one"):

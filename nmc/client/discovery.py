@@ -1,6 +1,10 @@
 """Discovery methods and target selection: who a request goes to.
 
-- `broadcast` (default): a stall-ended `rpcutil.ping` on the routed subject.
+- `auto` (default): the registry when it can be read and holds records of the
+  collective, else `broadcast`. With the registry the client knows whom to
+  expect, so an rpc needs no discovery round of its own: it is published once
+  on the routed subject and ends on the last expected reply (`Discovered.expected`).
+- `broadcast`: a stall-ended `rpcutil.ping` on the routed subject.
 - `flatfile` / `stdin`: identities from a file, or from another nmc
   command's `--json` output piped in (`nmc find --json | nmc rpc ... --dm stdin`).
 - `registry`: the JetStream key-value registry nodes keep current; no
@@ -22,13 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from nmc.errors import ClientError
 from nmc.client.fleet import FleetClient
 
 __all__ = ["DISCOVERY_METHODS", "Discovered", "DiscoveryError", "Targeting", "apply_limit", "discover",
-           "parse_identities", "parse_limit"]
+           "parse_identities", "parse_limit", "registered_nodes"]
 
-DISCOVERY_METHODS = ("broadcast", "flatfile", "stdin", "registry")
+log = structlog.get_logger("nmc.client")
+_REGISTRY_READ = 5.0  # seconds the whole registry read may take in `auto` (read_registry's default)
+DISCOVERY_METHODS = ("auto", "broadcast", "flatfile", "stdin", "registry")
 _LIMIT = re.compile(r"\A([1-9][0-9]*)(%?)\Z")
 
 
@@ -40,7 +48,7 @@ class DiscoveryError(ClientError, ValueError):
 class Targeting:
     """How to find the nodes and how many of them to use."""
 
-    method: str = "broadcast"
+    method: str = "auto"
     nodes_file: Path | None = None
     stdin_text: str | None = None
     limit: str | None = None
@@ -70,6 +78,9 @@ class Discovered:
     elapsed: float
     total: int  # how many were found before --limit/--one
     direct: bool  # address node by node (subset or list) instead of one routed publish
+    # True when `identities` are known without asking the nodes (registry, file, stdin): a broadcast
+    # discovery has already heard every one of them answer; these may be silent, and are named if so.
+    listed: bool = False
 
 
 def parse_limit(text: str) -> tuple[int, bool]:
@@ -136,9 +147,15 @@ async def discover(fc: FleetClient, filter_expr: str, targeting: Targeting) -> D
     """Find the nodes for a request by the chosen method, then apply --limit/--one."""
     started = time.monotonic()
     direct = targeting.limited
-    if targeting.method == "broadcast":
-        found = [r.identity for r in (await fc.discover(filter_expr)).results]
-    elif targeting.method == "registry":
+    method, listed = targeting.method, True
+    if method == "auto":
+        method = fc.settings.discovery_method  # client.cfg's default_discovery_method
+    registered = await registered_nodes(fc, filter_expr) if method == "auto" else None
+    if registered is not None:
+        found, method = list(registered), "registry"
+    elif method in ("auto", "broadcast"):
+        found, method, listed = [r.identity for r in (await fc.discover(filter_expr)).results], "broadcast", False
+    elif method == "registry":
         from nmc.client.registry import RegistryError, registry_discover  # noqa: I001 - JetStream only when asked
 
         try:
@@ -147,9 +164,9 @@ async def discover(fc: FleetClient, filter_expr: str, targeting: Targeting) -> D
         except RegistryError as exc:
             raise DiscoveryError(str(exc)) from exc
         found = [e.identity for e in entries]
-        # Address registered nodes one by one: a crashed node whose record has not
-        # expired yet has no subscriber, so the broker says so at once (503) and the
-        # rpc names it without waiting for the whole timeout.
+        # Asked for by name: address registered nodes one by one, so only they run it, and a
+        # crashed node whose record has not expired yet has no subscriber: the broker says so
+        # at once (503) and the rpc names it without waiting for the whole timeout.
         direct = True
     else:
         if targeting.method == "flatfile":
@@ -163,5 +180,32 @@ async def discover(fc: FleetClient, filter_expr: str, targeting: Targeting) -> D
         found = parse_identities(text)
         direct = True
     chosen = apply_limit(found, limit=targeting.limit, seed=targeting.limit_seed, one=targeting.one)
-    return Discovered(identities=chosen, method=targeting.method, elapsed=time.monotonic() - started,
-                      total=len(set(found)), direct=direct)
+    return Discovered(identities=chosen, method=method, elapsed=time.monotonic() - started,
+                      total=len(set(found)), direct=direct, listed=listed)
+
+
+async def registered_nodes(fc: FleetClient, filter_expr: str) -> tuple[str, ...] | None:
+    """The registered nodes `filter_expr` selects, or None when the registry cannot say.
+
+    None (use a broadcast) when the bucket cannot be read (no JetStream, no bucket, no
+    permission, too slow: logged at debug) or holds no record of this collective, so that a
+    fleet without registration keeps working exactly as before. Nodes register before they
+    serve (nmc.services.node), so a node that answers requests is in it; a node that crashed
+    stays listed until its record expires and is then named as silent.
+    """
+    from nmc.client.registry import RegistryError, read_registry, select_entries  # noqa: I001 - JetStream on use
+    from nmc.protocol.filter import parse
+
+    tree = parse(filter_expr)  # a syntax error is the user's, whichever method runs
+    try:
+        # The list of keys within the discovery timeout (a broker that does not answer costs no
+        # more than a broadcast would); reading thousands of records may take longer.
+        snapshot = await read_registry(fc.nc, fc.settings.collective, bucket=fc.settings.registry_bucket,
+                                       timeout=max(fc.settings.discovery_timeout, _REGISTRY_READ),
+                                       list_timeout=fc.settings.discovery_timeout)
+    except RegistryError as exc:
+        log.debug("registry_unavailable", reason=str(exc), fallback="broadcast")
+        return None
+    if not snapshot.entries:
+        return None
+    return tuple(e.identity for e in select_entries(snapshot.entries, tree))

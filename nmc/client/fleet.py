@@ -29,6 +29,7 @@ from nmc.security import CERTIFICATE_HEADER, SIGNATURE_HEADER, SecurityError, Si
 __all__ = ["CallResult", "ClientSettings", "FleetClient", "NodeResult"]
 
 log = structlog.get_logger("nmc.client")
+_DEFAULT_METHODS = ("auto", "broadcast", "registry")
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,17 @@ class ClientSettings:
     sender: str = "localhost"
     fact_index: FactIndex = field(default_factory=FactIndex)
     registry_bucket: str = "nmc_registry"  # JetStream KV bucket read by `--dm registry`
+    # What `auto` discovery means (client.cfg default_discovery_method): "auto" reads the registry
+    # and broadcasts when it lists nobody; "broadcast" or "registry" always use that method.
+    discovery_method: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("timeout", "discovery_timeout", "discovery_stall", "ttl"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
+        if self.discovery_method not in _DEFAULT_METHODS:
+            raise ValueError(f"unknown default discovery method {self.discovery_method!r} "
+                             f"(use {', '.join(_DEFAULT_METHODS)})")
 
 
 @dataclass(frozen=True)

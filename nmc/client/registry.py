@@ -99,8 +99,8 @@ class _Reader:
         self.nc, self.bucket, self.deadline, self.timeout = nc, bucket, deadline, timeout
         self.stream = f"KV_{bucket}"
 
-    async def call(self, verb: str, request: Mapping[str, Any]) -> dict[str, Any]:
-        remaining = self.deadline - time.monotonic()
+    async def call(self, verb: str, request: Mapping[str, Any], deadline: float | None = None) -> dict[str, Any]:
+        remaining = (self.deadline if deadline is None else min(deadline, self.deadline)) - time.monotonic()
         if remaining <= 0:
             raise RegistryError(self.bucket, f"reading registry bucket {self.bucket!r} took longer than "
                                              f"{self.timeout:g} s")
@@ -127,11 +127,11 @@ class _Reader:
         return RegistryError(self.bucket, f"cannot read registry bucket {self.bucket!r}: "
                                           f"{error.get('description') or answer}")
 
-    async def keys(self, subjects: str) -> list[str]:
-        """The subjects (keys) of the bucket under `subjects`, every page of them."""
+    async def keys(self, subjects: str, deadline: float | None = None) -> list[str]:
+        """The subjects (keys) of the bucket under `subjects`, every page of them (by `deadline` if given)."""
         found: list[str] = []
         while True:
-            answer = await self.call("INFO", {"subjects_filter": subjects, "offset": len(found)})
+            answer = await self.call("INFO", {"subjects_filter": subjects, "offset": len(found)}, deadline)
             if "error" in answer:
                 raise self.failed(answer)
             page = list(((answer.get("state") or {}).get("subjects") or {}))
@@ -151,8 +151,13 @@ class _Reader:
 
 
 async def read_registry(nc: NATS, collective: str, *, bucket: str = DEFAULT_BUCKET,
-                        timeout: float = 5.0) -> RegistrySnapshot:
-    """Every current, well-formed record of `collective`; RegistryError if the bucket cannot be read."""
+                        timeout: float = 5.0, list_timeout: float | None = None) -> RegistrySnapshot:
+    """Every current, well-formed record of `collective`; RegistryError if the bucket cannot be read.
+
+    `timeout` bounds the whole read; `list_timeout`, if shorter, the first answer (the list of
+    keys): a broker that will not answer at all (no permission, a JetStream that is down) is
+    then given up on sooner than a large registry that is merely slow to read.
+    """
     try:
         check_bucket(bucket)
     except ValueError as exc:
@@ -160,7 +165,8 @@ async def read_registry(nc: NATS, collective: str, *, bucket: str = DEFAULT_BUCK
     started = time.monotonic()
     reader = _Reader(nc, bucket, started + timeout, timeout)
     prefix = f"$KV.{bucket}."
-    subjects = await reader.keys(f"{prefix}{collective_keys(collective)}")
+    subjects = await reader.keys(f"{prefix}{collective_keys(collective)}",
+                                 None if list_timeout is None else started + list_timeout)
     gate = asyncio.Semaphore(_IN_FLIGHT)
     last_record = 0.0
 

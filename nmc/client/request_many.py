@@ -7,8 +7,17 @@ request-many itself on a plain subscription, with the semantics of ADR-47
 - a fresh inbox is subscribed BEFORE the request is published with it as the
   reply subject, so no early reply can be missed;
 - the wait for the first reply uses the whole `timeout`; after it, each wait
-  uses `min(stall, remaining)` when `stall` is set, so gathering ends soon
-  after the fleet goes quiet instead of always waiting the full timeout;
+  uses `min(stall_now, remaining)` when `stall` is set, so gathering ends soon
+  after the fleet goes quiet instead of always waiting the full timeout.
+  `stall_now` adapts to how the replies arrive (`adaptive_stall`): it is never
+  less than `stall`, at least `_GAP_FACTOR` times the longest gap seen between
+  two replies, and at least `_AGE_FACTOR` of the time since publishing.
+  A small fleet that answers within milliseconds ends `stall` after its last
+  reply, as before; thousands of nodes sharing a few CPUs answer in bursts with
+  pauses longer than `stall` between them, and a fixed stall ended gathering in
+  the first pause (54 of 5,000 simulated nodes found in one run; on a busier
+  machine the first of 5,000 replies came 18 s after publishing, the next
+  ones in bursts seconds apart);
 - gathering stops after `max_count` replies or when `timeout` is used up;
 - nmc departs from ADR-47 where any responder could end everybody's gathering
   (docs/protocol.md, "Gathering and unsigned messages"). A sentinel (an empty
@@ -52,7 +61,7 @@ from nats.aio.subscription import Subscription
 
 from nmc.errors import ClientError
 
-__all__ = ["NoRespondersError", "Publication", "is_no_responders", "request_many"]
+__all__ = ["NoRespondersError", "Publication", "adaptive_stall", "is_no_responders", "request_many"]
 
 log = structlog.get_logger("nmc.client")
 
@@ -82,6 +91,23 @@ class NoRespondersError(ClientError):
     def __init__(self, subject: str) -> None:
         self.subject = subject
         super().__init__(f"no responders on {subject}: no node is subscribed (is any node running in this collective?)")
+
+
+# How much longer than what was already seen a pause may be before gathering ends (adaptive_stall).
+_GAP_FACTOR = 2.0
+_AGE_FACTOR = 0.5
+
+
+def adaptive_stall(stall: float, longest_gap: float, since_publish: float) -> float:
+    """How long to wait for the next reply before deciding the fleet has gone quiet.
+
+    `stall`: the configured minimum; `longest_gap`: the longest pause between two replies so
+    far; `since_publish`: seconds spent waiting since the request went out. A fleet that has
+    paused for 0.4 s once may pause that long again, and one whose replies are still arriving
+    2 s in (or only began then) is slow enough that a pause of a second says little; so the
+    wait grows with both, and with neither for a fleet that answers within milliseconds.
+    """
+    return max(stall, _GAP_FACTOR * longest_gap, _AGE_FACTOR * since_publish)
 
 
 def _validate(timeout: float, stall: float | None, max_count: int | None) -> float | None:
@@ -145,6 +171,9 @@ async def request_many(
         waited = 0.0
         count = 0
         hinted = False  # a first-message 503 seen: "nobody there", unless something else arrives
+        # Waiting time (the clock `timeout` runs on) at the latest reply, and the longest pause
+        # between two replies: with the time waited so far, what the adaptive stall learns from.
+        last_at = longest_gap = 0.0
         while max_count is None or count < max_count:
             if replies.empty():
                 remaining = timeout - waited
@@ -155,10 +184,10 @@ async def request_many(
                 elif count == 0 or effective_stall is None:
                     wait = remaining
                 else:
-                    wait = min(effective_stall, remaining)
+                    wait = min(adaptive_stall(effective_stall, longest_gap, waited) - (waited - last_at), remaining)
                 started = time.monotonic()
                 try:
-                    async with asyncio.timeout(wait):
+                    async with asyncio.timeout(max(wait, 0.0)):
                         msg = await replies.get()
                 except TimeoutError:
                     break
@@ -181,6 +210,7 @@ async def request_many(
                     log.warning("reply_dropped", subject=subject,
                                 reason="'no responders' status after other messages (not from the broker)")
                 continue
+            longest_gap, last_at = max(longest_gap, waited - last_at if count else 0.0), waited
             count += 1
             yield msg
         if hinted and count == 0:

@@ -144,7 +144,7 @@ class Node:
                            remembered=len(journal.cache))
 
     async def start(self, *, give_up_after: float | None = None) -> None:
-        """Connect, register the micro service and subscribe every request subject.
+        """Connect, start the companions (registry record included), then subscribe every request subject.
 
         The first connection is retried (each failure logged with its reason) until
         `give_up_after` seconds, forever when None; then ConnectError says why. A replay
@@ -161,10 +161,14 @@ class Node:
                                     metadata={"identity": self.identity, "collective": self.collective,
                                               "version": __version__})
         await self.service.start()
-        await self._subscribe_requests()
-        await synced_flush(self.nc)
+        # Companions first: the policy and audit hooks are ready before the first request, and
+        # the registry record is put before any request subject is subscribed, so a node that
+        # answers is always one the registry lists (clients that expect the registered nodes
+        # end on the last one's reply and would not wait for an unlisted one).
         for companion in self.companions:
             await companion.start(self)
+        await self._subscribe_requests()
+        await synced_flush(self.nc)
         self._log.info("node_started", servers=list(self.settings.servers), agents=sorted(self._agents),
                        service_id=self.service.id)
         if self.settings.unsigned_actions:  # a deliberate hole in "everything is signed": say so at every start

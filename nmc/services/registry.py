@@ -9,7 +9,10 @@ and know exactly whom to wait for (`nmc.client.registry`).
 
 The registry is a discovery aid, never a reason for a node to fail: no
 JetStream, a broker restart or a deleted bucket are logged as warnings and
-retried on the next tick.
+retried after 1 s, then 2, 4, ... up to the interval. The first put is made
+before the node subscribes its request subjects (nmc.services.node), so a
+node that answers is listed, unless that put failed: it serves anyway and is
+listed once a retry succeeds.
 
 The bucket (`bucket_config`) refuses rollup headers and purges: a node may
 write only its own key (broker permissions), and without this one put of its
@@ -54,6 +57,7 @@ _NOT_CLUSTERED = 10074
 _DUPLICATE_WINDOW = 120.0  # nats-py's for a key-value bucket (never longer than the TTL)
 _PUT_TIMEOUT = 2.0  # seconds a put or bucket lookup may wait for the stream's answer
 _REPAIRS_PER_SECOND = 5  # re-puts after foreign writes: enough to win back a one-off, bounded under a flood
+_RETRY_FIRST = 1.0  # seconds before the first retry of a failed put (then 2, 4, ... up to the interval)
 
 
 def bucket_config(bucket: str = DEFAULT_BUCKET, ttl: float = 180.0, replicas: int = 1) -> StreamConfig:
@@ -137,6 +141,7 @@ class RegistryPublisher:
         self._watch: Any = None  # core subscription to the node's own key (foreign writes)
         self._written: bytes | None = None  # the record last put, to tell its echo from a foreign write
         self._repairs: list[float] = []  # monotonic times of recent re-puts (rate limit)
+        self._failures = 0  # failed puts in a row (a shorter wait before the next)
         self.puts = 0  # successful puts, for stats and tests
         self.overwrites = 0  # foreign writes seen on the node's own key
 
@@ -202,7 +207,7 @@ class RegistryPublisher:
     async def _refresh_loop(self) -> None:
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.interval)
+                await asyncio.wait_for(self._wake.wait(), self._next_wait())
             self._wake.clear()
             node = self._node
             if node is None or node.nc is None or node.nc.is_closed:
@@ -211,13 +216,23 @@ class RegistryPublisher:
                 return
             await self._publish_safely("refresh")
 
+    def _next_wait(self) -> float:
+        """The interval; after failed puts a shorter, doubling wait, so a node is listed again soon."""
+        if not self._failures:
+            return self.settings.interval
+        return min(self.settings.interval, _RETRY_FIRST * 2 ** (self._failures - 1))
+
     async def _publish_safely(self, why: str) -> None:
         try:
             await self._publish()
         except Exception as exc:  # noqa: BLE001 - nats-py raises many types here; none may kill the node
             self._kv = None  # re-open (or re-create) the bucket next time: it may have been deleted
+            self._failures += 1
+            # The node serves meanwhile: registry-expecting clients do not wait for it until a put succeeds.
             self._log.warning("registry_put_failed", why=why, error=str(exc) or type(exc).__name__,
-                              retry_in=self.settings.interval)
+                              retry_in=self._next_wait())
+        else:
+            self._failures = 0
 
     async def _publish(self) -> None:
         node = self._node

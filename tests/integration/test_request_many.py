@@ -210,3 +210,20 @@ async def test_unsubscribes_after_normal_end(nats_server_factory: Callable[..., 
 async def test_bad_limits_are_one_line_errors(nc: Client, kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         await _gather(nc, **kwargs)
+
+
+async def test_stall_grows_with_the_pauses_already_seen(nc: Client, responder_nc: Client) -> None:
+    # A slow fleet answers in bursts: a pause of 0.4 s, then one of 0.6 s, longer than the 0.5 s
+    # stall. Having seen the first pause, gathering waits long enough for the second (a fixed
+    # stall ended here and lost the last burst); then it still ends on its own, long before the timeout.
+    async def bursts(msg: Msg) -> None:
+        for name, pause in (("first", 0.4), ("second", 0.6), ("third", 0.0)):
+            await responder_nc.publish(msg.reply, name.encode())
+            await responder_nc.flush()
+            await asyncio.sleep(pause)
+
+    await responder_nc.subscribe(SUBJECT, cb=bursts)
+    await synced_flush(responder_nc)
+    replies, elapsed = await _gather(nc, timeout=60, stall=0.5)
+    assert replies == [b"first", b"second", b"third"]
+    assert elapsed < 30

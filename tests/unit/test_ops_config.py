@@ -328,3 +328,14 @@ def test_nmc_etc_dir_moves_the_system_wide_config_directory(tmp_path):
     assert find_client_config({"NMC_ETC_DIR": str(tmp_path / "nothing")}, home) is None
     # Reserved: it names a directory, it is not the setting "etc_dir".
     assert "etc_dir" not in load_config(None, kind="client", env=env).settings
+
+
+def test_default_discovery_method_is_read_and_a_bad_one_names_its_line(tmp_path: Path) -> None:
+    from nmc.ops.config.settings import SettingsError, client_settings
+
+    good = write(tmp_path / "client.cfg", "default_discovery_method = broadcast\n")
+    assert client_settings(load_config(good)).discovery_method == "broadcast"
+    assert client_settings(load_config(write(tmp_path / "empty.cfg", ""))).discovery_method == "auto"
+    bad = write(tmp_path / "bad.cfg", "ttl = 30\ndefault_discovery_method = mongo\n")
+    with pytest.raises(SettingsError, match=r"unknown default discovery method 'mongo'.*bad\.cfg:2"):
+        client_settings(load_config(bad))

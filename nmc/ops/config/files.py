@@ -113,6 +113,8 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
                           "facts that get routing subjects: * = every top-level fact, dotted paths, -name excludes;"
                           " must be the same on clients and nodes"),
     "max_request_bytes": KeySpec("1048576", "largest request accepted, in bytes"),
+    "default_discovery_method": KeySpec("auto", "how commands find nodes without --dm: auto (the registry when it"
+                                        " lists any node, else broadcast), broadcast or registry", _CLIENT),
     "discovery_timeout": KeySpec("2", "seconds broadcast discovery waits at most", _CLIENT),
     "discovery_stall": KeySpec("0.3", "discovery ends when no new reply came for this many seconds", _CLIENT),
     "timeout": KeySpec("10", "seconds an rpc waits for replies at most", _CLIENT),

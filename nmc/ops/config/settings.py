@@ -217,9 +217,11 @@ def client_settings(config: Config) -> ClientSettings:
             sender=socket.gethostname(),
             fact_index=fact_index(config),
             registry_bucket=_registry_bucket(config),
+            discovery_method=config.get("default_discovery_method") or "auto",
         )
     except ValueError as exc:
-        raise SettingsError(str(exc)) from exc
+        raise SettingsError(f"{exc} (set at {config.origin('default_discovery_method')})"
+                            if "discovery method" in str(exc) else str(exc)) from exc
 
 
 def client_servers(config: Config) -> tuple[str, ...]:
