@@ -17,15 +17,24 @@
 10. sign the reply with the node's certificate (the injected Signer);
 11. send it to the reply subject (the injected `send`: node.py wires it to NATS).
 
-Choria sends before it audits, and issue 15 allowed that order; nmc keeps
-the result record first, in every audit mode, because a reply then implies
-that its result record is kept (acknowledged by the stream or fsync'd in the
-spool): a client, or `nmc audit` run right after a request, never sees an
-answer the audit trail lacks, and a node that dies between the two loses a
-reply rather than a record (tests/integration/test_audit_node.py pins it).
-`audit.required` is a promise about the decision record (step 6: nothing
-runs unless it was kept); a result record that cannot be kept is logged as
-`audit_result_lost` and the reply still goes out, since the action has run.
+Choria sends before it audits, and issue 15 allowed that order; nmc hands
+the result record over first, in every audit mode: `auditor.record()` has
+returned for it (JetStreamAuditor: published on the node's connection with
+its acknowledgement tracked, or fsync'd in the spool) before the reply is
+signed and sent. The reply and the record leave on the same connection, the
+record first, and the auditor keeps the record until the stream acknowledged
+it, spooling it when no acknowledgement comes (issue 16: the reply no longer
+waits a round trip to the stream). So a node that dies between record and
+reply loses a reply rather than a record, and a reply implies that its
+result record reached the broker first or is being kept by the node; only a
+node that dies before the record's acknowledgement *and* a broker that did
+not store it lose the record (tests/integration/test_audit_node.py and
+tests/unit/test_pipeline_order.py pin this). `audit.required` is a promise
+about the decision record (step 6: nothing runs unless it was kept, so that
+record is acknowledged or spooled before the action starts); a result record
+that cannot be kept is logged (`audit_result_lost`, or the auditor's
+`audit_record_lost` when the spool failed it later) and the reply still goes
+out, since the action has run.
 
 Errors map to status codes in exactly one place: `_failure()`.
 
@@ -241,7 +250,7 @@ class RequestPipeline:
             # Answer with the request id whenever the body parsed, so the client can
             # show the refusal instead of counting this node as silent.
             outcome = self._failure(request.id if request is not None else exc.request_id, exc, subject)
-        # 9. audit the result (before the reply: see the module doc)
+        # 9. audit the result: handed to the auditor before the reply (see the module doc)
         if decision is not None and request is not None and outcome.reply is not None:
             await self._audit_result(request, decision, outcome.reply.status, time.monotonic() - started)
         # 10. sign, 11. send
@@ -430,7 +439,9 @@ class RequestPipeline:
                 raise _Rejected(Status.UNKNOWN_ERROR, f"agent {request.agent} is busy: waited {limit:g}s for one of "
                                                       f"its {type(agent).concurrency} slot(s)") from exc
         try:
-            result = fill_output_defaults(spec, await asyncio.wait_for(handler(call), timeout=limit))
+            # asyncio.timeout, not wait_for: the handler runs in this request's task, not in a new one per run.
+            async with asyncio.timeout(limit):
+                result = fill_output_defaults(spec, await handler(call))
         except ActionFailed as exc:
             raise _Rejected(exc.status, exc.message, fill_output_defaults(spec, exc.data)) from exc
         except asyncio.TimeoutError as exc:

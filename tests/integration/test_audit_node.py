@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Collection, Mapping
+import os
+import signal
+import time
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +69,17 @@ async def stream_records(nc, ca, **query: Any) -> list[dict[str, Any]]:
 
 async def test_decision_and_result_reach_the_stream_with_dedup_ids_and_secrets_redacted(fleet, nats_url, tmp_path):
     Vault.ran.clear()
-    for i in (1, 2):
-        await fleet.add(f"n{i}.test", agents=[Vault], auditor=auditor(tmp_path, f"n{i}"))
+    auditors = [auditor(tmp_path, f"n{i}") for i in (1, 2)]
+    for i, node_auditor in enumerate(auditors, 1):
+        await fleet.add(f"n{i}.test", agents=[Vault], auditor=node_auditor)
     nc = await connect(nats_url)
     try:
         async with fleet.client() as fc:
             result = await fc.call("vault", "login", {"user": "alice", "password": "hunter2"},
                                    expect=["n1.test", "n2.test"])
+        for node_auditor in auditors:  # the result records were published before the replies; now acknowledged
+            await node_auditor.settle()
+        assert all(a.published == 2 and len(a.spool) == 0 for a in auditors)
         assert sorted(r.identity for r in result.results) == ["n1.test", "n2.test"]
         assert all(r.data == {"ok": True} for r in result.results)  # the action saw the real password
         records = await stream_records(nc, fleet.ca)
@@ -97,11 +104,13 @@ async def test_decision_and_result_reach_the_stream_with_dedup_ids_and_secrets_r
 
 async def test_a_denied_request_leaves_a_decision_record_and_runs_nothing(fleet, nats_url, tmp_path):
     Vault.ran.clear()
-    await fleet.add("n1.test", agents=[Vault], auditor=auditor(tmp_path, "n1"), authorizer=DenyAll())
+    node_auditor = auditor(tmp_path, "n1")
+    await fleet.add("n1.test", agents=[Vault], auditor=node_auditor, authorizer=DenyAll())
     nc = await connect(nats_url)
     try:
         async with fleet.client() as fc:
             result = await fc.call("vault", "login", {"user": "bob", "password": "x"}, expect=["n1.test"])
+        await node_auditor.settle()
         assert result.results[0].status == Status.ABORTED and Vault.ran == []
         records = await stream_records(nc, fleet.ca)
         assert [(r["phase"], r["allowed"], r["rule"], r["caller"]) for r in records] == [
@@ -184,7 +193,9 @@ async def test_the_spool_survives_a_node_restart_and_resends_are_deduplicated(fl
             pinged = await fc.call("rpcutil", "ping", {}, expect=["n1.test"])
         assert pinged.results[0].ok
         # The stream acknowledged the stored record's resend as a duplicate (even though it is full), so
-        # only this request's decision and result are left in the spool.
+        # only this request's decision and result are left in the spool, once the stream's refusals of them
+        # came back (acknowledgements are tracked after the reply: settle() waits for them).
+        await first.settle()
         assert len(first.spool) == 2 and (await js.stream_info(STREAM)).state.messages == 1
         await node.stop()
 
@@ -228,13 +239,18 @@ async def test_audit_required_refuses_actions_only_when_no_record_can_be_kept(fl
         assert "audit required but unavailable" in by_node["n1.test"].message
         assert by_node["n2.test"].ok and by_node["n3.test"].ok  # the spool took it / auditing is not required
         assert sorted(Vault.ran) == [result.request_id] * 2
+        # The decision record with audit.required was in n2's spool before the action ran; the result
+        # records' refusals come back after the replies: settle() waits for them.
+        await strict_ok.settle()
+        await lenient.settle()
         assert len(strict_ok.spool) == 2 and lenient.lost == 2
     finally:
         await nc.close()
 
 
 async def test_nodes_create_a_missing_stream(fleet, nats_url, tmp_path):
-    await fleet.add("n1.test", auditor=auditor(tmp_path, "n1", max_age=3600))
+    node_auditor = auditor(tmp_path, "n1", max_age=3600)
+    await fleet.add("n1.test", auditor=node_auditor)
     nc = await connect(nats_url)
     try:
         info = await nc.jetstream().stream_info(STREAM)
@@ -242,9 +258,109 @@ async def test_nodes_create_a_missing_stream(fleet, nats_url, tmp_path):
         assert info.config.duplicate_window >= 120 and info.config.storage == StorageType.FILE
         async with fleet.client() as fc:
             await fc.call("rpcutil", "ping", {}, filter_expr=combine(identities=["n1.test"]), expect=["n1.test"])
+        await node_auditor.settle()
         assert [r["phase"] for r in await stream_records(nc, fleet.ca)] == ["decision", "result"]
     finally:
         await nc.close()
+
+
+@contextlib.contextmanager
+def frozen(pid: int) -> Iterator[None]:
+    """The process `pid` stopped (SIGSTOP) inside the block: it keeps its connections but answers nothing."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # SIGSTOP reaches each of nats-server's threads in turn: one still running could answer for a moment.
+        while not all(_stopped(pid, task) for task in os.listdir(f"/proc/{pid}/task")):
+            time.sleep(0.001)
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _stopped(pid: int, task: str) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+    except FileNotFoundError:
+        return True  # the thread ended
+    return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def _records(prefix: str, count: int) -> list[AuditRecord]:
+    return [AuditRecord(phase="decision", request_id=f"{prefix}-{i}", request_time=0.0, caller="cert=test", sender="t",
+                        identity="n1.test", collective="nmc", agent="rpcutil", action="ping", time=1764072000.0 + i)
+            for i in range(count)]
+
+
+async def test_records_whose_acknowledgement_never_comes_are_spooled_by_stop_and_delivered_later(
+        fleet, nats_server, tmp_path):
+    # The broker is frozen (SIGSTOP) while records are in flight: the connection stays up, the records
+    # leave the node, and no acknowledgement comes. record() returns at once (acknowledgements are
+    # tracked, not waited for); stop() must not return before each record is acknowledged or spooled.
+    first = auditor(tmp_path, "n1")
+    node = await fleet.add("n1.test", auditor=first)
+    records = _records("frozen", 5)
+    with frozen(nats_server.pid):
+        for record in records:
+            await first.record(record)
+        assert first.in_flight == 5 and len(first.spool) == 0 and first.published == 0
+        await first.stop()  # the node shutting down: nothing acknowledged within ack_timeout, so all spooled
+        assert first.in_flight == 0 and first.published == 0
+        assert [e["msg_id"] for e in map(json.loads, first.settings.spool.read_text().splitlines())] == \
+            [r.msg_id for r in records]
+    # Thawed, the broker reads what it was sent meanwhile and may store those records (the acknowledgements
+    # come too late). The node starts again with its spool and resends: each record ends up in the stream once.
+    await node.stop()
+    second = auditor(tmp_path, "n1")
+    await fleet.add("n1.test", auditor=second)
+    await until(lambda: _true(len(second.spool) == 0), 20, "the spool to be resent after the restart")
+    nc = await connect(nats_server.url)
+    try:
+        stored = [r["request_id"] for r in await stream_records(nc, fleet.ca)]
+        assert sorted(stored) == [r.request_id for r in records]
+        assert (await nc.jetstream().stream_info(STREAM)).state.messages == 5
+    finally:
+        await nc.close()
+
+
+async def test_records_the_stream_refuses_after_they_were_published_are_spooled_and_resent(fleet, nats_url, tmp_path):
+    # The stream is removed under a running node: its records are published, then refused ("no
+    # responders": no stream takes the subject), so they go to the spool; once the stream is back, the
+    # resend loop delivers them.
+    node_auditor = auditor(tmp_path, "n1")
+    await fleet.add("n1.test", auditor=node_auditor)
+    nc = await connect(nats_url)
+    js = nc.jetstream()
+    try:
+        await js.delete_stream(STREAM)
+        records = _records("refused", 5)
+        for record in records:
+            await node_auditor.record(record)
+        await node_auditor.settle()
+        assert node_auditor.in_flight == 0 and node_auditor.published == 0 and len(node_auditor.spool) == 5
+        await ensure_stream(js)
+        await until(lambda: _true(len(node_auditor.spool) == 0), 20, "the spool to be resent")
+        assert sorted(r["request_id"] for r in await stream_records(nc, fleet.ca)) == [r.request_id for r in records]
+        assert node_auditor.resent == 5
+    finally:
+        await nc.close()
+
+
+async def test_audit_required_keeps_the_decision_record_before_the_action_runs(fleet, nats_server, tmp_path):
+    # audit.required: record() returns for a decision record only once it is kept. With the broker frozen,
+    # no acknowledgement comes, so it returns after ack_timeout with the record in the spool; a result
+    # record is handed over at once.
+    strict = auditor(tmp_path, "n1", required=True)
+    await fleet.add("n1.test", auditor=strict)
+    decision, = _records("strict", 1)
+    result = AuditRecord(**{**decision.__dict__, "phase": "result", "status": 0, "nonce": "0" * 32})
+    with frozen(nats_server.pid):
+        await strict.record(result)
+        assert strict.in_flight == 1 and len(strict.spool) == 0
+        await strict.record(decision)
+        assert len(strict.spool) >= 1  # kept: on disk (after the result record, which expired first)
+        assert decision.msg_id in strict.settings.spool.read_text()
+    await strict.settle()
+    assert strict.in_flight == 0
 
 
 async def _true(value: bool) -> bool:

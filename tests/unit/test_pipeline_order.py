@@ -218,16 +218,50 @@ def test_the_result_record_carries_the_reply_status() -> None:
     assert result.duration_ms is not None and result.duration_ms >= 0
 
 
-def test_a_reply_goes_out_only_after_its_result_record_was_kept() -> None:
+def test_a_reply_goes_out_only_after_its_result_record_was_handed_to_the_auditor() -> None:
+    # The guarantee since issue 16: `record()` has returned for the result record (the JetStreamAuditor
+    # has published it, acknowledgement tracked, or spooled it) before the reply is signed and sent; the
+    # reply does not wait for the stream's acknowledgement (tests/integration/test_audit_node.py).
     r = rig()
-    kept_when_sent: list[int] = []
+    handed_over_when_sent: list[int] = []
 
     async def send(subject: str, body: bytes, headers: Mapping[str, str]) -> None:
-        kept_when_sent.append(len(r.auditor.records))
+        handed_over_when_sent.append(len(r.auditor.records))
 
     r.pipeline.send = send
     handle(r, request())
-    assert kept_when_sent == [2]  # decision and result were both kept when the reply was published
+    assert handed_over_when_sent == [2]  # decision and result were both handed over when the reply was published
+
+
+def test_a_result_record_still_being_handed_over_holds_the_reply_back() -> None:
+    # An auditor whose record() has not returned (e.g. spooling: the fsync) keeps the reply back.
+    r = rig()
+    release, entered = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    async def record(record: AuditRecord) -> None:
+        if record.phase == "result":
+            order.append("result handed over?")
+            entered.set()
+            await release.wait()
+            order.append("result handed over")
+
+    async def send(subject: str, body: bytes, headers: Mapping[str, str]) -> None:
+        order.append("send")
+
+    async def scenario() -> None:
+        subject = node_subject("nmc", ME, "counter", "bump")
+        req = request()
+        task = asyncio.create_task(r.pipeline.handle(subject, req.to_bytes(), GOOD, INBOX))
+        await entered.wait()
+        assert order == ["result handed over?"]  # the action ran, the reply waits
+        release.set()
+        await task
+
+    r.auditor.record = record  # type: ignore[method-assign]
+    r.pipeline.send = send
+    asyncio.run(scenario())
+    assert order == ["result handed over?", "result handed over", "send"]
 
 
 def test_without_a_sender_nothing_is_signed_or_sent() -> None:
