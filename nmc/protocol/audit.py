@@ -41,6 +41,7 @@ PHASES = ("decision", "result")
 
 _WHAT = "audit record"
 _NONCE = re.compile(r"\A[0-9a-f]{32}\Z")
+_HEADER_SAFE = re.compile(r"[!-~]*")  # printable ASCII without space (33-126): fit for a header value as it is
 _TEXT = ("request_id", "caller", "sender", "identity", "collective", "agent", "action", "rule", "time")
 # The order of PROTOCOL.md section 6; decode_record returns exactly these fields, in this order.
 _FIELDS = ("protocol", "phase", "time", "request_id", "request_time", "caller", "sender", "identity", "collective",
@@ -79,7 +80,7 @@ def header_msg_id(msg_id: str) -> str:
     SHA-256 instead (still the same for every resend, which is all the
     stream's de-duplication needs).
     """
-    if msg_id.isascii() and all(33 <= ord(c) <= 126 for c in msg_id):
+    if _HEADER_SAFE.fullmatch(msg_id):
         return msg_id
     return "sha256:" + hashlib.sha256(msg_id.encode("utf-8")).hexdigest()
 

@@ -8,6 +8,7 @@ and the encoding is its own exact inverse.
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = [
@@ -48,6 +49,10 @@ class SubjectError(ProtocolError, ValueError):
     """A subject or token that does not follow PROTOCOL.md section 1."""
 
 
+# Cached: every request and audit record encodes or decodes the same few tokens (collective, identity,
+# agent, action) again, byte by byte (issue 16: the node's request path). Pure functions of a string,
+# bounded; an error is raised again each time, never cached.
+@functools.lru_cache(maxsize=4096)
 def encode_token(text: str) -> str:
     """Encode data as one NATS subject token (empty text becomes `%` escaped nothing: `_` is kept for it)."""
     if text == "":
@@ -59,6 +64,7 @@ def encode_token(text: str) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=4096)
 def decode_token(token: str) -> str:
     """Exact inverse of encode_token; raises SubjectError on anything it could not have produced."""
     if token == "%":
