@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
 import json
-import statistics
 from typing import Any
 
 import click
@@ -27,7 +25,6 @@ from nmc.cli.common import (
 from nmc.client.discovery import discover
 from nmc.client.run import ping as ping_nodes
 from nmc.client.run import run_action
-from nmc.cli.plugin_cmd import known_agents
 from nmc.cli.completion import complete_action, complete_agent, complete_input
 from nmc.cli.render import (DISPLAY_MODES, call_json, default_display, print_call, print_jsonl, print_table,
                             shown_replies)
@@ -86,14 +83,14 @@ def ping(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
     if as_json:
         click.echo(json.dumps({**call_json(result), "times_ms": {
             "min": min(times, default=None), "max": max(times, default=None),
-            "avg": statistics.fmean(times) if times else None}}, indent=2))
+            "avg": sum(times) / len(times) if times else None}}, indent=2))
     else:
         for r in sorted(result.results, key=lambda r: r.elapsed):
             click.echo(f"{r.identity:<40} time={r.elapsed * 1000:.2f} ms")
         click.echo("\n\n" + click.style("---- ping statistics ----", bold=True))  # plain text off a terminal
         if times:
             click.echo(f"{len(times)} replies max: {times[-1]:.2f} min: {times[0]:.2f} "
-                       f"avg: {statistics.fmean(times):.2f}")
+                       f"avg: {sum(times) / len(times):.2f}")
         else:
             click.echo("No responses received")
         if result.no_response:
@@ -141,6 +138,8 @@ def find(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
 
 def _close_to(word: str, names: Any, cutoff: float) -> str | None:
     """The known name `word` is most probably a misspelling of, if any."""
+    import difflib  # only for a mistyped name: ping and find never load it
+
     found = difflib.get_close_matches(word, sorted(names), n=1, cutoff=cutoff)
     return found[0] if found else None
 
@@ -226,6 +225,8 @@ def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as
     targeting = take_targeting(flags)
     expr = take_filter(flags)
     config = load_client_config(ctx)
+    from nmc.cli.plugin_cmd import known_agents  # the DDLs: rpc only, not ping or find
+
     specs = {name: known.spec for name, known in known_agents(config).items()}
     data, action_spec = _parse_inputs(agent, action, inputs, specs)
     if batch is not None:
