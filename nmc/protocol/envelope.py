@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from nmc.protocol import codec
 from nmc.protocol.codec import WireError
+from nmc.protocol.jobs import JobError, check_job_id
 from nmc.protocol.status import Status
 
 __all__ = [
@@ -79,6 +80,16 @@ def _targets(obj: Mapping[str, Any]) -> tuple[str, ...] | None:
     return tuple(value)
 
 
+def _job(obj: Mapping[str, Any]) -> str | None:
+    value = obj.get("job")
+    if value is None:
+        return None
+    try:
+        return check_job_id(value)
+    except JobError:
+        raise EnvelopeError("request field 'job' must be a job id (1-64 letters, digits, '_' or '-')") from None
+
+
 @dataclass(frozen=True)
 class Request:
     """A signed request as it travels: what to run, where, by whom, until when.
@@ -100,6 +111,9 @@ class Request:
     data: Mapping[str, Any] = field(default_factory=dict)
     filter: str = ""
     targets: tuple[str, ...] | None = None
+    # The job this request belongs to (nmc.protocol.jobs): the node also stores its signed reply in
+    # NMC_JOBS under that id. Absent (None) from the bytes when not a job, so older nodes read it too.
+    job: str | None = None
 
     def to_bytes(self) -> bytes:
         """The exact body bytes that get signed."""
@@ -109,6 +123,8 @@ class Request:
             "filter": self.filter, "caller": self.caller, "sender": self.sender,
             "time": self.time, "ttl": self.ttl,
         }
+        if self.job is not None:
+            obj["job"] = self.job
         if self.targets is not None:
             obj["targets"] = list(self.targets)
         return codec.dumps(obj)
@@ -143,7 +159,7 @@ class Request:
             caller=_field(obj, "caller", str, w), sender=_field(obj, "sender", str, w),
             time=_number(obj, "time", w), ttl=_number(obj, "ttl", w),
             data=_field(obj, "data", dict, w), filter=_field(obj, "filter", str, w),
-            targets=_targets(obj),
+            targets=_targets(obj), job=_job(obj),
         )
         if not req.id or len(req.id) > 128:
             raise EnvelopeError("request id must be 1-128 characters")

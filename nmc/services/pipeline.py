@@ -15,7 +15,10 @@
 8. run the action within its time limit (and its agent's concurrency slots);
 9. audit the result: every request that passed step 6 gets a result record;
 10. sign the reply with the node's certificate (the injected Signer);
-11. send it to the reply subject (the injected `send`: node.py wires it to NATS).
+11. send it to the reply subject (the injected `send`: node.py wires it to NATS);
+12. when the request names a job (`job`), keep the same signed reply (the injected
+    `keep`: node.py publishes it to NMC_JOBS), only for the copy that passed the replay
+    check, so a replayed copy's refusal never replaces the reply the job really got.
 
 Choria sends before it audits, and issue 15 allowed that order; nmc hands
 the result record over first, in every audit mode: `auditor.record()` has
@@ -88,6 +91,8 @@ log = structlog.get_logger("nmc.node")
 
 # Publishes one signed reply: (reply subject, body, headers). node.py passes the NATS connection's publish.
 Send = Callable[[str, bytes, Mapping[str, str]], Awaitable[None]]
+# Keeps the signed reply of a job request (request, body, headers): node.py publishes it to NMC_JOBS.
+Keep = Callable[[Request, bytes, Mapping[str, str]], Awaitable[None]]
 _Handler = Callable[[ActionRequest], Awaitable[Mapping[str, Any]]]
 
 
@@ -160,6 +165,8 @@ class RequestPipeline:
     # `send` (library use, unit tests) nothing is sent: `handle` returns the reply in its Outcome.
     signer: Signer | None = None
     send: Send | None = None
+    # Step 12: the signed reply of a request that names a job (`job`) is also kept, by `keep`.
+    keep: Keep | None = None
     _filters: OrderedDict[str, Any] = field(default_factory=OrderedDict)
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
@@ -207,6 +214,7 @@ class RequestPipeline:
         request: Request | None = None
         hint = ""  # why an unsigned message was not admitted, added to its refusal
         decision: Decision | None = None  # allowed and audited: from then on a result record follows
+        remembered = False  # the id passed the replay check and was recorded: a job reply may be kept
         started = 0.0
         try:
             # 1. decode (an unsigned message may instead be an allowlisted read-only query)
@@ -230,6 +238,7 @@ class RequestPipeline:
                 return Outcome(None, "filter does not match")
             if not unsigned:
                 self._remember(request)
+                remembered = True
             self.counters.passed += 1
             # 5. authorize, 6. audit the decision
             verdict = await self._authorize(request, snap)
@@ -253,8 +262,9 @@ class RequestPipeline:
         # 9. audit the result: handed to the auditor before the reply (see the module doc)
         if decision is not None and request is not None and outcome.reply is not None:
             await self._audit_result(request, decision, outcome.reply.status, time.monotonic() - started)
-        # 10. sign, 11. send
-        await self._send_reply(reply_to, outcome.reply)
+        # 10. sign, 11. send, 12. keep a job's reply (only a first copy's: a replayed copy's
+        # refusal must not replace the reply the job really got)
+        await self._send_reply(reply_to, outcome.reply, request if remembered else None)
         return outcome
 
     def _reply_refused(self, request: Request, reply: str) -> Outcome | None:
@@ -456,13 +466,21 @@ class RequestPipeline:
                  action=request.action, status=0)
         return self._reply(request.id, Status.OK, "OK", result)
 
-    async def _send_reply(self, reply_to: str | None, reply: Reply | None) -> None:
-        """Sign the reply with the node's certificate and publish it to `reply_to` (nothing to send: no-op)."""
-        if reply is None or not reply_to or self.send is None:
+    async def _send_reply(self, reply_to: str | None, reply: Reply | None, job_request: Request | None = None) -> None:
+        """Sign the reply and publish it to `reply_to`; keep it when `job_request` names a job.
+
+        A job's request may come without a reply subject (`nmc rpc --background`): the
+        reply is then only kept.
+        """
+        keep = self.keep if job_request is not None and job_request.job is not None else None
+        if reply is None or self.signer is None or ((not reply_to or self.send is None) and keep is None):
             return
-        assert self.signer is not None  # __post_init__ checked it
         body = reply.to_bytes()
-        await self.send(reply_to, body, self.signer.headers(body))
+        headers = self.signer.headers(body)
+        if reply_to and self.send is not None:
+            await self.send(reply_to, body, headers)
+        if keep is not None and job_request is not None:
+            await keep(job_request, body, headers)
 
     def _failure(self, request_id: str, exc: _Rejected, subject: str) -> Outcome:
         """The one place where a rejection becomes a reply and a log line."""
