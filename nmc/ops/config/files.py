@@ -121,6 +121,11 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "agent_timeout": KeySpec("60", "default seconds an action may run", _SERVER),
     "registerinterval": KeySpec("60", "seconds between registry updates; 0 disables the registry", _SERVER),
     "plugin.registry.bucket": KeySpec("nmc_registry", "JetStream key-value bucket of the node registry"),
+    # Lifecycle events (docs/events.md).
+    "events.enabled": KeySpec("true", "publish signed lifecycle events (startup, alive, facts changed, shutdown)"
+                              " on nmc.events.<collective>.<kind>.<identity>", _SERVER),
+    "events.alive_interval": KeySpec("", "seconds between alive events; empty: registerinterval (60 when that"
+                                     " is 0); 0 = no alive events", _SERVER),
     # Auditing (docs/audit.md): node keys first, then the audit service's (`nmc serve audit`).
     "audit.enabled": KeySpec("true", "write an audit record (PROTOCOL.md section 6) before and after every action"
                              " to the JetStream stream NMC_AUDIT", _SERVER),
@@ -202,6 +207,11 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "plugin.puppet.pidfile": KeySpec("", "pidfile of a puppet agent daemon, for status idling/stopped; empty:"
                                      " /var/run/puppetlabs/agent.pid or /run/puppet/agent.pid", _SERVER),
     "plugin.puppet.splaylimit": KeySpec("30", "longest random wait, in seconds, of runonce with splay", _SERVER),
+    "plugin.prometheus.port": KeySpec("", "daemons (node, policy, audit): serve Prometheus metrics on this TCP port"
+                                      " at /metrics; empty or 0: no endpoint (docs/metrics.md)", _SERVER),
+    "plugin.prometheus.bind": KeySpec("127.0.0.1", "address the metrics endpoint listens on; 0.0.0.0 or :: lets"
+                                      " other hosts scrape it (the metrics are not secret, but not public either)",
+                                      _SERVER),
 })
 
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # imported where used: the client commands read this module a
     from nmc.services.node import NodeSettings
     from nmc.services.registry import RegistrySettings
 
-__all__ = ["DEFAULT_CRL_NAME", "SettingsError", "audit_max_age", "crl_path", "crl_warning", "audit_service_settings", "audit_settings", "default_replay_path", "default_spool_path", "parse_duration", "authz_settings", "client_settings", "connect_timeout", "policy_service_settings", "fact_refresh_interval", "fact_sources", "jetstream_replicas", "load_signer", "load_verifier", "record_verifier",
+__all__ = ["DEFAULT_CRL_NAME", "SettingsError", "audit_max_age", "crl_path", "crl_warning", "audit_service_settings", "audit_settings", "default_replay_path", "default_spool_path", "parse_duration", "prometheus_endpoint", "authz_settings", "client_settings", "connect_timeout", "policy_service_settings", "fact_refresh_interval", "fact_sources", "jetstream_replicas", "load_signer", "load_verifier", "record_verifier",
            "RETIRED_AUDIT_KEYS", "node_settings", "retired_audit_keys", "registry_settings", "tls_context"]
 
 
@@ -521,3 +521,19 @@ def audit_service_settings(config: Config) -> AuditServiceSettings:
             dedup_ids=_audit_int(config, "audit.dedup_ids", 100_000, 1))
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
+
+
+def prometheus_endpoint(config: Config) -> tuple[str, int] | None:
+    """(bind address, port) of a daemon's metrics endpoint, or None when `plugin.prometheus.port` is empty or 0."""
+    key = "plugin.prometheus.port"
+    text = (config.get(key) or "").strip()
+    if not text:
+        return None
+    port = config.get_int(key)  # ConfigError (one line, with the origin) if not a number
+    if port is None or port == 0:
+        return None
+    if not 0 < port <= 65535:
+        raise SettingsError(f"{key} must be a TCP port (1 to 65535), or empty or 0 for no metrics endpoint, "
+                            f"got {port} (set at {config.origin(key)})")
+    bind = (config.get("plugin.prometheus.bind") or "").strip() or "127.0.0.1"
+    return bind, port
