@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -32,7 +32,7 @@ from nmc.services.agent import Agent
 from nmc.services.companion import Companion
 from nmc.services.facts import NodeFacts
 from nmc.transport.micro import MicroService
-from nmc.services.pipeline import PipelineSettings, RequestPipeline
+from nmc.services.pipeline import Outcome, PipelineSettings, RequestPipeline
 from nmc.services.replaylog import ReplayJournal
 from nmc.transport import connect, daemon_options
 
@@ -88,6 +88,9 @@ class Node:
     companions: Sequence[Companion] = ()
     authorizer: Authorizer = field(default_factory=AllowAll)
     auditor: Auditor = field(default_factory=NoAudit)
+    # Called after every request with its subject, the pipeline's Outcome and the seconds it took
+    # (the metrics endpoint counts and times requests with it; None, the default: nothing is timed).
+    request_observer: Callable[[str, Outcome, float], None] | None = None
 
     def __post_init__(self) -> None:
         self.identity = self.settings.identity
@@ -228,7 +231,11 @@ class Node:
 
     async def _on_request(self, msg: Msg) -> str | None:
         """One request: the pipeline decides, signs and sends; the micro service counts refusals as errors."""
+        observer = self.request_observer
+        started = time.perf_counter() if observer is not None else 0.0
         outcome = await self.pipeline.handle(msg.subject, msg.data, msg.headers, msg.reply)
+        if observer is not None:
+            observer(msg.subject, outcome, time.perf_counter() - started)
         if outcome.reply is None:
             return None
         return outcome.reason if outcome.reply.status != 0 else None
