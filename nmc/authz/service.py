@@ -88,6 +88,9 @@ class PolicyService:
         self.service: MicroService | None = None
         self._log = log.bind(service=SERVICE_NAME, signer=signer.name)
         self._stopped = False
+        # Answers given since start, for the metrics endpoint: allowed, denied, and questions refused
+        # (unsigned, not the asking node's, or a reply subject outside its inbox).
+        self.decisions: dict[str, int] = {"allowed": 0, "denied": 0, "refused": 0}
 
     @property
     def policies(self) -> PolicySet:
@@ -174,6 +177,7 @@ class PolicyService:
                 raise SecurityError(f"a question about node {question.identity!r} signed by {name!r}")
         except (SecurityError, EnvelopeError) as exc:
             reason = reason_of(exc)
+            self.decisions["refused"] += 1
             request_id, identity = _ids(msg.data)
             self._log.warning("authz_question_refused", request_id=request_id or None, reason=reason)
             # Whoever sent it is unknown: answer only into some inbox, never onto a subject it chose.
@@ -185,10 +189,12 @@ class PolicyService:
         if not in_inbox_of(msg.reply, name):
             # The answer goes only into the asking node's own inbox (a confused deputy otherwise).
             reason = f"reply subject {msg.reply!r} is outside the inbox of {name!r}: not answered"
+            self.decisions["refused"] += 1
             self._log.warning("authz_question_refused", request_id=question.request_id, reason=reason)
             return reason
         decision = self.policies.decide(caller=question.caller, agent=question.agent, action=question.action,
                                         facts=question.facts, classes=question.classes, identity=question.identity)
+        self.decisions["allowed" if decision.allowed else "denied"] += 1
         self._log.info("authz_decision", request_id=question.request_id, caller=question.caller,
                        agent=question.agent, action=question.action, identity=question.identity,
                        allowed=decision.allowed, rule=decision.rule, reason=decision.reason)
