@@ -13,8 +13,9 @@ same table for people, and a test checks it against these functions.
 - ``policy``: answers ``nmc.*.authz.check`` into inboxes, announces reloads.
 - ``audit``: reads ``NMC_AUDIT`` one stored message at a time, as users do, and hears
   ``nmc.audit.>`` as a wake-up hint.
-- ``operator``: creates and changes the audit stream and the registry bucket
-  (``nmc audit setup``, ``nmc ops setup``); nothing else.
+- ``operator``: creates and changes the audit and jobs streams and the registry
+  bucket (``nmc audit setup``, ``nmc ops setup``); nothing else.
+- ``auditor``: reads every caller's jobs from ``NMC_JOBS`` (a user reads its own).
 - ``leaf``: a site's leaf server: what the site's nodes and users may do, for any name.
 
 Three rules hold for every role, because nats-server enforces nothing finer:
@@ -50,6 +51,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from nmc.protocol.jobs import JOBS_STREAM
 from nmc.protocol.registry import DEFAULT_BUCKET, bucket_subjects, check_bucket, registry_key_subject
 from nmc.protocol.subjects import (
     PREFIX,
@@ -57,6 +59,7 @@ from nmc.protocol.subjects import (
     audit_subjects,
     authz_subject,
     collective_root,
+    encode_token,
     node_requests,
     reloaded_subject,
     route_requests,
@@ -65,6 +68,7 @@ from nmc.security.names import INBOX_ROOT, inbox_prefix
 
 __all__ = [
     "AUDIT_STREAM",
+    "AUDITOR_ROLE",
     "BROKER_ROLE",
     "LEAF_ROLE",
     "OPERATOR_ROLE",
@@ -72,6 +76,7 @@ __all__ = [
     "Permissions",
     "Scope",
     "audit_permissions",
+    "auditor_permissions",
     "leaf_permissions",
     "node_permissions",
     "operator_permissions",
@@ -81,6 +86,7 @@ __all__ = [
 ]
 
 AUDIT_STREAM = "NMC_AUDIT"
+AUDITOR_ROLE = "auditor"
 BROKER_ROLE = "broker"
 LEAF_ROLE = "leaf"
 OPERATOR_ROLE = "operator"
@@ -180,6 +186,11 @@ def _inbox(name: str) -> str:
     return f"{inbox_prefix(name)}.>"
 
 
+def _jobs(collective: str, caller: str = "*") -> str:
+    """``nmc.jobs.<collective>.<caller>``: the root of one caller's job subjects (nmc.protocol.jobs)."""
+    return f"{PREFIX}.jobs.{encode_token(collective)}.{caller if caller == '*' else encode_token(caller)}"
+
+
 def node_permissions(name: str, scope: Scope) -> Permissions:
     """A node named ``name``: its requests, its inbox, its audit records and registry key; answers into inboxes."""
     c = scope.collective
@@ -191,6 +202,8 @@ def node_permissions(name: str, scope: Scope) -> Permissions:
         publish=(authz_subject(c),
                  audit_subject(c, name),
                  own_key,
+                 # Its own signed replies to jobs, under any caller's jobs (the request names the caller).
+                 f"{_jobs(c)}.*.reply.{encode_token(name)}",
                  # The registry and audit publishers look their stream up; the operator made it (rule 3).
                  f"{_JS}.STREAM.INFO.{scope.registry_stream}", f"{_JS}.STREAM.INFO.{scope.audit_stream}",
                  _ANSWERS),
@@ -198,12 +211,27 @@ def node_permissions(name: str, scope: Scope) -> Permissions:
 
 
 def user_permissions(name: str, scope: Scope) -> Permissions:
-    """A person or script: requests and discovery out, replies only into its own inbox, streams read by message."""
-    base = scope.base
+    """A person or script: requests and discovery out, replies only into its own inbox, streams read by message.
+
+    Jobs: it records its own (start and end records under its name) and reads back only
+    subjects under its name, by direct get with the subject in the API subject, which is
+    the one JetStream read nats-server can restrict by stored subject (nmc.protocol.jobs).
+    """
+    base, mine = scope.base, _jobs(scope.collective, name)
     reads = [f"{_JS}.STREAM.{verb}.{stream}" for stream in (scope.registry_stream, scope.audit_stream)
              for verb in ("INFO", "MSG.GET")]
     return Permissions(
-        publish=(f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>", f"{base}.node.>", "$SRV.>", *reads),
+        publish=(f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>", f"{base}.node.>", "$SRV.>", *reads,
+                 f"{mine}.*.start", f"{mine}.*.end", f"{_JS}.STREAM.INFO.{JOBS_STREAM}",
+                 f"{_JS}.DIRECT.GET.{JOBS_STREAM}.{mine}.>"),
+        subscribe=(_inbox(name),),
+    )
+
+
+def auditor_permissions(name: str, scope: Scope) -> Permissions:
+    """Reads every caller's jobs (``nmc jobs list/show --caller``); given with ``user`` to a person who reviews."""
+    return Permissions(
+        publish=(f"{_JS}.STREAM.INFO.{JOBS_STREAM}", f"{_JS}.DIRECT.GET.{JOBS_STREAM}.{_jobs(scope.collective)}.>"),
         subscribe=(_inbox(name),),
     )
 
@@ -232,8 +260,8 @@ def audit_permissions(name: str, scope: Scope) -> Permissions:
 
 
 def operator_permissions(name: str, scope: Scope) -> Permissions:
-    """An operator's certificate: creates and configures the audit stream and the registry bucket, nothing else."""
-    streams = (scope.audit_stream, scope.registry_stream)
+    """An operator's certificate: creates and configures the audit and jobs streams and the registry bucket."""
+    streams = (scope.audit_stream, scope.registry_stream, JOBS_STREAM)
     return Permissions(
         subscribe=(_inbox(name),),
         publish=tuple(f"{_JS}.STREAM.{verb}.{stream}" for stream in streams for verb in ("INFO", "CREATE", "UPDATE")),
@@ -253,11 +281,13 @@ def leaf_permissions(name: str, scope: Scope) -> Permissions:
     node, user = node_permissions(name, scope), user_permissions(name, scope)
     # A site's leaf server maps $JS.API to the hub's domain: that is the subject the hub sees.
     api = f"$JS.{scope.jetstream_domain}.API" if scope.jetstream_domain else _JS
-    js = [api + s[len(_JS):] for s in (*node.publish, *user.publish) if s.startswith(_JS)]
+    # The site's users read their own jobs: the site's server checks whose; the hub allows every caller's.
+    jobs_reads = (f"{_JS}.DIRECT.GET.{JOBS_STREAM}.{_jobs(scope.collective)}.>",)
+    js = [api + s[len(_JS):] for s in (*node.publish, *user.publish, *jobs_reads) if s.startswith(_JS)]
     deny = tuple(api + s[len(_JS):] for s in user.publish_deny)
     return Permissions(
         publish=(f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>", f"{base}.node.>", f"{base}.authz.>",
-                 audit_subjects(scope.collective), bucket_subjects(scope.registry_bucket),
+                 audit_subjects(scope.collective), bucket_subjects(scope.registry_bucket), f"{_jobs(scope.collective)}.>",
                  "$SRV.>", _ANSWERS, *_merge(js, ())),
         subscribe=(f"{base}.>", "$SRV.>", _ANSWERS, bucket_subjects(scope.registry_bucket)),
         publish_deny=deny,
@@ -266,6 +296,7 @@ def leaf_permissions(name: str, scope: Scope) -> Permissions:
 
 ROLE_PERMISSIONS: Mapping[str, Callable[[str, Scope], Permissions]] = MappingProxyType({
     "audit": audit_permissions,
+    AUDITOR_ROLE: auditor_permissions,
     LEAF_ROLE: leaf_permissions,
     "node": node_permissions,
     OPERATOR_ROLE: operator_permissions,

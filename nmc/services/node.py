@@ -24,7 +24,9 @@ from nmc.audit.hooks import Auditor, NoAudit
 from nmc.authz.hooks import AllowAll, Authorizer
 from nmc.transport.compat import synced_flush
 from nmc.protocol.ddl import AgentSpec
+from nmc.protocol.envelope import Request
 from nmc.protocol.factindex import FactIndex
+from nmc.protocol.jobs import job_subject
 from nmc.protocol.subjects import agent_requests, class_requests, fact_requests, node_requests
 from nmc.security import ReplayCache, Signer, Verifier
 from nmc.security.replay import DEFAULT_CAPACITY
@@ -39,6 +41,7 @@ from nmc.transport import connect, daemon_options
 __all__ = ["Companion", "Node", "NodeSettings", "SERVICE_NAME"]
 
 SERVICE_NAME = "nmc-node"
+_JOB_ACK_TIMEOUT = 2.0  # seconds to wait for NMC_JOBS to acknowledge a stored reply
 log = structlog.get_logger("nmc.node")
 
 
@@ -64,6 +67,7 @@ class NodeSettings:
     replay_capacity: int = DEFAULT_CAPACITY  # live request ids remembered at most
     replay_per_caller: int | None = None  # ... of them per caller; None: a tenth of replay_capacity
     clock_skew: float = 5.0  # seconds a request's time may lie in the future
+    keep_jobs: bool = True  # store the signed replies of job requests in NMC_JOBS (jobs.enabled)
 
     def __post_init__(self) -> None:
         if not self.identity:
@@ -105,7 +109,9 @@ class Node:
                                       clock_skew=self.settings.clock_skew),
             verifier=self.verifier, agents=self._agents, snapshot=self.snapshot,
             replay=ReplayCache(self.settings.replay_capacity, self.settings.replay_per_caller),
-            authorizer=self.authorizer, auditor=self.auditor, signer=self.signer, send=self._send)
+            authorizer=self.authorizer, auditor=self.auditor, signer=self.signer, send=self._send,
+            keep=self._keep_job if self.settings.keep_jobs else None)
+        self._jobs_failing = False  # the last job reply could not be stored (warn once per outage)
         self.service: MicroService | None = None
         self._stopping = False  # set by stop(): the disconnect that follows is ours, not the broker's
         self._log = log.bind(identity=self.identity)
@@ -244,6 +250,27 @@ class Node:
         """The pipeline's way out: publish a signed reply on this node's connection."""
         if self.nc is not None:
             await self.nc.publish(subject, body, headers=dict(headers))
+
+    async def _keep_job(self, request: Request, body: bytes, headers: Mapping[str, str]) -> None:
+        """Store a job's signed reply in NMC_JOBS, acknowledged; the caller already has it (or is gone).
+
+        The stream keeps it under the caller's name (nmc.protocol.jobs), which is what lets the
+        broker show it to that caller and the auditor role only.
+        """
+        if self.nc is None or request.job is None or not request.caller.startswith("cert="):
+            return
+        subject = job_subject(self.collective, request.caller[len("cert="):], request.job, "reply", self.identity)
+        try:
+            await self.nc.jetstream(timeout=_JOB_ACK_TIMEOUT).publish(subject, body, headers=dict(headers))
+        except Exception as exc:  # noqa: BLE001 - nats-py raises many types; the reply itself went out
+            level = self._log.debug if self._jobs_failing else self._log.warning
+            self._jobs_failing = True
+            level("job_reply_not_stored", job=request.job, error=str(exc) or type(exc).__name__,
+                  hint="is the NMC_JOBS stream set up (nmc ops setup)?")
+        else:
+            if self._jobs_failing:
+                self._log.info("job_replies_stored_again")
+            self._jobs_failing = False
 
     async def stop(self) -> None:
         """Stop answering, finish running actions, close the connection."""
