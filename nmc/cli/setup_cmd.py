@@ -1,4 +1,4 @@
-"""`nmc ops setup`: the operator makes the audit stream and the registry bucket (nmc.ops.broker.jetstream)."""
+"""`nmc ops setup`: the operator makes the audit and jobs streams and the registry bucket (nmc.ops.broker.jetstream)."""
 
 from __future__ import annotations
 
@@ -28,12 +28,17 @@ def _seconds(text: str, option: str, *, zero: bool) -> float:
               help="How long NMC_AUDIT keeps records (90s, 12h, 30d; 0 = forever).")
 @click.option("--registry-ttl", default=f"{DEFAULT_REGISTRY_TTL:g}s", show_default=True, metavar="AGE",
               help="How long a registry record lives without a refresh (longer than the nodes' registerinterval).")
+@click.option("--jobs-max-age", default="7d", show_default=True, metavar="AGE",
+              help="How long NMC_JOBS keeps a job's records and replies (90s, 12h, 30d).")
+@click.option("--jobs-max-bytes", default=1024, show_default=True, metavar="MIB", type=click.IntRange(min=1),
+              help="Size cap of NMC_JOBS in MiB: the oldest jobs go first when it is full.")
 @click.option("--json", "as_json", is_flag=True,
-              help='Print {"audit": {...}, "registry": {...}}, each with "stream", "subjects", "messages", '
-                   '"max_age_s", "replicas".')
+              help='Print {"audit": {...}, "registry": {...}, "jobs": {...}}, each with "stream", "subjects", '
+                   '"messages", "max_age_s", "replicas".')
 @click.pass_context
-def setup(ctx: click.Context, audit_max_age: str, registry_ttl: str, as_json: bool) -> None:
-    """Create or configure NMC_AUDIT and the registry bucket: run once, before any node starts.
+def setup(ctx: click.Context, audit_max_age: str, registry_ttl: str, jobs_max_age: str, jobs_max_bytes: int,
+          as_json: bool) -> None:
+    """Create or configure NMC_AUDIT, NMC_JOBS and the registry bucket: run once, before any node starts.
 
     Only a certificate of role `operator` may do this: running nodes and services
     can look the streams up but never create or change them. Run it again to change
@@ -44,9 +49,12 @@ def setup(ctx: click.Context, audit_max_age: str, registry_ttl: str, as_json: bo
     Example:
       nmc --config operator.cfg ops setup
       nmc ops setup --audit-max-age 90d --registry-ttl 10m --json
+      nmc ops setup --jobs-max-age 30d --jobs-max-bytes 4096
     """
     wanted = {"audit_max_age": _seconds(audit_max_age, "--audit-max-age", zero=True),
-              "registry_ttl": _seconds(registry_ttl, "--registry-ttl", zero=False)}
+              "registry_ttl": _seconds(registry_ttl, "--registry-ttl", zero=False),
+              "jobs_max_age": _seconds(jobs_max_age, "--jobs-max-age", zero=False),
+              "jobs_max_bytes": jobs_max_bytes * 1024 * 1024}
     debug = bool((ctx.find_root().obj or {}).get("debug"))
     config = load_client_config(ctx)
     try:
@@ -63,6 +71,8 @@ def setup(ctx: click.Context, audit_max_age: str, registry_ttl: str, as_json: bo
     except KeyboardInterrupt:
         sys.exit(130)
     shown = {"audit": result.audit, "registry": result.registry}
+    if result.jobs is not None:
+        shown["jobs"] = result.jobs
     if as_json:
         click.echo(json.dumps({what: {"stream": info.config.name, "subjects": list(info.config.subjects or []),
                                       "messages": info.state.messages, "max_age_s": info.config.max_age or 0,

@@ -1,4 +1,4 @@
-"""The operator's JetStream step: the audit stream and the registry bucket, made before any daemon runs.
+"""The operator's JetStream step: the audit and jobs streams and the registry bucket, made before any daemon runs.
 
 No running daemon may create or change a stream (nmc.security.permissions,
 rule 3): a node or service key could otherwise make the audit stream, which
@@ -16,24 +16,27 @@ import math
 from dataclasses import dataclass
 
 import nats.errors
-from nats.js.api import StreamInfo
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 from nats.js.client import JetStreamContext
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NotFoundError
 
 from nmc.errors import OpsError
 from nmc.audit.errors import AuditStreamError
 from nmc.audit.stream import DEFAULT_MAX_AGE, ensure_stream, replicas_reason
 from nmc.ops.config.files import Config
 from nmc.ops.config.settings import client_servers, connect_timeout, jetstream_replicas, tls_context
+from nmc.protocol.jobs import JOBS_STREAM, jobs_subjects
 from nmc.protocol.registry import DEFAULT_BUCKET, check_bucket
 from nmc.security.names import inbox_prefix, tls_identity
 from nmc.services.registry import ensure_bucket
 from nmc.transport import ConnectError, connect
 
-__all__ = ["DEFAULT_REGISTRY_TTL", "JetStreamSetup", "SetupError", "SetupResult", "setup_as", "setup_audit_stream",
-           "setup_jetstream"]
+__all__ = ["DEFAULT_JOBS_MAX_AGE", "DEFAULT_JOBS_MAX_BYTES", "DEFAULT_REGISTRY_TTL", "JetStreamSetup", "SetupError", "SetupResult", "setup_as", "setup_audit_stream",
+           "jobs_stream_config", "setup_jetstream"]
 
 DEFAULT_REGISTRY_TTL = 180.0  # three missed refreshes at the nodes' default registerinterval (60 s)
+DEFAULT_JOBS_MAX_AGE = 7 * 86400.0  # a week of jobs, as Salt's job cache keeps 24 h by default and more on demand
+DEFAULT_JOBS_MAX_BYTES = 1024 ** 3  # 1 GiB
 # A refused publish gets no answer, only a timeout: say what usually causes it.
 _NO_ANSWER = "no answer from JetStream (is it enabled, and does this certificate have role `operator`?)"
 
@@ -50,9 +53,15 @@ class JetStreamSetup:
     registry_bucket: str = DEFAULT_BUCKET
     registry_ttl: float = DEFAULT_REGISTRY_TTL
     replicas: int = 1
+    jobs_max_age: float = DEFAULT_JOBS_MAX_AGE  # seconds a job (its records and replies) is kept
+    jobs_max_bytes: int = DEFAULT_JOBS_MAX_BYTES  # the stream's size cap: the oldest jobs go first
 
     def __post_init__(self) -> None:
         check_bucket(self.registry_bucket)
+        if not (math.isfinite(self.jobs_max_age) and self.jobs_max_age > 0):
+            raise ValueError(f"jobs max age must be a positive number of seconds, got {self.jobs_max_age!r}")
+        if self.jobs_max_bytes < 1024 * 1024:
+            raise ValueError(f"jobs max bytes must be at least 1 MiB, got {self.jobs_max_bytes!r}")
         if not (math.isfinite(self.registry_ttl) and self.registry_ttl > 0):
             raise ValueError(f"registry ttl must be a positive number of seconds, got {self.registry_ttl!r}")
         if not 1 <= self.replicas <= 5:
@@ -72,6 +81,7 @@ class SetupResult:
 
     audit: StreamInfo
     registry: StreamInfo
+    jobs: StreamInfo | None = None
 
 
 async def setup_audit_stream(js: JetStreamContext, max_age: float = DEFAULT_MAX_AGE, replicas: int = 1) -> StreamInfo:
@@ -96,7 +106,42 @@ async def setup_jetstream(js: JetStreamContext, setup: JetStreamSetup = JetStrea
         raise SetupError(f"{bucket}: {_NO_ANSWER}") from exc
     except Exception as exc:  # noqa: BLE001 - no responders (no JetStream), closed connection
         raise SetupError(f"{bucket}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
-    return SetupResult(audit=audit, registry=registry)
+    jobs = await _ensure(js, jobs_stream_config(setup.jobs_max_age, setup.jobs_max_bytes, setup.replicas),
+                         setup.replicas)
+    return SetupResult(audit=audit, registry=registry, jobs=jobs)
+
+
+def jobs_stream_config(max_age: float = DEFAULT_JOBS_MAX_AGE, max_bytes: int = DEFAULT_JOBS_MAX_BYTES,
+                       replicas: int = 1) -> StreamConfig:
+    """NMC_JOBS (nmc.protocol.jobs): one message per subject, read by direct get, never rolled up or purged.
+
+    `allow_direct` is what lets a reader fetch a subject's message with the subject in the
+    API subject (`$JS.API.DIRECT.GET.NMC_JOBS.<subject>`), the one read the broker can
+    restrict per caller. Discarding the oldest when full keeps new jobs recordable.
+    """
+    return StreamConfig(name=JOBS_STREAM, description="nmc jobs: start and end records, and the nodes' signed replies",
+                        subjects=[jobs_subjects()], retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
+                        discard=DiscardPolicy.OLD, max_age=max_age, max_bytes=max_bytes, max_msgs_per_subject=1,
+                        max_msgs=-1, max_consumers=-1, max_msg_size=-1, num_replicas=replicas,
+                        duplicate_window=min(120.0, max_age), allow_direct=True, allow_rollup_hdrs=False,
+                        deny_delete=True, deny_purge=True)
+
+
+async def _ensure(js: JetStreamContext, wanted: StreamConfig, replicas: int) -> StreamInfo:
+    """Create `wanted`, or give an existing stream its settings (SetupError naming the stream)."""
+    what = f"stream {wanted.name}"
+    try:
+        try:
+            await js.stream_info(wanted.name or "")
+        except NotFoundError:
+            return await js.add_stream(wanted)
+        return await js.update_stream(wanted)
+    except APIError as exc:
+        raise SetupError(f"{what}: {replicas_reason(exc, replicas)}") from exc
+    except (nats.errors.TimeoutError, TimeoutError) as exc:
+        raise SetupError(f"{what}: {_NO_ANSWER}") from exc
+    except Exception as exc:  # noqa: BLE001 - no responders (no JetStream), closed connection
+        raise SetupError(f"{what}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
 
 
 async def setup_as(config: Config, setup: JetStreamSetup | None = None, *,
