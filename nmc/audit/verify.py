@@ -21,25 +21,19 @@ audit service's de-duplication cannot be steered by another node either.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import fnmatch
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
-
-from cryptography import x509
 
 from nmc.audit.errors import AuditRecordRefused
 from nmc.audit.records import decode_record
 from nmc.protocol.audit import AUDIT_PROTOCOL
 from nmc.protocol.subjects import SubjectError, parse_audit_subject
-from nmc.security import CERTIFICATE_HEADER, SIGNATURE_HEADER, SecurityError, Verifier, certificate_roles
+from nmc.security import SecurityError, Verifier
+from nmc.security.signers import RoleError, SignerCheck
 
 __all__ = ["NODE_ROLE", "RecordVerifier"]
 
 NODE_ROLE = "node"
-_ROLE_CACHE = 1024
 
 
 class RecordVerifier:
@@ -50,7 +44,9 @@ class RecordVerifier:
         self.node_names = tuple(node_names)
         if any(not pattern.strip() for pattern in self.node_names):
             raise ValueError("audit.node_names: empty pattern")
-        self._roles: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        # The signature and role check, shared with lifecycle events (nmc.security.events).
+        self.signers = SignerCheck(verifier, role_names={NODE_ROLE: self.node_names},
+                                   hints={NODE_ROLE: "see audit.node_names"})
 
     def check(self, subject: str, body: bytes, headers: Mapping[str, str] | None, *,
               now: float | None = None) -> dict[str, Any]:
@@ -63,17 +59,12 @@ class RecordVerifier:
         if record["protocol"] != AUDIT_PROTOCOL:
             raise AuditRecordRefused(f"unsigned {record['protocol']} record (made by a node older than "
                                      f"{AUDIT_PROTOCOL}, or forged)", record)
-        headers = headers or {}
-        certificate = headers.get(CERTIFICATE_HEADER)
         try:
-            name = self.verifier.verify(body, headers.get(SIGNATURE_HEADER), certificate, now=now)
+            name = self.signers.signer(body, headers, NODE_ROLE, now=now)
+        except RoleError as exc:
+            raise AuditRecordRefused(exc.reason, record) from None
         except SecurityError as exc:
             raise AuditRecordRefused(f"signature: {exc.reason}", record) from None
-        assert certificate is not None  # verify() refuses a message without it
-        roles = self._certificate_roles(certificate)
-        if NODE_ROLE not in roles and (roles or not any(fnmatch.fnmatchcase(name, p) for p in self.node_names)):
-            held = ", ".join(roles) if roles else "no role (see audit.node_names)"
-            raise AuditRecordRefused(f"signed by {name!r}, which is not a node: it has {held}", record)
         if record["identity"] != name:
             raise AuditRecordRefused(f"record claims node {record['identity']!r} but is signed by {name!r}", record)
         try:
@@ -86,18 +77,3 @@ class RecordVerifier:
             raise AuditRecordRefused(f"record of collective {record['collective']!r} on the audit subject of "
                                      f"collective {collective!r}", record)
         return record
-
-    def _certificate_roles(self, certificate_b64: str) -> tuple[str, ...]:
-        """The roles of a certificate verify() just accepted (so it parses); remembered for the next records."""
-        roles = self._roles.get(certificate_b64)
-        if roles is None:
-            try:
-                roles = certificate_roles(x509.load_der_x509_certificate(base64.b64decode(certificate_b64)))
-            except (binascii.Error, ValueError):
-                roles = ()
-            self._roles[certificate_b64] = roles
-            if len(self._roles) > _ROLE_CACHE:
-                self._roles.popitem(last=False)
-        else:
-            self._roles.move_to_end(certificate_b64)
-        return roles

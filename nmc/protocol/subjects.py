@@ -24,11 +24,15 @@ __all__ = [
     "collective_root",
     "decode_token",
     "encode_token",
+    "event_query_subject",
+    "event_subject",
+    "event_subjects",
     "fact_requests",
     "fact_subject",
     "node_requests",
     "node_subject",
     "parse_audit_subject",
+    "parse_event_subject",
     "parse_request_subject",
     "reloaded_subject",
     "RequestSubject",
@@ -132,6 +136,11 @@ def audit_subject(collective: str, identity: str) -> str:
     return _join(PREFIX, "audit", encode_token(collective), encode_token(identity))
 
 
+def event_subject(collective: str, kind: str, identity: str) -> str:
+    """Where `identity` publishes its lifecycle events of `kind` (startup, alive, ...; docs/events.md)."""
+    return _join(PREFIX, "events", encode_token(collective), encode_token(kind), encode_token(identity))
+
+
 # Subscribe side: the wildcard subjects that receive what the builders above publish. A subscriber
 # and the broker permissions (nmc.security.permissions) take them from here, so a change of shape
 # cannot leave one of them listening where nothing is published any more.
@@ -188,6 +197,29 @@ def parse_audit_subject(subject: str) -> tuple[str, str]:
     if len(tokens) != 4 or tokens[:2] != [PREFIX, "audit"]:
         raise SubjectError(f"not an nmc audit subject: {subject!r}")
     return decode_token(tokens[2]), decode_token(tokens[3])
+
+
+def event_subjects(collective: str | None = None) -> str:
+    """Every lifecycle event (of one collective when given): the stream NMC_EVENTS's subjects, `nmc events watch`."""
+    if collective is None:
+        return _join(PREFIX, "events", ">")
+    return _join(PREFIX, "events", encode_token(collective), ">")
+
+
+def event_query_subject(collective: str | None = None, kind: str | None = None, identity: str | None = None) -> str:
+    """The narrowest subject holding every event of `collective`, `kind` and `identity` (None: any)."""
+    if collective is None and kind is None and identity is None:
+        return event_subjects()
+    return _join(PREFIX, "events", *("*" if value is None else encode_token(value)
+                                     for value in (collective, kind, identity)))
+
+
+def parse_event_subject(subject: str) -> tuple[str, str, str]:
+    """(collective, kind, identity) of an event subject; SubjectError for anything event_subject cannot produce."""
+    tokens = subject.split(".")
+    if len(tokens) != 5 or tokens[:2] != [PREFIX, "events"]:
+        raise SubjectError(f"not an nmc event subject: {subject!r}")
+    return decode_token(tokens[2]), decode_token(tokens[3]), decode_token(tokens[4])
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,18 @@ and ``nmc.ops.broker.authorization`` renders one user per certificate with the u
 permissions of its roles (the subject's ``OU`` values). docs/security.md has the
 same table for people, and a test checks it against these functions.
 
-- ``user``: publishes requests and ``$SRV`` discovery; reads the registry and the
-  audit stream one stored message at a time (``STREAM.INFO``, ``STREAM.MSG.GET``);
-  subscribes to nothing but ``_INBOX.<its name>.>``.
+- ``user``: publishes requests and ``$SRV`` discovery; reads the registry, the
+  audit stream and the events stream one stored message at a time (``STREAM.INFO``,
+  ``STREAM.MSG.GET``); subscribes to ``_INBOX.<its name>.>`` and to the lifecycle
+  events ``nmc.events.>`` (fleet state, signed, not secrets: docs/events.md).
 - ``node``: hears requests for itself and its collective; asks the policy service;
-  writes its own audit subject and its own registry key; answers into inboxes.
-- ``policy``: answers ``nmc.*.authz.check`` into inboxes, announces reloads.
+  writes its own audit subject, its own registry key and its own lifecycle events
+  (``nmc.events.<collective>.*.<its name>``); answers into inboxes.
+- ``policy``: answers ``nmc.*.authz.check`` into inboxes, announces reloads, publishes
+  its own lifecycle events (``nmc.events.*.*.<its name>``).
 - ``audit``: reads ``NMC_AUDIT`` one stored message at a time, as users do, and hears
-  ``nmc.audit.>`` as a wake-up hint.
-- ``operator``: creates and changes the audit and jobs streams and the registry
+  ``nmc.audit.>`` as a wake-up hint; publishes its own lifecycle events.
+- ``operator``: creates and changes the audit, jobs and events streams and the registry
   bucket (``nmc audit setup``, ``nmc ops setup``); nothing else.
 - ``auditor``: reads every caller's jobs from ``NMC_JOBS`` (a user reads its own).
 - ``leaf``: a site's leaf server: what the site's nodes and users may do, for any name.
@@ -60,6 +63,8 @@ from nmc.protocol.subjects import (
     authz_subject,
     collective_root,
     encode_token,
+    event_query_subject,
+    event_subjects,
     node_requests,
     reloaded_subject,
     route_requests,
@@ -68,6 +73,7 @@ from nmc.security.names import INBOX_ROOT, inbox_prefix
 
 __all__ = [
     "AUDIT_STREAM",
+    "EVENTS_STREAM",
     "AUDITOR_ROLE",
     "BROKER_ROLE",
     "LEAF_ROLE",
@@ -87,6 +93,7 @@ __all__ = [
 
 AUDIT_STREAM = "NMC_AUDIT"
 AUDITOR_ROLE = "auditor"
+EVENTS_STREAM = "NMC_EVENTS"
 BROKER_ROLE = "broker"
 LEAF_ROLE = "leaf"
 OPERATOR_ROLE = "operator"
@@ -101,6 +108,7 @@ class Scope:
     collective: str = "nmc"
     registry_bucket: str = DEFAULT_BUCKET
     audit_stream: str = AUDIT_STREAM
+    events_stream: str = EVENTS_STREAM
     jetstream_domain: str = ""  # a hub's domain: its leaf servers send JetStream API requests as $JS.<domain>.API
 
     def __post_init__(self) -> None:
@@ -108,8 +116,9 @@ class Scope:
         if not self.collective:
             raise ValueError("collective must not be empty")
         check_bucket(self.registry_bucket)
-        if not self.audit_stream or any(c in self.audit_stream for c in " .*>\t\r\n"):
-            raise ValueError(f"audit stream name {self.audit_stream!r} must be one subject token")
+        for what, stream in (("audit", self.audit_stream), ("events", self.events_stream)):
+            if not stream or any(c in stream for c in " .*>\t\r\n"):
+                raise ValueError(f"{what} stream name {stream!r} must be one subject token")
 
     @property
     def base(self) -> str:
@@ -202,6 +211,7 @@ def node_permissions(name: str, scope: Scope) -> Permissions:
         publish=(authz_subject(c),
                  audit_subject(c, name),
                  own_key,
+                 event_query_subject(c, None, name),  # its own lifecycle events, any kind (docs/events.md)
                  # Its own signed replies to jobs, under any caller's jobs (the request names the caller).
                  f"{_jobs(c)}.*.reply.{encode_token(name)}",
                  # The registry and audit publishers look their stream up; the operator made it (rule 3).
@@ -218,13 +228,15 @@ def user_permissions(name: str, scope: Scope) -> Permissions:
     the one JetStream read nats-server can restrict by stored subject (nmc.protocol.jobs).
     """
     base, mine = scope.base, _jobs(scope.collective, name)
-    reads = [f"{_JS}.STREAM.{verb}.{stream}" for stream in (scope.registry_stream, scope.audit_stream)
+    reads = [f"{_JS}.STREAM.{verb}.{stream}"
+             for stream in (scope.registry_stream, scope.audit_stream, scope.events_stream)
              for verb in ("INFO", "MSG.GET")]
     return Permissions(
         publish=(f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>", f"{base}.node.>", "$SRV.>", *reads,
                  f"{mine}.*.start", f"{mine}.*.end", f"{_JS}.STREAM.INFO.{JOBS_STREAM}",
                  f"{_JS}.DIRECT.GET.{JOBS_STREAM}.{mine}.>"),
-        subscribe=(_inbox(name),),
+        # Lifecycle events are fleet state, not secrets: `nmc events watch` hears every collective's.
+        subscribe=(_inbox(name), event_subjects()),
     )
 
 
@@ -240,7 +252,7 @@ def policy_permissions(name: str, scope: Scope) -> Permissions:
     """The action-policy service: answers authorization questions of every collective, announces reloads."""
     return Permissions(
         subscribe=(f"{PREFIX}.*.authz.check", "$SRV.>", _inbox(name)),
-        publish=(f"{PREFIX}.*.authz.reloaded", _ANSWERS),
+        publish=(f"{PREFIX}.*.authz.reloaded", event_query_subject(None, None, name), _ANSWERS),
     )
 
 
@@ -250,18 +262,20 @@ def audit_permissions(name: str, scope: Scope) -> Permissions:
     No consumers (rule 2): the service keeps its own position (``nmc.audit.service``) and
     reads with ``STREAM.MSG.GET``, as every other reader does. It hears the records as they
     are published (``nmc.audit.>``) only as a hint that there is more to read: what it
-    writes comes from the stream.
+    writes comes from the stream. It hears lifecycle events (``nmc.events.>``) to forward
+    them with the records, and publishes its own.
     """
     stream = scope.audit_stream
     return Permissions(
-        subscribe=("$SRV.>", _inbox(name), audit_subjects()),
-        publish=(f"{_JS}.STREAM.INFO.{stream}", f"{_JS}.STREAM.MSG.GET.{stream}", _ANSWERS),
+        subscribe=("$SRV.>", _inbox(name), audit_subjects(), event_subjects()),
+        publish=(f"{_JS}.STREAM.INFO.{stream}", f"{_JS}.STREAM.MSG.GET.{stream}",
+                 event_query_subject(None, None, name), _ANSWERS),
     )
 
 
 def operator_permissions(name: str, scope: Scope) -> Permissions:
-    """An operator's certificate: creates and configures the audit and jobs streams and the registry bucket."""
-    streams = (scope.audit_stream, scope.registry_stream, JOBS_STREAM)
+    """An operator's certificate: creates and configures the audit, jobs and events streams and the registry bucket."""
+    streams = (scope.audit_stream, scope.registry_stream, JOBS_STREAM, scope.events_stream)
     return Permissions(
         subscribe=(_inbox(name),),
         publish=tuple(f"{_JS}.STREAM.{verb}.{stream}" for stream in streams for verb in ("INFO", "CREATE", "UPDATE")),
@@ -274,7 +288,7 @@ def leaf_permissions(name: str, scope: Scope) -> Permissions:
     The hub cannot see which certificate sent a message through a leaf connection: the
     site's leaf server checks its own clients (the same CA, verify_and_map, per-role
     users). The hub trusts it for the whole collective's requests, answers, audit
-    records and registry keys, and for nothing else (no $SYS, no stream changes, no
+    records, registry keys and lifecycle events, and for nothing else (no $SYS, no stream changes, no
     consumers: the site's readers read by message, as users do).
     """
     base = scope.base
@@ -288,8 +302,9 @@ def leaf_permissions(name: str, scope: Scope) -> Permissions:
     return Permissions(
         publish=(f"{base}.all.>", f"{base}.fact.>", f"{base}.class.>", f"{base}.node.>", f"{base}.authz.>",
                  audit_subjects(scope.collective), bucket_subjects(scope.registry_bucket), f"{_jobs(scope.collective)}.>",
-                 "$SRV.>", _ANSWERS, *_merge(js, ())),
-        subscribe=(f"{base}.>", "$SRV.>", _ANSWERS, bucket_subjects(scope.registry_bucket)),
+                 event_subjects(scope.collective), "$SRV.>", _ANSWERS, *_merge(js, ())),
+        subscribe=(f"{base}.>", event_subjects(scope.collective), "$SRV.>", _ANSWERS,
+                   bucket_subjects(scope.registry_bucket)),
         publish_deny=deny,
     )
 

@@ -31,12 +31,14 @@ if TYPE_CHECKING:  # imported where used: the client commands read this module a
     from nmc.audit.verify import RecordVerifier
     from nmc.authz.service import PolicyServiceSettings
     from nmc.authz.settings import AuthzSettings
+    from nmc.security.events import EventVerifier
+    from nmc.services.events import EventSettings
     from nmc.client.fleet import ClientSettings
     from nmc.services.facts import FactSources
     from nmc.services.node import NodeSettings
     from nmc.services.registry import RegistrySettings
 
-__all__ = ["DEFAULT_CRL_NAME", "SettingsError", "audit_max_age", "crl_path", "crl_warning", "audit_service_settings", "audit_settings", "default_replay_path", "default_spool_path", "parse_duration", "prometheus_endpoint", "authz_settings", "client_settings", "connect_timeout", "policy_service_settings", "fact_refresh_interval", "fact_sources", "jetstream_replicas", "load_signer", "load_verifier", "record_verifier",
+__all__ = ["DEFAULT_CRL_NAME", "SettingsError", "audit_max_age", "crl_path", "crl_warning", "audit_service_settings", "audit_settings", "default_replay_path", "default_spool_path", "event_settings", "event_verifier", "parse_duration", "prometheus_endpoint", "authz_settings", "client_settings", "connect_timeout", "policy_service_settings", "fact_refresh_interval", "fact_sources", "jetstream_replicas", "load_signer", "load_verifier", "record_verifier",
            "RETIRED_AUDIT_KEYS", "node_settings", "retired_audit_keys", "registry_settings", "tls_context"]
 
 
@@ -314,6 +316,34 @@ def registry_settings(config: Config) -> RegistrySettings | None:
         raise SettingsError(f"registerinterval must be 0 (off) or a positive number of seconds, got {interval:g} "
                             f"(set at {config.origin('registerinterval')})")
     return RegistrySettings(bucket=_registry_bucket(config), interval=interval, replicas=jetstream_replicas(config))
+
+
+def event_settings(config: Config) -> EventSettings | None:
+    """Whether and how the node publishes lifecycle events (docs/events.md); None when `events.enabled` is false."""
+    from nmc.services.events import EventSettings
+
+    if not config.get_bool("events.enabled", True):
+        return None
+    interval = config.get_float("events.alive_interval", None)
+    if interval is None:
+        interval = config.get_float("registerinterval", 60.0) or 60.0
+    if interval < 0:
+        raise SettingsError(f"events.alive_interval must be 0 (off) or a positive number of seconds, got "
+                            f"{interval:g} (set at {config.origin('events.alive_interval')})")
+    return EventSettings(alive_interval=interval)
+
+
+def event_verifier(config: Config) -> EventVerifier:
+    """What `nmc events` and the audit service check events with: the fleet CA and CRL, and `audit.node_names`."""
+    from nmc.security.events import EventVerifier
+
+    if config.get_path("plugin.security.ca_file") is None:
+        raise SettingsError(f"plugin.security.ca_file is not set in {config.source or 'the configuration'}: "
+                            "events are shown only when their publisher's signature verifies against the fleet CA")
+    names = config.get_list("audit.node_names")
+    if any(not pattern.strip() for pattern in names):
+        raise SettingsError(f"audit.node_names: empty pattern (set at {config.origin('audit.node_names')})")
+    return EventVerifier(load_verifier(config), role_names={"node": names}, hints={"node": "see audit.node_names"})
 
 
 FACT_SOURCE_NAMES = ("builtin", "facter", "yaml")

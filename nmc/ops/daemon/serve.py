@@ -16,7 +16,7 @@ from nmc.audit.publisher import JetStreamAuditor
 from nmc.authz.hooks import AllowAll
 from nmc.authz.settings import node_authorizer
 from nmc.ops.config.files import Config, etc_dir, find_server_config
-from nmc.ops.config.settings import (audit_service_settings, audit_settings, SettingsError, authz_settings, crl_warning, fact_refresh_interval, policy_service_settings, fact_sources, load_signer, load_verifier,
+from nmc.ops.config.settings import (audit_service_settings, audit_settings, event_settings, SettingsError, authz_settings, crl_warning, fact_refresh_interval, policy_service_settings, fact_sources, load_signer, load_verifier,
                               node_settings, record_verifier, registry_settings, retired_audit_keys)
 from nmc.protocol.unsigned import UnsignedConfigError
 from nmc.services.agent import Agent
@@ -71,6 +71,11 @@ async def build_node(config: Config, agents: Sequence[type[Agent]] | None = None
         companions.append(auditor)  # the same object is the pipeline's Auditor: it needs the node's connection
     else:
         log.warning("audit_disabled", identity=settings.identity, message="audit.enabled = false: no audit records")
+    events = event_settings(config)
+    if events is not None:
+        from nmc.services.events import EventPublisher
+
+        companions.append(EventPublisher(events))  # last: startup is said once every other companion started
     try:
         return Node(settings=settings, signer=signer, verifier=verifier, agent_classes=agents, facts=facts,
                     companions=companions, authorizer=authorizer, auditor=auditor or NoAudit())
