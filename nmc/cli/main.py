@@ -25,6 +25,8 @@ _COMMANDS = {
     "config": LazyCommand("nmc.cli.config_cmd:config",
                           "Inspect nmc's configuration (client.cfg, server.cfg, plugin.d, NMC_* variables)."),
     "dev": LazyCommand("nmc.cli.dev_cmd:dev", "A throwaway local fleet for trying nmc and for development."),
+    "events": LazyCommand("nmc.cli.events_cmd:events",
+                          "The fleet's lifecycle events: startups, shutdowns, alive, facts changed, and..."),
     "facts": LazyCommand("nmc.cli.report_cmds:facts",
                          "Show how many nodes have each value of FACT (dotted paths reach into..."),
     "find": LazyCommand("nmc.cli.fleet_cmds:find", "List the identities of the nodes that match the filter."),
