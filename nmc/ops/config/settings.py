@@ -245,6 +245,7 @@ def node_settings(config: Config) -> NodeSettings:
         fact_index=fact_index(config),
         agent_settings=_agent_settings(config),
         unsigned_actions=_unsigned_actions(config),
+        keep_jobs=config.get_bool("jobs.enabled", True) is not False,
         **_replay_settings(config),
     )
 
@@ -324,7 +325,8 @@ def event_settings(config: Config) -> EventSettings | None:
 
     if not config.get_bool("events.enabled", True):
         return None
-    interval = config.get_float("events.alive_interval", None)
+    given = (config.get("events.alive_interval") or "").strip()  # empty (the default): registerinterval's
+    interval = config.get_float("events.alive_interval") if given else None
     if interval is None:
         interval = config.get_float("registerinterval", 60.0) or 60.0
     if interval < 0:
