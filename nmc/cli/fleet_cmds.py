@@ -24,7 +24,7 @@ from nmc.cli.common import (
 )
 from nmc.client.discovery import discover
 from nmc.client.run import ping as ping_nodes
-from nmc.client.run import run_action
+from nmc.client.run import JobOptions, run_action
 from nmc.cli.completion import complete_action, complete_agent, complete_input
 from nmc.cli.render import (DISPLAY_MODES, call_json, default_display, print_call, print_jsonl, print_table,
                             shown_replies)
@@ -136,6 +136,11 @@ def find(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
         ctx.exit(EXIT_NO_RESPONSE)
 
 
+def _say_job(job_id: str) -> None:
+    """The job id, on standard error before the results (they may take a while)."""
+    click.echo(click.style(f"Job {job_id}", dim=True), err=True)
+
+
 def _close_to(word: str, names: Any, cutoff: float) -> str | None:
     """The known name `word` is most probably a misspelling of, if any."""
     import difflib  # only for a mistyped name: ping and find never load it
@@ -196,11 +201,17 @@ def _parse_inputs(agent: str, action: str, pairs: tuple[str, ...],
                    "for text and --table, all for --json/--jsonl). The summary is always printed.")
 @click.option("--no-discovery", is_flag=True,
               help="Skip discovery: publish once and gather until replies stall (no 'no response' list).")
+@click.option("--background", is_flag=True,
+              help="Send the request as a job, print its id and exit at once: the nodes keep their replies "
+                   "(`nmc jobs show ID --wait`).")
+@click.option("--no-job", is_flag=True,
+              help="Do not record this rpc as a job (client.cfg: jobs.enabled = false for every rpc).")
 @batch_options
 @click.pass_context
 def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as_json: bool, as_jsonl: bool,
         as_table: bool, display: str | None, timeout: float | None, discovery_timeout: float | None,
-        no_discovery: bool, batch: str | None, batch_sleep: float, **flags: Any) -> None:
+        no_discovery: bool, background: bool, no_job: bool, batch: str | None, batch_sleep: float,
+        **flags: Any) -> None:
     """Run AGENT ACTION on every matching node and show each node's structured result.
 
     Inputs are KEY=VALUE words, typed and validated against the action's DDL before anything is
@@ -211,7 +222,9 @@ def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as
     serves it, the summary says so. Discovers the matching nodes first, publishes the
     request once and ends the moment every discovered node has answered; nodes that did not
     answer are named. Aggregate summaries declared in the DDL are printed under the results.
-    Exit status: 0 all ok, 1 some failed, 2 some did not answer, 4 usage error.
+    Every rpc is a job: its id is printed, and the nodes keep their signed replies in NMC_JOBS
+    (`nmc jobs list`, `nmc jobs show ID`). Exit status: 0 all ok, 1 some failed, 2 some did not
+    answer, 4 usage error.
 
     \b
     Examples:
@@ -219,9 +232,13 @@ def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as
       nmc rpc rpcutil get_fact fact=country -F role=web
       nmc rpc rpcutil inventory -I web1.example.com --json
       nmc rpc rpcutil get_fact fact=os.family --table --display failed
+      nmc rpc puppet runonce -C role::web --background   # prints the job id and exits
     """
     if sum((as_json, as_jsonl, as_table)) > 1:
         raise click.UsageError("--json, --jsonl and --table cannot be combined")
+    if background and (no_job or batch is not None or no_discovery):
+        raise click.UsageError("--background cannot be combined with --no-job, --batch or --no-discovery: "
+                               "the nodes keep the replies of a job that says whom it waits for")
     targeting = take_targeting(flags)
     expr = take_filter(flags)
     config = load_client_config(ctx)
@@ -233,14 +250,27 @@ def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as
         batch_size(batch, 1)  # a bad --batch is a usage error before anything is sent
     progress = batch_progress()
     machine = as_json or as_jsonl
+    job = None
+    if background or not (no_job or no_discovery or config.get_bool("jobs.enabled", True) is False):
+        from nmc.audit.records import redact_inputs  # the start record keeps inputs as the audit trail does
+
+        job = JobOptions(background=background, shown_data=redact_inputs(action_spec, data),
+                         on_job=None if machine or background else _say_job)
 
     async def go() -> CallResult | None:
         async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
             return await run_action(fc, agent, action, data, filter_expr=expr, targeting=targeting,
                                     discovery=not no_discovery, batch=batch, batch_sleep=batch_sleep,
-                                    on_batch=None if machine else progress)
+                                    on_batch=None if machine else progress, job=job)
 
     result = run(ctx, go)
+    if background and result is not None:
+        if machine:
+            click.echo(json.dumps({"job_id": result.job_id, "targets": list(result.discovered or ())}))
+        else:
+            click.echo(f"Job {result.job_id} sent to {len(result.discovered or ())} node(s); "
+                       f"see `nmc jobs show {result.job_id} --wait`")
+        return
     if result is None:
         if as_json:
             click.echo(json.dumps({"replies": [], "no_response": [], "summary": {"discovered": 0},

@@ -104,6 +104,8 @@ def call_json(result: CallResult, aggregates: Sequence[AggregateResult] | None =
         "no_response": list(result.no_response),
         "summary": summary_json(result),
     }
+    if result.job_id is not None:
+        out["job_id"] = result.job_id
     if aggregates is not None:
         out["aggregates"] = [a.to_dict() for a in aggregates]
     return out

@@ -42,7 +42,8 @@ def parse_batch(spec: str, total: int) -> int:
 async def call_in_batches(fc: FleetClient, agent: str, action: str, data: Mapping[str, Any], *,
                           identities: Sequence[str], size: int, sleep: float = 0.0, filter_expr: str = "",
                           timeout: float | None = None,
-                          on_batch: Callable[[int, int, CallResult], None] | None = None) -> CallResult:
+                          on_batch: Callable[[int, int, CallResult], None] | None = None,
+                          job: str | None = None) -> CallResult:
     """Run the action on `identities`, `size` nodes at a time; one merged CallResult."""
     names = sorted(set(identities))
     batches = [names[i:i + size] for i in range(0, len(names), size)]
@@ -53,7 +54,7 @@ async def call_in_batches(fc: FleetClient, agent: str, action: str, data: Mappin
     dropped = 0
     for index, batch in enumerate(batches):
         part = await fc.call(agent, action, data, filter_expr=filter_expr, expect=batch, direct=True,
-                             timeout=timeout)
+                             timeout=timeout, job=job)
         results.extend(part.results)
         missing.extend(part.no_response)
         dropped += part.dropped

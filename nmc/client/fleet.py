@@ -90,6 +90,7 @@ class CallResult:
     # Nobody subscribed to the agent's broadcast subject: no node of the collective serves the agent
     # (nodes subscribe one such subject per agent they have), so the discovered nodes are not silent.
     agent_unserved: bool = False
+    job_id: str | None = None  # the job that keeps this call's replies (nmc.client.jobs), if any
 
     @property
     def failed(self) -> tuple[NodeResult, ...]:
@@ -125,22 +126,55 @@ class FleetClient:
         return all_subject(c, agent, action)
 
     def build_request(self, agent: str, action: str, data: Mapping[str, Any], filter_expr: str, *,
-                      targets: Collection[str] | None = None) -> tuple[Request, bytes, dict[str, str]]:
+                      targets: Collection[str] | None = None,
+                      job: str | None = None) -> tuple[Request, bytes, dict[str, str]]:
         """A signed request: the envelope, its exact body bytes and the signature headers.
 
         `targets`: the identities it may run on (it must have them to go to a node's own
         subject); None: every node its filter matches, from a broadcast, fact or class subject.
+        `job`: the job it belongs to: the nodes also keep their signed replies (nmc.client.jobs).
         """
-        req = self._envelope(agent, action, data, filter_expr, targets)
+        req = self._envelope(agent, action, data, filter_expr, targets, job)
         body = req.to_bytes()
         return req, body, self.signer.headers(body)
 
     def _envelope(self, agent: str, action: str, data: Mapping[str, Any], filter_expr: str,
-                  targets: Collection[str] | None = None) -> Request:
+                  targets: Collection[str] | None = None, job: str | None = None) -> Request:
         return Request(id=new_request_id(), collective=self.settings.collective, agent=agent, action=action,
                        caller=self.signer.caller, sender=self.settings.sender, time=time.time(),
                        ttl=self.settings.ttl, data=dict(data), filter=filter_expr,
-                       targets=tuple(targets) if targets is not None else None)
+                       targets=tuple(targets) if targets is not None else None, job=job)
+
+    def _publications(self, agent: str, action: str, data: Mapping[str, Any] | None, filter_expr: str,
+                      expect: Collection[str] | None, direct: bool,
+                      job: str | None) -> tuple[Request, str, bytes, dict[str, str] | None, list[Publication] | None]:
+        """The request and where it goes: (request, subject shown, body, headers, per-node publications)."""
+        if direct:
+            if expect is None:
+                raise ValueError("direct addressing needs the identities to expect")
+            req = self._envelope(agent, action, data or {}, filter_expr, job=job)
+            targets = self._addressed(req, expect, agent, action)
+            subject = targets[0].subject if len(targets) == 1 else f"{len(targets)} node subjects"
+            return req, subject, b"", None, targets
+        r = self._route(filter_expr)
+        # Routed to one node's own subject (an exact identity filter): it names that node as its target.
+        req, body, headers = self.build_request(agent, action, data or {}, filter_expr,
+                                                targets=(r.name,) if r.kind == "node" else None, job=job)
+        return req, self._subject(r, agent, action), body, headers, None
+
+    async def send(self, agent: str, action: str, data: Mapping[str, Any] | None = None, *, filter_expr: str = "",
+                   expect: Collection[str] | None = None, direct: bool = False, job: str) -> str:
+        """Publish a job's request and return its id at once: nobody gathers, the nodes keep their replies.
+
+        The request goes without a reply subject, so the nodes answer only into the job
+        (`nmc rpc --background`); `nmc jobs show` reads the replies later.
+        """
+        req, subject, body, headers, targets = self._publications(agent, action, data, filter_expr, expect,
+                                                                  direct, job)
+        for pub in targets if targets is not None else [Publication(subject, body, headers)]:
+            await self.nc.publish(pub.subject, pub.payload, headers=pub.headers)
+        await self.nc.flush()
+        return req.id
 
     def _addressed(self, req: Request, identities: Collection[str], agent: str, action: str) -> list[Publication]:
         """One body per node, signed with `targets` naming that node alone, on its own subject.
@@ -177,7 +211,8 @@ class FleetClient:
 
     async def call(self, agent: str, action: str, data: Mapping[str, Any] | None = None, *,
                    filter_expr: str = "", expect: Collection[str] | None = None,
-                   timeout: float | None = None, stall: float | None = None, direct: bool = False) -> CallResult:
+                   timeout: float | None = None, stall: float | None = None, direct: bool = False,
+                   job: str | None = None) -> CallResult:
         """Publish one request and gather replies.
 
         With `expect` (the discovered identities) gathering ends the moment all
@@ -185,21 +220,10 @@ class FleetClient:
         With `direct`, the request goes to each expected node's own subject
         (a subset chosen by --limit, or a list from a file), signed for that node
         alone (`targets`): nobody else runs it, wherever a copy is re-published.
+        With `job`, the nodes also keep their signed replies in that job.
         """
-        targets: list[Publication] | None = None
-        if direct:
-            if expect is None:
-                raise ValueError("direct addressing needs the identities to expect")
-            req = self._envelope(agent, action, data or {}, filter_expr)
-            targets = self._addressed(req, expect, agent, action)
-            body, headers = b"", None
-            subject = targets[0].subject if len(targets) == 1 else f"{len(targets)} node subjects"
-        else:
-            r = self._route(filter_expr)
-            # Routed to one node's own subject (an exact identity filter): it names that node as its target.
-            req, body, headers = self.build_request(agent, action, data or {}, filter_expr,
-                                                    targets=(r.name,) if r.kind == "node" else None)
-            subject = self._subject(r, agent, action)
+        req, subject, body, headers, targets = self._publications(agent, action, data, filter_expr, expect,
+                                                                  direct, job)
         expected = set(expect) if expect is not None else None
         wait = timeout if timeout is not None else self.settings.timeout
         use_stall = None if expected is not None else (stall or self.settings.discovery_stall)

@@ -10,14 +10,23 @@ here so the order, and what "nobody found" means, exist once.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
+
+import structlog
 
 from nmc.client.batch import call_in_batches, parse_batch
 from nmc.client.discovery import Targeting, discover, registered_nodes
 from nmc.client.fleet import CallResult, FleetClient
+from nmc.client.jobs import JobsError, end_job, job_start, start_job
+from nmc.protocol.envelope import new_request_id
+from nmc.protocol.jobs import JobEnd
 
-__all__ = ["ping", "run_action"]
+__all__ = ["JobOptions", "ping", "run_action"]
+
+log = structlog.get_logger("nmc.jobs")
 
 
 async def ping(fc: FleetClient, filter_expr: str = "", *, method: str = "auto",
@@ -45,26 +54,84 @@ async def ping(fc: FleetClient, filter_expr: str = "", *, method: str = "auto",
     return result
 
 
+@dataclass(frozen=True)
+class JobOptions:
+    """Run the action as a job (nmc.client.jobs): its replies are kept in NMC_JOBS.
+
+    `background`: publish and return at once, nobody gathers (`nmc rpc --background`).
+    `shown_data`: the inputs as the start record keeps them (sensitive ones already "***").
+    `on_job`: told the job id as soon as the start record is stored.
+    """
+
+    background: bool = False
+    shown_data: Mapping[str, Any] | None = None
+    on_job: Callable[[str], None] | None = None
+
+
 async def run_action(fc: FleetClient, agent: str, action: str, data: Mapping[str, Any] | None = None, *,
                      filter_expr: str = "", targeting: Targeting | None = None, discovery: bool = True,
                      batch: str | None = None, batch_sleep: float = 0.0, timeout: float | None = None,
-                     on_batch: Callable[[int, int, CallResult], None] | None = None) -> CallResult | None:
+                     on_batch: Callable[[int, int, CallResult], None] | None = None,
+                     job: JobOptions | None = None) -> CallResult | None:
     """Run `agent.action` on the nodes `filter_expr` and `targeting` pick; None when none were found.
 
     `discovery=False` skips discovery: one publish, gathering until replies
     stall (so nobody is named as silent). `batch` ("N" or "N%" of the nodes
     found; BatchError when malformed) addresses that many nodes at a time,
     the next batch starting when this one answered, `batch_sleep` seconds later.
+    With `job`, the run is recorded as a job (its id in `CallResult.job_id`): a start
+    record before the request, the nodes' signed replies, an end record after gathering.
+    A job that cannot be recorded runs anyway (logged) unless it is a background one
+    (JobsError: its replies would be kept nowhere).
     """
     inputs = data or {}
     if not discovery:
+        if job is not None and job.background:
+            raise JobsError("--background needs discovery: the job must say whom it waits for")
         return await fc.call(agent, action, inputs, filter_expr=filter_expr, timeout=timeout)
     found = await discover(fc, filter_expr, targeting or Targeting())
     if not found.identities:
         return None
-    if batch is not None:
-        return await call_in_batches(fc, agent, action, inputs, identities=found.identities, filter_expr=filter_expr,
-                                     size=parse_batch(batch, len(found.identities)), sleep=batch_sleep,
-                                     timeout=timeout, on_batch=on_batch)
-    return await fc.call(agent, action, inputs, filter_expr=filter_expr, expect=found.identities,
-                         direct=found.direct, timeout=timeout)
+    size = parse_batch(batch, len(found.identities)) if batch is not None else None
+    job_id = await _start(fc, agent, action, filter_expr, found.identities, timeout, size, job) if job else None
+    if job is not None and job.background:
+        assert job_id is not None
+        request_id = await fc.send(agent, action, inputs, filter_expr=filter_expr, expect=found.identities,
+                                   direct=found.direct, job=job_id)
+        return CallResult(request_id, agent, action, "background", (), discovered=tuple(sorted(found.identities)),
+                          job_id=job_id)
+    if size is not None:
+        result = await call_in_batches(fc, agent, action, inputs, identities=found.identities,
+                                       filter_expr=filter_expr, size=size, sleep=batch_sleep, timeout=timeout,
+                                       on_batch=on_batch, job=job_id)
+    else:
+        result = await fc.call(agent, action, inputs, filter_expr=filter_expr, expect=found.identities,
+                               direct=found.direct, timeout=timeout, job=job_id)
+    if job_id is None:
+        return result
+    end = JobEnd(id=job_id, caller=fc.signer.name, ended=time.time(),
+                 answered=tuple(sorted(r.identity for r in result.results)), missing=result.no_response,
+                 request_ids=tuple(result.request_id.split(",")))
+    try:
+        await end_job(fc, fc.settings.collective, end)
+    except JobsError as exc:
+        log.warning("job_end_not_recorded", job=job_id, reason=exc.reason)
+    return dataclasses.replace(result, job_id=job_id)
+
+
+async def _start(fc: FleetClient, agent: str, action: str, filter_expr: str, identities: tuple[str, ...],
+                 timeout: float | None, size: int | None, job: JobOptions) -> str | None:
+    """Store the job's start record; its id, or None when it could not be stored (and the job may run without)."""
+    job_id = new_request_id()
+    start = job_start(fc, job_id, agent, action, filter_expr, identities, timeout or fc.settings.timeout,
+                      job.shown_data, batch=size)
+    try:
+        await start_job(fc, start)
+    except JobsError as exc:
+        if job.background:
+            raise
+        log.warning("job_not_recorded", reason=exc.reason, hint="the rpc runs; its replies are kept nowhere")
+        return None
+    if job.on_job is not None:
+        job.on_job(job_id)
+    return job_id

@@ -127,6 +127,8 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "events.alive_interval": KeySpec("", "seconds between alive events; empty: registerinterval (60 when that"
                                      " is 0); 0 = no alive events", _SERVER),
     # Auditing (docs/audit.md): node keys first, then the audit service's (`nmc serve audit`).
+    "jobs.enabled": KeySpec("true", "client: record every rpc as a job in NMC_JOBS (docs/jobs.md); node: keep the"
+                            " signed replies of job requests there"),
     "audit.enabled": KeySpec("true", "write an audit record (PROTOCOL.md section 6) before and after every action"
                              " to the JetStream stream NMC_AUDIT", _SERVER),
     "audit.spool": KeySpec("", "file where records wait while the stream cannot take them; empty:"
