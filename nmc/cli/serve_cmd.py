@@ -26,6 +26,7 @@ from nmc.ops.daemon.serve import (
     run_nodes,
     run_policy_service,
     server_config_path,
+    service_metrics,
 )
 from nmc.services.replaylog import ReplayLogError
 
@@ -64,11 +65,15 @@ def _daemon_options(filename: str, env_var: str) -> Callable[[_F], _F]:
 def serve() -> None:
     """Run nmc daemons in the foreground (for systemd or a terminal).
 
+    Each serves Prometheus metrics at http://127.0.0.1:PORT/metrics when its
+    config sets plugin.prometheus.port (docs/metrics.md).
+
     \b
     Example:
       nmc serve node --config /etc/nmc/server.cfg
       nmc serve policy --config /etc/nmc/policy.cfg
       nmc serve audit --config /etc/nmc/audit.cfg
+      NMC_PLUGIN__PROMETHEUS__PORT=9464 nmc serve node   # metrics on http://127.0.0.1:9464/metrics
     """
 
 
@@ -80,9 +85,16 @@ def serve_node(config_path: str | None, log_format: str | None) -> None:
     SIGHUP re-collects facts and classes at once (they are also refreshed every
     fact_refresh_interval seconds); SIGTERM/SIGINT stop it after running actions finish.
 
+    With plugin.prometheus.port set it serves Prometheus metrics (requests by
+    agent/action/status, latency, refusals, authorization, audit spool, NATS
+    connection, event-loop lag) on 127.0.0.1 unless plugin.prometheus.bind says
+    otherwise; see docs/metrics.md.
+
     \b
     Example:
       nmc serve node --config /etc/nmc/server.cfg
+      NMC_PLUGIN__PROMETHEUS__PORT=9464 nmc serve node --config /etc/nmc/server.cfg
+      curl -s http://127.0.0.1:9464/metrics | grep nmc_node_requests_total
     """
     path = server_config_path(config_path)
     config = _daemon_config(path, log_format)
@@ -117,8 +129,9 @@ def serve_policy(config_path: str | None, log_format: str | None) -> None:
     \b
     Example:
       nmc serve policy --config /etc/nmc/policy.cfg
+      NMC_PLUGIN__PROMETHEUS__PORT=9465 nmc serve policy   # nmc_policy_decisions_total on :9465/metrics
     """
-    _run_service(_daemon_config(policy_config_path(config_path), log_format), build_policy_service,
+    _run_service(_daemon_config(policy_config_path(config_path), log_format), "policy", build_policy_service,
                  run_policy_service)
 
 
@@ -138,19 +151,22 @@ def serve_audit(config_path: str | None, log_format: str | None) -> None:
     \b
     Example:
       nmc serve audit --config /etc/nmc/audit.cfg
+      NMC_PLUGIN__PROMETHEUS__PORT=9466 nmc serve audit    # nmc_audit_service_* on :9466/metrics
     """
-    _run_service(_daemon_config(audit_config_path(config_path), log_format), build_audit_service,
+    _run_service(_daemon_config(audit_config_path(config_path), log_format), "audit", build_audit_service,
                  run_audit_service)
 
 
-def _run_service(config: Config, build: Callable[[Config], Any], run: Callable[[Any], Awaitable[None]]) -> None:
-    """Build a service daemon from its config and run it; what goes wrong is one line."""
+def _run_service(config: Config, kind: str, build: Callable[[Config], Any],
+                 run: Callable[[Any, Any], Awaitable[None]]) -> None:
+    """Build a service daemon (and its metrics endpoint, when configured) and run it; what goes wrong is one line."""
     try:
         service = build(config)
+        metrics = service_metrics(config, kind, service)
     except (NmcError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        asyncio.run(run(service))
+        asyncio.run(run(service, metrics))
     except NmcError as exc:  # e.g. the audit service's file or syslog (SinkError)
         raise click.ClickException(str(exc)) from exc
     except (OSError, NoServersError) as exc:

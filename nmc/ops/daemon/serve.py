@@ -18,6 +18,7 @@ from nmc.authz.settings import node_authorizer
 from nmc.ops.config.files import Config, etc_dir, find_server_config
 from nmc.ops.config.settings import (audit_service_settings, audit_settings, event_settings, SettingsError, authz_settings, crl_warning, fact_refresh_interval, policy_service_settings, fact_sources, load_signer, load_verifier,
                               node_settings, record_verifier, registry_settings, retired_audit_keys)
+from nmc.ops.config.settings import prometheus_endpoint
 from nmc.protocol.unsigned import UnsignedConfigError
 from nmc.services.agent import Agent
 from nmc.services.factrefresh import FactRefresher
@@ -28,8 +29,9 @@ from nmc.services.registry import RegistryPublisher
 if TYPE_CHECKING:  # imported where used: a node daemon does not load the audit or the policy service (issue 16)
     from nmc.audit.service import AuditService
     from nmc.authz.service import PolicyService
+    from nmc.ops.daemon.metrics import ServiceMetrics  # and no daemon loads prometheus-client unless asked
 
-__all__ = ["audit_config_path", "build_audit_service", "build_node", "catch_stop_signals", "run_audit_service", "build_policy_service", "policy_config_path", "run_nodes", "run_policy_service", "server_config_path", "unless_stopped", "wait_for_signal"]
+__all__ = ["audit_config_path", "build_audit_service", "build_node", "catch_stop_signals", "run_audit_service", "build_policy_service", "policy_config_path", "run_nodes", "run_policy_service", "server_config_path", "service_metrics", "unless_stopped", "wait_for_signal"]
 
 log = structlog.get_logger("nmc.serve")
 
@@ -76,6 +78,10 @@ async def build_node(config: Config, agents: Sequence[type[Agent]] | None = None
         from nmc.services.events import EventPublisher
 
         companions.append(EventPublisher(events))  # last: startup is said once every other companion started
+    if prometheus_endpoint(config) is not None:  # plugin.prometheus.port: listening from here (docs/metrics.md)
+        from nmc.ops.daemon.metrics import node_metrics
+
+        companions.append(cast(Companion, node_metrics(config)))
     try:
         return Node(settings=settings, signer=signer, verifier=verifier, agent_classes=agents, facts=facts,
                     companions=companions, authorizer=authorizer, auditor=auditor or NoAudit())
@@ -215,7 +221,19 @@ def build_policy_service(config: Config) -> PolicyService:
     return service
 
 
-async def run_policy_service(service: PolicyService) -> None:
+def service_metrics(config: Config, kind: str, service: PolicyService | AuditService) -> ServiceMetrics | None:
+    """The metrics endpoint of the policy (`kind` policy) or audit service, listening, when `plugin.prometheus.port` is set.
+
+    None when it is not; SettingsError when the port cannot be listened on.
+    """
+    if prometheus_endpoint(config) is None:
+        return None
+    from nmc.ops.daemon.metrics import service_metrics as make
+
+    return make(config, kind, service)
+
+
+async def run_policy_service(service: PolicyService, metrics: ServiceMetrics | None = None) -> None:
     """Start the policy service, serve until SIGINT/SIGTERM (SIGHUP re-reads the policies now), then stop it."""
     tasks: set[asyncio.Task[bool]] = set()
 
@@ -225,20 +243,27 @@ async def run_policy_service(service: PolicyService) -> None:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    await _serve_until_signal(service, on_hup=on_hup)
+    await _serve_until_signal(service, on_hup=on_hup, metrics=metrics)
 
 
 async def _serve_until_signal(service: PolicyService | AuditService, *,
-                              on_hup: Callable[[], None] | None = None) -> None:
-    """Start the service, serve until SIGINT/SIGTERM (calling `on_hup` on SIGHUP), then stop it."""
-    stop = catch_stop_signals()  # a signal while it connects stops it at once
-    if not await unless_stopped(service.start(), stop):
-        await service.stop()
-        return
+                              on_hup: Callable[[], None] | None = None,
+                              metrics: ServiceMetrics | None = None) -> None:
+    """Start the service, serve until SIGINT/SIGTERM (calling `on_hup` on SIGHUP), then stop it (and its metrics)."""
     try:
-        await wait_for_signal(hup_callback=on_hup, stop=stop)
+        stop = catch_stop_signals()  # a signal while it connects stops it at once
+        if not await unless_stopped(service.start(), stop):
+            await service.stop()
+            return
+        if metrics is not None:
+            metrics.start()
+        try:
+            await wait_for_signal(hup_callback=on_hup, stop=stop)
+        finally:
+            await service.stop()
     finally:
-        await service.stop()
+        if metrics is not None:
+            metrics.stop()
 
 
 def _service_config_path(explicit: str | None, env_var: str, filename: str) -> Path | None:
@@ -272,9 +297,9 @@ def build_audit_service(config: Config) -> AuditService:
     return service
 
 
-async def run_audit_service(service: AuditService) -> None:
+async def run_audit_service(service: AuditService, metrics: ServiceMetrics | None = None) -> None:
     """Start the audit service, write records until SIGINT/SIGTERM, then stop after the batch in hand."""
-    await _serve_until_signal(service)
+    await _serve_until_signal(service, metrics=metrics)
 
 
 def audit_config_path(explicit: str | None) -> Path | None:
