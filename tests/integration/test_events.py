@@ -203,3 +203,50 @@ async def test_alive_events_every_interval(fleet: Fleet, test_ca: FleetCA, nats_
         assert first.data["interval_s"] == 0.2
     finally:
         await nc.close()
+
+
+@pytest.mark.timeout(90)
+async def test_nmc_events_stream_keeps_events_and_query_reads_them(fleet: Fleet, events_env, nats_url: str):
+    import nats
+
+    from nmc.ops.broker.jetstream import JetStreamSetup, setup_jetstream
+
+    nc = await nats.connect(nats_url)
+    try:
+        result = await setup_jetstream(nc.jetstream(), JetStreamSetup(events_max_age=3600.0,
+                                                                       events_max_bytes=8 * 1024 * 1024))
+        assert result.events is not None
+        config = result.events.config
+        assert (config.name, config.subjects, config.max_age, config.max_bytes) == (
+            "NMC_EVENTS", ["nmc.events.>"], 3600.0, 8 * 1024 * 1024)
+        node = await fleet.add("web1.test", {"role": "web"},
+                               companions=[EventPublisher(EventSettings(alive_interval=0))])
+        await node.stop()
+        js = nc.jetstream()
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await js.stream_info("NMC_EVENTS")).state.messages < 2:  # startup and shutdown, stored
+            assert asyncio.get_running_loop().time() < deadline, "NMC_EVENTS did not store the events"
+            await asyncio.sleep(0.05)
+        # A forgery in the stream is not shown as genuine.
+        await nc.publish(event_subject("nmc", "alive", "web1.test"), b'{"specversion":"1.0"}')
+        while (await js.stream_info("NMC_EVENTS")).state.messages < 3:
+            assert asyncio.get_running_loop().time() < deadline, "NMC_EVENTS did not store the forgery"
+            await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
+    proc = await asyncio.create_subprocess_exec(*NMC, "events", "query", "--since", "1h", "--json", env=events_env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    for obj in lines:
+        assert_cloudevent(obj)
+    assert [(o["type"], o["subject"]) for o in lines] == [("io.nmc.node.startup.v1", "web1.test"),
+                                                           ("io.nmc.node.shutdown.v1", "web1.test")]
+    assert "1 event(s) in NMC_EVENTS not shown" in err.decode()
+    only = await asyncio.create_subprocess_exec(*NMC, "events", "query", "--type", "shutdown", env=events_env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(only.communicate(), 60)
+    assert only.returncode == 0, err
+    [text] = out.decode().splitlines()
+    assert " web1.test shutdown stopped after " in text

@@ -1,4 +1,4 @@
-"""The operator's JetStream step: the audit and jobs streams and the registry bucket, made before any daemon runs.
+"""The operator's JetStream step: the audit, jobs and events streams and the registry bucket, made before any daemon.
 
 No running daemon may create or change a stream (nmc.security.permissions,
 rule 3): a node or service key could otherwise make the audit stream, which
@@ -27,16 +27,20 @@ from nmc.ops.config.files import Config
 from nmc.ops.config.settings import client_servers, connect_timeout, jetstream_replicas, tls_context
 from nmc.protocol.jobs import JOBS_STREAM, jobs_subjects
 from nmc.protocol.registry import DEFAULT_BUCKET, check_bucket
+from nmc.protocol.subjects import event_subjects
+from nmc.security.permissions import EVENTS_STREAM
 from nmc.security.names import inbox_prefix, tls_identity
 from nmc.services.registry import ensure_bucket
 from nmc.transport import ConnectError, connect
 
-__all__ = ["DEFAULT_JOBS_MAX_AGE", "DEFAULT_JOBS_MAX_BYTES", "DEFAULT_REGISTRY_TTL", "JetStreamSetup", "SetupError", "SetupResult", "setup_as", "setup_audit_stream",
-           "jobs_stream_config", "setup_jetstream"]
+__all__ = ["DEFAULT_EVENTS_MAX_AGE", "DEFAULT_EVENTS_MAX_BYTES", "DEFAULT_JOBS_MAX_AGE", "DEFAULT_JOBS_MAX_BYTES", "DEFAULT_REGISTRY_TTL", "JetStreamSetup", "SetupError", "SetupResult", "setup_as", "setup_audit_stream",
+           "events_stream_config", "jobs_stream_config", "setup_jetstream"]
 
 DEFAULT_REGISTRY_TTL = 180.0  # three missed refreshes at the nodes' default registerinterval (60 s)
 DEFAULT_JOBS_MAX_AGE = 7 * 86400.0  # a week of jobs, as Salt's job cache keeps 24 h by default and more on demand
 DEFAULT_JOBS_MAX_BYTES = 1024 ** 3  # 1 GiB
+DEFAULT_EVENTS_MAX_AGE = 7 * 86400.0  # a week of lifecycle events
+DEFAULT_EVENTS_MAX_BYTES = 256 * 1024 ** 2  # 256 MiB
 # A refused publish gets no answer, only a timeout: say what usually causes it.
 _NO_ANSWER = "no answer from JetStream (is it enabled, and does this certificate have role `operator`?)"
 
@@ -55,6 +59,8 @@ class JetStreamSetup:
     replicas: int = 1
     jobs_max_age: float = DEFAULT_JOBS_MAX_AGE  # seconds a job (its records and replies) is kept
     jobs_max_bytes: int = DEFAULT_JOBS_MAX_BYTES  # the stream's size cap: the oldest jobs go first
+    events_max_age: float = DEFAULT_EVENTS_MAX_AGE  # seconds NMC_EVENTS keeps lifecycle events
+    events_max_bytes: int = DEFAULT_EVENTS_MAX_BYTES  # NMC_EVENTS's size cap: the oldest events go first
 
     def __post_init__(self) -> None:
         check_bucket(self.registry_bucket)
@@ -62,6 +68,10 @@ class JetStreamSetup:
             raise ValueError(f"jobs max age must be a positive number of seconds, got {self.jobs_max_age!r}")
         if self.jobs_max_bytes < 1024 * 1024:
             raise ValueError(f"jobs max bytes must be at least 1 MiB, got {self.jobs_max_bytes!r}")
+        if not (math.isfinite(self.events_max_age) and self.events_max_age > 0):
+            raise ValueError(f"events max age must be a positive number of seconds, got {self.events_max_age!r}")
+        if self.events_max_bytes < 1024 * 1024:
+            raise ValueError(f"events max bytes must be at least 1 MiB, got {self.events_max_bytes!r}")
         if not (math.isfinite(self.registry_ttl) and self.registry_ttl > 0):
             raise ValueError(f"registry ttl must be a positive number of seconds, got {self.registry_ttl!r}")
         if not 1 <= self.replicas <= 5:
@@ -82,6 +92,7 @@ class SetupResult:
     audit: StreamInfo
     registry: StreamInfo
     jobs: StreamInfo | None = None
+    events: StreamInfo | None = None
 
 
 async def setup_audit_stream(js: JetStreamContext, max_age: float = DEFAULT_MAX_AGE, replicas: int = 1) -> StreamInfo:
@@ -108,7 +119,24 @@ async def setup_jetstream(js: JetStreamContext, setup: JetStreamSetup = JetStrea
         raise SetupError(f"{bucket}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
     jobs = await _ensure(js, jobs_stream_config(setup.jobs_max_age, setup.jobs_max_bytes, setup.replicas),
                          setup.replicas)
-    return SetupResult(audit=audit, registry=registry, jobs=jobs)
+    events = await _ensure(js, events_stream_config(setup.events_max_age, setup.events_max_bytes, setup.replicas),
+                           setup.replicas)
+    return SetupResult(audit=audit, registry=registry, jobs=jobs, events=events)
+
+
+def events_stream_config(max_age: float = DEFAULT_EVENTS_MAX_AGE, max_bytes: int = DEFAULT_EVENTS_MAX_BYTES,
+                         replicas: int = 1) -> StreamConfig:
+    """NMC_EVENTS (docs/events.md): every lifecycle event, kept `max_age` seconds and `max_bytes` at most.
+
+    Read by message (`STREAM.MSG.GET`, no direct get, no consumers: nmc.security.permissions,
+    rule 2); the oldest events go first when it is full; never rolled up, purged or deleted from.
+    """
+    return StreamConfig(name=EVENTS_STREAM, description="nmc lifecycle events (CloudEvents 1.0, signed)",
+                        subjects=[event_subjects()], retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
+                        discard=DiscardPolicy.OLD, max_age=max_age, max_bytes=max_bytes, max_msgs=-1,
+                        max_msgs_per_subject=-1, max_consumers=-1, max_msg_size=-1, num_replicas=replicas,
+                        duplicate_window=min(120.0, max_age), allow_direct=False, allow_rollup_hdrs=False,
+                        deny_delete=True, deny_purge=True)
 
 
 def jobs_stream_config(max_age: float = DEFAULT_JOBS_MAX_AGE, max_bytes: int = DEFAULT_JOBS_MAX_BYTES,
