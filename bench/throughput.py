@@ -20,6 +20,11 @@ default, `authz.cache_ttl = 60`), so after the first request decisions come from
 the cache; `--cache-ttl 0` makes every request ask the policy service. At the end
 it waits for the audit service to write the records of every request (2 each).
 
+It also prints where the CPU went during the measured runs (Linux: utime + stime
+from /proc of each daemon and of nats-server, os.times() for this process, which
+holds the client): every process shares the machine's cores, so a node's
+requests/s here is bounded by the sum, not by the node alone.
+
 Usage: python bench/throughput.py [--runs 5] [--duration 5] [--concurrency 8] [--cache-ttl 60]
 """
 
@@ -100,6 +105,25 @@ class Daemon:
                 self.proc.wait()
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU (user + system) a process has used so far, from /proc; 0 when it cannot be read."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_snapshot(broker: object, daemons: list[Daemon]) -> dict[str, float]:
+    own = os.times()
+    snap = {d.kind: _cpu_seconds(d.proc.pid) for d in daemons}
+    snap["nats-server"] = _cpu_seconds(getattr(broker, "pid", None))
+    snap["client (this process)"] = own.user + own.system
+    return snap
+
+
 def _event(line: str) -> str | None:
     try:
         return json.loads(line).get("event")
@@ -170,7 +194,10 @@ async def bench(runs: int, duration: float, concurrency: int, cache_ttl: str) ->
                       f"{concurrency} workers x {duration:g} s per run; signed rpcutil.ping, direct subject")
                 results: list[Run] = []
                 warmup = 0
+                cpu_before: dict[str, float] = {}
                 for i in range(runs + 1):
+                    if i == 1:
+                        cpu_before = _cpu_snapshot(broker, daemons)
                     run = await measure(fc, identity, concurrency, duration if i else min(duration, 2.0))
                     label = "warm-up (discarded)" if i == 0 else f"run {i}"
                     print(f"  {label:<20} {run.requests:6d} requests  {run.rate:8.1f} req/s  "
@@ -179,6 +206,7 @@ async def bench(runs: int, duration: float, concurrency: int, cache_ttl: str) ->
                         results.append(run)
                     else:
                         warmup = run.requests
+                cpu_after = _cpu_snapshot(broker, daemons)
             total = warmup + sum(r.requests for r in results) + 1  # +1: the readiness ping
             written = await audit_lines(layout.audit_dir / "audit.jsonl", 2 * total)
         finally:
@@ -190,6 +218,14 @@ async def bench(runs: int, duration: float, concurrency: int, cache_ttl: str) ->
     print(f"  requests/s {statistics.median(r.rate for r in results):8.1f}")
     print(f"  p50        {statistics.median(r.percentile(50) for r in results):8.2f} ms")
     print(f"  p99        {statistics.median(r.percentile(99) for r in results):8.2f} ms")
+    measured = sum(r.requests for r in results)
+    spent = {kind: cpu_after[kind] - cpu_before.get(kind, 0.0) for kind in cpu_after}
+    wall = sum(r.seconds for r in results)
+    print(f"CPU during the measured runs ({measured} requests, {wall:.1f} s), per request:")
+    for kind, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<22} {1e6 * seconds / measured:7.0f} us  ({100 * seconds / wall:5.1f}% of one core)")
+    print(f"  {'all of them':<22} {1e6 * sum(spent.values()) / measured:7.0f} us  "
+          f"({100 * sum(spent.values()) / wall:5.1f}% of one core; {os.cpu_count()} cores)")
     print(f"audit trail: {written} records written by nmc serve audit for {total} requests "
           f"({2 * total} expected: a decision and a result each)")
     if written != 2 * total:
