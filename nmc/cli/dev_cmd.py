@@ -16,12 +16,12 @@ from nmc.errors import reason_of
 from nmc.audit.errors import AuditStreamError, SinkError
 from nmc.ops.broker.server import BrokerError
 from nmc.ops.config.files import Config, ConfigError
-from nmc.ops.fleet.dev import DevFleet, DevLayout, FleetBusyError, FleetLock, default_dev_dir
+from nmc.ops.fleet.dev import DEFAULT_METRICS_PORT, DevFleet, DevLayout, FleetBusyError, FleetLock, default_dev_dir
 from nmc.ops.broker.jetstream import SetupError, setup_as
 from nmc.transport.logs import configure_logging
 from nmc.ops.pki import PKIError
 from nmc.ops.daemon.serve import (build_audit_service, build_node, build_policy_service, catch_stop_signals, run_nodes,
-                           unless_stopped)
+                           service_metrics, unless_stopped)
 from nmc.services.facts import FactError
 from nmc.transport import ConnectError
 from nmc.ops.config.settings import SettingsError
@@ -49,11 +49,16 @@ def dev() -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Show the nodes' request logs.")
 @click.option("--json", "as_json", is_flag=True,
               help='Once every node is up, print one JSON line {"broker", "client_config", "nodes", "audit_file", '
-                   '"policy_dir"} instead of the text (for scripts waiting on it).')
+                   '"policy_dir", "metrics"} instead of the text (for scripts waiting on it).')
 @click.option("--unsigned-actions", "unsigned", default="", metavar="AGENT.ACTION,...",
               help="Read-only actions the nodes answer without a signature (e.g. for `nats req`), and a "
                    "default.policy line allowing caller unsigned=nats to run them; off by default.")
-def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bool, unsigned: str) -> None:
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=DEFAULT_METRICS_PORT, show_default=True,
+              help="Prometheus metrics of every node and both services, on 127.0.0.1 (a free port if it is "
+                   "taken); docs/metrics.md.")
+@click.option("--no-metrics", is_flag=True, help="Serve no metrics endpoint.")
+def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bool, unsigned: str,
+       metrics_port: int, no_metrics: bool) -> None:
     """Start a broker, a throwaway CA and N nodes with varied facts; Ctrl-C stops everything.
 
     Writes a client.cfg that `nmc` finds on its own, so a second shell can run
@@ -64,6 +69,7 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bo
       nmc dev up --nodes 5
       nmc dev up --nodes 3 --port 0 --json     # one ready line: {"broker": "tls://127.0.0.1:...", ...}
       nmc dev up --unsigned-actions rpcutil.ping,rpcutil.get_fact   # for `nats req` (docs/nats-tools.md)
+      nmc dev up --metrics-port 9464   # then: curl -s http://127.0.0.1:9464/metrics | grep nmc_node_requests
     """
     layout = DevLayout(directory or default_dev_dir())
     configure_logging(json=False, level="info" if verbose else "warning")
@@ -80,12 +86,14 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bo
     if threading.current_thread() is threading.main_thread():
         # Until asyncio takes the signals over, SIGTERM unwinds like Ctrl-C: the broker is stopped.
         signal.signal(signal.SIGTERM, _interrupt)
-    broker, interrupted = None, False
+    broker, interrupted, fleet = None, False, None
     try:
         if directory is not None:
             click.echo(f"dev fleet in {layout.root} (use NMC_CONFIG={layout.client_cfg} in other shells)", err=True)
-        fleet = DevFleet(layout, nodes=nodes, port=port, unsigned_actions=actions)
+        fleet = DevFleet(layout, nodes=nodes, port=port, unsigned_actions=actions,
+                         metrics_port=None if no_metrics else metrics_port)
         broker, configs = fleet.prepare()
+        metrics_url = fleet.metrics.url if fleet.metrics is not None else None
         announce = _announce_json if as_json else _announce
         # While asyncio.run builds its loop a KeyboardInterrupt would hit a half-made loop (a traceback
         # from its __del__): from here a signal is only noted, and _run_fleet acts on it first thing.
@@ -93,7 +101,8 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bo
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda signum, frame: early.append(signum))
-        asyncio.run(_run_fleet(configs, lambda ids: announce(layout, broker.url, ids, directory is not None),
+        asyncio.run(_run_fleet(configs, lambda ids: announce(layout, broker.url, ids, directory is not None,
+                                                             metrics_url),
                                audit_config=fleet.audit_config(), policy_config=fleet.policy_config(),
                                operator_config=fleet.operator_config(), early=early))
     except _START_ERRORS as exc:
@@ -103,6 +112,8 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bo
     finally:
         if broker is not None:
             broker.stop()
+        if fleet is not None:
+            fleet.stop_metrics()
         lock.release()
         click.echo("dev fleet stopped", err=True)
     if interrupted:
@@ -133,22 +144,30 @@ async def _run_fleet(configs: Sequence[Config], announce: Callable[[list[str]], 
         return
     # The audit service next and last out, so it writes the nodes' final records.
     audit = build_audit_service(audit_config) if audit_config is not None else None
+    audit_metrics = service_metrics(audit_config, "audit", audit) if audit_config is not None and audit else None
     try:
         if audit is not None and not await unless_stopped(audit.start(give_up_after=_CONNECT_GIVE_UP), stop):
             return
+        if audit_metrics is not None:
+            audit_metrics.start()
         await _run_nodes_with_policy(configs, announce, policy_config, stop)
     finally:
         if audit is not None:
             await audit.stop()
+        if audit_metrics is not None:
+            audit_metrics.stop()
 
 
 async def _run_nodes_with_policy(configs: Sequence[Config], announce: Callable[[list[str]], None],
                                  policy_config: Config | None, stop: asyncio.Event) -> None:
     # The policy service is up before the first node asks it, and stops only after the last node.
     policy = build_policy_service(policy_config) if policy_config is not None else None
+    policy_metrics = service_metrics(policy_config, "policy", policy) if policy_config is not None and policy else None
     try:
         if policy is not None and not await unless_stopped(policy.start(give_up_after=_CONNECT_GIVE_UP), stop):
             return
+        if policy_metrics is not None:
+            policy_metrics.start()
         # Facts are collected in the loop that serves (build_node is async: facter and file reads stay off it).
         built = asyncio.ensure_future(asyncio.gather(*(build_node(cfg) for cfg in configs)))
         if not await unless_stopped(built, stop):
@@ -160,22 +179,29 @@ async def _run_nodes_with_policy(configs: Sequence[Config], announce: Callable[[
     finally:
         if policy is not None:
             await policy.stop()
+        if policy_metrics is not None:
+            policy_metrics.stop()
 
 
-def _announce_json(layout: DevLayout, url: str, identities: list[str], custom_dir: bool) -> None:
+def _announce_json(layout: DevLayout, url: str, identities: list[str], custom_dir: bool,
+                   metrics_url: str | None = None) -> None:
     """The ready line for scripts: one JSON object (click.echo flushes it, so a pipe sees it at once)."""
     click.echo(json.dumps({"broker": url, "client_config": str(layout.client_cfg),
                            "operator_config": str(layout.operator_cfg), "nodes": identities,
                            "audit_file": str(layout.audit_dir / "audit.jsonl"),
-                           "policy_dir": str(layout.policy_dir / "policies")}))
+                           "policy_dir": str(layout.policy_dir / "policies"), "metrics": metrics_url}))
 
 
-def _announce(layout: DevLayout, url: str, identities: list[str], custom_dir: bool) -> None:
+def _announce(layout: DevLayout, url: str, identities: list[str], custom_dir: bool,
+              metrics_url: str | None = None) -> None:
     env = f"NMC_CONFIG={layout.client_cfg} " if custom_dir else ""
     click.echo(f"nmc dev fleet up: broker {url}, {len(identities)} nodes ({', '.join(identities)})")
     click.echo(f"client config: {layout.client_cfg}")
     click.echo(f"audit trail: {layout.audit_dir / 'audit.jsonl'} (or `nmc audit tail -f`)")
     click.echo(f"policies: {layout.policy_dir / 'policies'} (nmc-policy reloads them on change; `nmc policy lint`)")
+    if metrics_url is not None:
+        click.echo(f"metrics: {metrics_url} (Prometheus: every node, by its identity label, nmc-policy and "
+                   f"nmc-audit; docs/metrics.md)")
     click.echo("Try in another shell:")
     for cmd in ("nmc ping", "nmc find -F country=us", "nmc rpc rpcutil get_fact fact=role",
                 "nmc rpc rpcutil inventory -I node1.example.net", "nmc config show"):

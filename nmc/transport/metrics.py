@@ -244,22 +244,26 @@ _SHARED_LOCK = threading.Lock()
 
 
 def acquire(bind: str, port: int) -> MetricsEndpoint:
-    """The endpoint on bind:port, listening (OSError when it cannot); shared within the process unless port is 0."""
+    """The endpoint on bind:port, listening (OSError when it cannot), shared within the process.
+
+    Port 0 makes a new endpoint on a free port; whoever then asks for that port (bind and
+    bound port) gets the same one: `nmc dev up` picks the port and writes it into its configs.
+    """
     with _SHARED_LOCK:
         endpoint = _SHARED.get((bind, port)) if port else None
         if endpoint is None:
             endpoint = MetricsEndpoint(bind, port)
         endpoint.use()
-        if port:
-            _SHARED[(bind, port)] = endpoint
+        _SHARED[(bind, endpoint.port)] = endpoint
         return endpoint
 
 
 def release(endpoint: MetricsEndpoint) -> None:
     """A daemon is done with `endpoint`: it stops listening after the last one."""
     with _SHARED_LOCK:
-        if endpoint.unuse() and _SHARED.get((endpoint.bind, endpoint.requested_port)) is endpoint:
-            del _SHARED[(endpoint.bind, endpoint.requested_port)]
+        port = endpoint.port
+        if endpoint.unuse() and _SHARED.get((endpoint.bind, port)) is endpoint:
+            del _SHARED[(endpoint.bind, port)]
 
 
 def nats_connection_samples(nc: object | None, labels: dict[str, str]) -> Iterator[Sample]:

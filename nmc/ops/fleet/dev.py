@@ -13,7 +13,7 @@ import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import yaml
 
@@ -23,6 +23,9 @@ from nmc.ops.broker.server import Broker, BrokerSettings, free_port
 from nmc.ops.broker.authorization import TrustSources, secure_broker_settings
 from nmc.ops.config.files import Config, load_config
 from nmc.protocol.unsigned import UNSIGNED_CALLER
+
+if TYPE_CHECKING:  # loaded only when the fleet serves metrics: the simulator writes fleets without them
+    from nmc.transport.metrics import MetricsEndpoint
 
 __all__ = ["DevFleet", "DevLayout", "FleetBusyError", "FleetLock", "OPERATOR_NAME", "ensure_ca", "ensure_certificate", "default_dev_dir", "node_facts_for", "write_fleet"]
 
@@ -34,6 +37,7 @@ _OSES: tuple[dict[str, Any], ...] = (
     {"family": "RedHat", "name": "Rocky", "release": {"full": "9.3", "major": "9"}},
 )
 CLIENT_NAME = "admin"
+DEFAULT_METRICS_PORT = 9464  # `nmc dev up`'s Prometheus endpoint (a free one when it is taken)
 AUDIT_NAME = "nmc-audit"
 POLICY_NAME = "nmc-policy"
 # Role `operator`: the one certificate that may create and configure the fleet's streams (nmc.ops.broker.jetstream).
@@ -130,13 +134,16 @@ def _write_cfg(path: Path, values: dict[str, str]) -> None:
 
 
 def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc",
-                node_overrides: Mapping[str, str] | None = None, puppet: bool = False) -> list[Path]:
+                node_overrides: Mapping[str, str] | None = None, puppet: bool = False,
+                metrics_port: int = 0) -> list[Path]:
     """Create CA, certificates and configs for `nodes` nodes; returns the server.cfg paths.
 
     `node_overrides` replaces or adds server.cfg keys on every node (the simulator's
     `--authz` and `--audit` choices); a value of "" drops the key. `puppet` gives every
-    node its own masterless Puppet site (see `_puppet_site`).
+    node its own masterless Puppet site (see `_puppet_site`). `metrics_port` (0: none)
+    is the `plugin.prometheus.port` of every node and of both services.
     """
+    metrics = {"plugin.prometheus.port": str(metrics_port)} if metrics_port else {}
     ensure_ca(layout.ca_dir)
     ca = layout.ca_dir / "ca.pem"
     if not pki.crl_path(layout.ca_dir).exists():
@@ -165,9 +172,9 @@ def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc"
             "audit.spool": "audit.spool",
             "security.replay_file": "replay.log",
             "authz.mode": "service", "authz.signers": POLICY_NAME,
-        } | (_puppet_site(ndir, identity, facts["role"]) if puppet else {}) | dict(node_overrides or {}))
+        } | metrics | (_puppet_site(ndir, identity, facts["role"]) if puppet else {}) | dict(node_overrides or {}))
         server_cfgs.append(ndir / "server.cfg")
-    _write_policy_service(layout, url, collective, ca)
+    _write_policy_service(layout, url, collective, ca, metrics)
     operator = ensure_certificate(layout.ca_dir, OPERATOR_NAME, ("operator",))
     _write_cfg(layout.operator_cfg, {
         "main_collective": collective, "plugin.nats.servers": url,
@@ -179,7 +186,7 @@ def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc"
     audit = ensure_certificate(layout.ca_dir, AUDIT_NAME, ("service", "audit"))
     _write_cfg(layout.audit_cfg, {"plugin.nats.servers": url, "audit.file": "audit.jsonl",
                                   "plugin.security.ca_file": str(ca), "plugin.security.cert_file": str(audit.certificate),
-                                  "plugin.security.key_file": str(audit.key)})
+                                  "plugin.security.key_file": str(audit.key)} | metrics)
     return server_cfgs
 
 
@@ -227,7 +234,8 @@ def _puppet_site(ndir: Path, identity: str, role: str) -> dict[str, str]:
             "plugin.puppet.pidfile": str(site / "rundir" / "agent.pid")}
 
 
-def _write_policy_service(layout: DevLayout, url: str, collective: str, ca: Path) -> None:
+def _write_policy_service(layout: DevLayout, url: str, collective: str, ca: Path,
+                          extra: Mapping[str, str] | None = None) -> None:
     """The policy service's certificate and config, and a default policy that lets the dev client in."""
     # Role `policy` gives it the broker permissions of the policy service (nmc.ops.broker.authorization).
     issued = ensure_certificate(layout.ca_dir, POLICY_NAME, ("service", "policy"))
@@ -239,7 +247,7 @@ def _write_policy_service(layout: DevLayout, url: str, collective: str, ca: Path
         "main_collective": collective, "plugin.nats.servers": url, "plugin.security.ca_file": str(ca),
         "plugin.security.cert_file": str(issued.certificate), "plugin.security.key_file": str(issued.key),
         "authz.policydir": "policies",
-    })
+    } | dict(extra or {}))
 
 
 class FleetBusyError(OpsError):
@@ -299,14 +307,44 @@ class DevFleet:
     nodes: int = 5
     port: int = 4222
     unsigned_actions: tuple[str, ...] = ()  # security.unsigned_actions of every node (off by default)
+    # The one metrics endpoint of the fleet's process (None: no metrics); see start_metrics.
+    metrics_port: int | None = DEFAULT_METRICS_PORT
+    metrics: MetricsEndpoint | None = None
+
+    def start_metrics(self) -> MetricsEndpoint | None:
+        """Listen for Prometheus on 127.0.0.1:metrics_port (a free port if it is taken or 0), or nothing when None.
+
+        Every daemon of the fleet runs in this process, so all of them share this one endpoint
+        (their configs name its port; nmc.transport.metrics.acquire): one URL, one scrape target,
+        the nodes told apart by their `identity` label, however many nodes there are.
+        """
+        if self.metrics_port is None or self.metrics is not None:
+            return self.metrics
+        from nmc.transport.metrics import acquire
+
+        try:
+            self.metrics = acquire("127.0.0.1", self.metrics_port)
+        except OSError:
+            self.metrics = acquire("127.0.0.1", 0)
+        return self.metrics
+
+    def stop_metrics(self) -> None:
+        """Give the endpoint up (it stops listening once every daemon gave it up too)."""
+        if self.metrics is not None:
+            from nmc.transport.metrics import release
+
+            release(self.metrics)
+            self.metrics = None
 
     def prepare(self) -> tuple[Broker, list[Config]]:
-        """Write everything and start the broker; returns it and the nodes' configs."""
+        """Write everything, start the metrics endpoint and the broker; returns it and the nodes' configs."""
+        metrics = self.start_metrics()
         port = self.port if self.port and _port_free(self.port) else free_port()
         # The secure path is the default one: TLS, a certificate for every connection (verify_and_map)
         # and each certificate's permissions by role, rendered from the CA write_fleet makes.
         overrides = {"security.unsigned_actions": ", ".join(self.unsigned_actions)} if self.unsigned_actions else None
-        cfgs = write_fleet(self.layout, self.nodes, f"tls://127.0.0.1:{port}", puppet=True, node_overrides=overrides)
+        cfgs = write_fleet(self.layout, self.nodes, f"tls://127.0.0.1:{port}", puppet=True, node_overrides=overrides,
+                           metrics_port=metrics.port if metrics is not None else 0)
         if self.unsigned_actions:
             allow_unsigned(self.layout, self.unsigned_actions)
         settings, _ = secure_broker_settings(
