@@ -23,7 +23,14 @@ class Auditor(Protocol):
     """Keeps audit records durably."""
 
     async def record(self, record: AuditRecord) -> None:
-        """Keep one record; raise AuditUnavailable only when required and impossible."""
+        """Keep one record, or take charge of keeping it; AuditUnavailable only when required and impossible.
+
+        Returning means the record was handed over: the pipeline sends a reply only after
+        `record()` returned for its result record. An auditor may finish keeping it later
+        (JetStreamAuditor tracks the stream's acknowledgement and spools the record when
+        none comes), except a decision record that audit.required promises, which must be
+        kept before this returns.
+        """
 
 
 class NoAudit:
