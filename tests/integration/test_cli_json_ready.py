@@ -18,6 +18,27 @@ def nmc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*NMC, *args], check=False, capture_output=True, text=True, env=env, timeout=60)
 
 
+def _pings_counted(url: str, nodes: int = 2, within: float = 10.0) -> dict[str, float]:
+    """nmc_node_requests_total of rpcutil.ping status ok by identity, scraped until `nodes` nodes show
+    (a node counts a request right after it sent the reply the client already has)."""
+    import time
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline, counted = time.monotonic() + within, {}
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - the fleet's loopback URL
+            text = response.read().decode("utf-8")
+        counted = {s.labels["identity"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "nmc_node_requests_total" and s.labels.get("action") == "ping"
+                   and s.labels.get("status") == "ok"}
+        if len(counted) >= nodes:
+            break
+        time.sleep(0.05)
+    return counted
+
+
 def test_audit_setup_json(nats_url: str, tmp_path: Path):
     cfg = tmp_path / "client.cfg"
     cfg.write_text(f"plugin.nats.servers = {nats_url}\n")
@@ -45,6 +66,9 @@ def test_dev_up_json_ready_line_is_enough_to_use_the_fleet(tmp_path: Path):
         ping = nmc({**env, "NMC_CONFIG": ready["client_config"]}, "ping")
         assert ping.returncode == 0, ping.stderr
         assert "2 replies" in ping.stdout
+        # One metrics endpoint for the whole dev process, on loopback: both nodes' pings counted by identity
+        assert ready["metrics"].startswith("http://127.0.0.1:") and ready["metrics"].endswith("/metrics")
+        assert _pings_counted(ready["metrics"]) == {"node1.example.net": 1.0, "node2.example.net": 1.0}
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)

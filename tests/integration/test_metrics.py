@@ -238,3 +238,21 @@ def test_status_and_reason_classes(status: Status | None, reason: str, label: st
     outcome = Outcome(reply, reason)
     assert request_status(outcome) == label
     assert refusal_reason(outcome) == klass
+
+
+def test_a_taken_port_is_logged_and_the_daemon_runs_without_metrics(tmp_path: Path):
+    from structlog.testing import capture_logs
+
+    from nmc.ops.daemon.metrics import node_metrics
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = tmp_path / "server.cfg"
+        cfg.write_text(f"plugin.prometheus.port = {port}\n", encoding="utf-8")
+        with capture_logs() as logs:
+            assert node_metrics(load_config(cfg, kind="server", env={})) is None
+    [entry] = [e for e in logs if e["event"] == "metrics_unavailable"]
+    assert entry["log_level"] == "error" and f"127.0.0.1:{port}" in entry["reason"]
+    assert entry["origin"].startswith(str(cfg))

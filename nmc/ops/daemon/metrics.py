@@ -27,7 +27,7 @@ import structlog
 from nmc import __version__
 from nmc.authz.hooks import Authorizer, Decision
 from nmc.ops.config.files import Config
-from nmc.ops.config.settings import SettingsError, prometheus_endpoint
+from nmc.ops.config.settings import prometheus_endpoint
 from nmc.protocol.status import Status
 from nmc.protocol.subjects import SubjectError, parse_request_subject
 from nmc.services.companion import NodeHandle
@@ -332,12 +332,19 @@ def _open(config: Config, make: Any) -> Any:
     try:
         return make(bind, port)
     except OSError as exc:
-        raise SettingsError(f"plugin.prometheus.port: cannot listen on {bind}:{port}: {exc.strerror or exc} "
-                            f"(set at {config.origin('plugin.prometheus.port')})") from exc
+        # Metrics watch the daemon; they are not worth a node that stops answering. Said loudly, and
+        # Prometheus sees the target down (`up == 0`), so it is not missed either.
+        log.error("metrics_unavailable", bind=bind, port=port, origin=config.origin("plugin.prometheus.port"),
+                  reason=f"cannot listen on {bind}:{port}: {exc.strerror or exc}",
+                  message="the daemon runs without its metrics endpoint")
+        return None
 
 
 def node_metrics(config: Config) -> NodeMetrics | None:
-    """The node's metrics companion when the config sets `plugin.prometheus.port` (listening already), else None."""
+    """The node's metrics companion when the config sets `plugin.prometheus.port` (listening already), else None.
+
+    None too, with an error logged (`metrics_unavailable`), when the port cannot be listened on.
+    """
     return _open(config, lambda bind, port: NodeMetrics(bind, port))
 
 

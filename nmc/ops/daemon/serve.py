@@ -81,7 +81,9 @@ async def build_node(config: Config, agents: Sequence[type[Agent]] | None = None
     if prometheus_endpoint(config) is not None:  # plugin.prometheus.port: listening from here (docs/metrics.md)
         from nmc.ops.daemon.metrics import node_metrics
 
-        companions.append(cast(Companion, node_metrics(config)))
+        metrics = node_metrics(config)  # None when the port is taken: logged, and the node serves all the same
+        if metrics is not None:
+            companions.append(cast(Companion, metrics))
     try:
         return Node(settings=settings, signer=signer, verifier=verifier, agent_classes=agents, facts=facts,
                     companions=companions, authorizer=authorizer, auditor=auditor or NoAudit())
@@ -224,7 +226,7 @@ def build_policy_service(config: Config) -> PolicyService:
 def service_metrics(config: Config, kind: str, service: PolicyService | AuditService) -> ServiceMetrics | None:
     """The metrics endpoint of the policy (`kind` policy) or audit service, listening, when `plugin.prometheus.port` is set.
 
-    None when it is not; SettingsError when the port cannot be listened on.
+    None when it is not, and when the port cannot be listened on (logged as `metrics_unavailable`).
     """
     if prometheus_endpoint(config) is None:
         return None
