@@ -94,7 +94,8 @@ def list_command(ctx: click.Context, caller: str | None, agent: str | None, sinc
 def _as_call(job: Job) -> CallResult:
     """The job as `nmc rpc` would have shown it when it ended."""
     start = job.start
-    ended = job.end.ended if job.end is not None else time.time()
+    # A background job has no end record: it took until its latest reply (or is still running).
+    ended = job.end.ended if job.end is not None else start.started + max((r.elapsed for r in job.results), default=0.0)
     return CallResult(request_id=start.id, agent=start.agent, action=start.action, subject="job",
                       results=job.results, discovered=start.expected, no_response=job.missing,
                       elapsed=max(0.0, ended - start.started), dropped=len(job.unverified), job_id=start.id)

@@ -130,7 +130,8 @@ async def _start(fc: FleetClient, agent: str, action: str, filter_expr: str, ide
     except JobsError as exc:
         if job.background:
             raise
-        log.warning("job_not_recorded", reason=exc.reason, hint="the rpc runs; its replies are kept nowhere")
+        # info, not a warning: a broker without NMC_JOBS (no `nmc ops setup`) would repeat it on every rpc
+        log.info("job_not_recorded", reason=exc.reason, hint="the rpc runs; its replies are kept nowhere")
         return None
     if job.on_job is not None:
         job.on_job(job_id)

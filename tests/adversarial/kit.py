@@ -14,6 +14,7 @@ them, as it admits any certificate the fleet's CA issued):
 | `nmc-audit` | service, audit | the audit service (running, writes `audit_file`) |
 | `nmc-operator` | operator | the operator: creates the streams before the daemons start |
 | `site1` | leaf | a site's leaf server certificate |
+| `ann` | user, auditor | a reviewer: reads every caller's jobs |
 
 Attacks use raw nats-py (`connect_as`) with one of these certificates; the daemons
 run in the test's event loop exactly as `nmc dev up` runs them.
@@ -51,7 +52,7 @@ from nmc.security.names import inbox_prefix
 from nmc.services.node import Node
 
 NODES = 3
-EXTRA = {"mallory": ("user",), "node9.example.net": ("node",), "site1": ("leaf",)}
+EXTRA = {"mallory": ("user",), "node9.example.net": ("node",), "site1": ("leaf",), "ann": ("user", "auditor")}
 
 
 @dataclass
@@ -60,6 +61,7 @@ class HostileFleet:
 
     root: Path
     node_cfg: dict[str, str] = field(default_factory=dict)
+    node_count: int = NODES
     broker: Broker | None = None
     nodes: list[Node] = field(default_factory=list)
     policy: PolicyService | None = None
@@ -70,12 +72,13 @@ class HostileFleet:
         self.layout = DevLayout(self.root)
         self.port = free_port()
         self.url = f"tls://127.0.0.1:{self.port}"
-        self.server_cfgs = write_fleet(self.layout, NODES, self.url)
+        self.server_cfgs = write_fleet(self.layout, self.node_count, self.url)
         for cfg in self.server_cfgs:
             with cfg.open("a", encoding="utf-8") as out:
                 out.writelines(f"{k} = {v}\n" for k, v in self.node_cfg.items())
         for name, roles in EXTRA.items():
-            pki.issue(self.layout.ca_dir, name, roles=roles, force=True)
+            if name not in self.identities:  # a fleet of 9 or more has its own node9
+                pki.issue(self.layout.ca_dir, name, roles=roles, force=True)
         settings, _ = secure_broker_settings(
             BrokerSettings(port=self.port, store_dir=self.root / "broker" / "jetstream", server_name="hostile"),
             TrustSources(ca_dir=self.layout.ca_dir))
@@ -86,7 +89,7 @@ class HostileFleet:
     @property
     def identities(self) -> list[str]:
         """The running nodes' identities."""
-        return [node_facts_for(i)[0] for i in range(1, NODES + 1)]
+        return [node_facts_for(i)[0] for i in range(1, self.node_count + 1)]
 
     @property
     def audit_file(self) -> Path:

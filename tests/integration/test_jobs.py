@@ -1,0 +1,147 @@
+"""Jobs on a secure fleet: TLS broker with the generated per-role permissions, policy and audit services.
+
+Every rpc is a job (nmc.client.jobs): the caller's signed start and end records and each
+node's signed reply are kept in NMC_JOBS, read back by direct get under the caller's name
+and verified again. Only the caller and the auditor role may read a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from nmc.client.jobs import JobsError, read_job, wait_job
+from nmc.client.run import JobOptions, run_action
+from nmc.protocol.envelope import Reply
+from nmc.protocol.jobs import job_subject
+from nmc.security import CERTIFICATE_HEADER, SIGNATURE_HEADER
+from tests.adversarial.kit import HostileFleet
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+NODES = 10
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[HostileFleet]:
+    fleet = HostileFleet(tmp_path / "fleet", node_count=NODES)
+    try:
+        yield await fleet.start()
+    finally:
+        await fleet.stop()
+
+
+async def nmc(fleet: HostileFleet, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI as `name`, run without blocking the event loop the fleet's nodes share with the test."""
+    fleet.client_config(name)  # writes client-<name>.cfg
+    env = {"NMC_CONFIG": str(fleet.root / f"client-{name}.cfg"), "HOME": str(fleet.root), "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "nmc", *args, env=env,
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
+
+
+async def test_background_rpc_returns_a_job_whose_replies_are_all_verified_later(fleet: HostileFleet) -> None:
+    async with fleet.client("admin") as fc:
+        sent = await run_action(fc, "rpcutil", "get_fact", {"fact": "role"}, job=JobOptions(background=True))
+        assert sent is not None and sent.job_id and sent.results == ()  # nobody gathered anything
+        assert sorted(sent.discovered or ()) == sorted(fleet.identities)
+        job = await wait_job(fc.nc, fc.verifier, "nmc", "admin", sent.job_id, limit=60)
+    assert sorted(r.identity for r in job.results) == sorted(fleet.identities)
+    assert all(r.ok and r.data["fact"] == "role" for r in job.results)
+    assert job.missing == () and job.unverified == () and job.end is None  # a background job has no end record
+    assert job.start.caller == "admin" and job.start.agent == "rpcutil"
+
+
+async def test_the_cli_prints_the_job_id_and_jobs_show_renders_it_as_rpc_does(fleet: HostileFleet) -> None:
+    sent = await nmc(fleet, "admin", "rpc", "rpcutil", "get_fact", "fact=country", "--background", "--json")
+    assert sent.returncode == 0, sent.stderr
+    job_id = json.loads(sent.stdout)["job_id"]
+    shown = await nmc(fleet, "admin", "jobs", "show", job_id, "--wait", "--json")
+    out = json.loads(shown.stdout)
+    assert shown.returncode == 0, (out["summary"], out["no_response"], out["job"], shown.stderr)
+    assert sorted(r["sender"] for r in out["replies"]) == sorted(fleet.identities)
+    assert out["job_id"] == job_id and out["unverified"] == [] and out["no_response"] == []
+    listed = json.loads((await nmc(fleet, "admin", "jobs", "list", "--json")).stdout)
+    assert [j["id"] for j in listed] == [job_id] and listed[0]["ok"] == NODES
+
+
+async def test_an_ordinary_rpc_is_a_job_with_an_end_record(fleet: HostileFleet) -> None:
+    async with fleet.client("admin") as fc:
+        result = await run_action(fc, "rpcutil", "ping", job=JobOptions())
+        assert result is not None and result.job_id and len(result.results) == NODES
+        job = await read_job(fc.nc, fc.verifier, "nmc", "admin", result.job_id)
+    assert job.end is not None and sorted(job.end.answered) == sorted(fleet.identities)
+    assert job.end.request_ids == (result.request_id,)
+    assert sorted(r.identity for r in job.results) == sorted(fleet.identities)
+
+
+async def test_a_reply_tampered_in_the_stream_is_reported_not_shown(fleet: HostileFleet) -> None:
+    victim = fleet.identities[0]
+    async with fleet.client("admin") as fc:
+        result = await run_action(fc, "rpcutil", "get_fact", {"fact": "role"}, job=JobOptions())
+        assert result is not None and result.job_id
+        subject = job_subject("nmc", "admin", result.job_id, "reply", victim)
+        # The node itself (its key stolen) rewrites its stored reply: same signature, other body.
+        genuine = await fc.nc.request(f"$JS.API.DIRECT.GET.NMC_JOBS.{subject}", b"", timeout=5)
+        reply = Reply.from_bytes(genuine.data)
+        forged = Reply(reply.request_id, reply.identity, reply.status, reply.message, reply.time,
+                       {**reply.data, "value": "forged"}).to_bytes()
+        thief = await fleet.connect_as(victim)
+        await thief.jetstream().publish(subject, forged, headers={
+            SIGNATURE_HEADER: genuine.headers[SIGNATURE_HEADER], CERTIFICATE_HEADER: genuine.headers[CERTIFICATE_HEADER]})
+        job = await read_job(fc.nc, fc.verifier, "nmc", "admin", result.job_id)
+    assert victim not in {r.identity for r in job.results}
+    assert [u.subject for u in job.unverified] == [subject]
+    assert all(r.data.get("value") != "forged" for r in job.results)
+    shown = await nmc(fleet, "admin", "jobs", "show", result.job_id)
+    assert shown.returncode == 1 and "FAILED VERIFICATION" in shown.stderr and "forged" not in shown.stdout
+
+
+async def test_only_the_caller_and_the_auditor_role_read_a_job(fleet: HostileFleet) -> None:
+    async with fleet.client("admin") as fc:
+        result = await run_action(fc, "rpcutil", "ping", job=JobOptions())
+        assert result is not None and result.job_id
+    job_id = result.job_id
+    async with fleet.client("ann") as auditor:  # role auditor: may read every caller's jobs
+        seen = await read_job(auditor.nc, auditor.verifier, "nmc", "admin", job_id)
+        assert len(seen.results) == NODES
+    errors: list[str] = []
+    raw = await fleet.connect_as("mallory", errors=errors)  # a valid user, not the caller
+    for kind, identity in (("start", None), ("reply", fleet.identities[0])):
+        subject = job_subject("nmc", "admin", job_id, kind, identity)
+        with pytest.raises(Exception):
+            await raw.request(f"$JS.API.DIRECT.GET.NMC_JOBS.{subject}", b"", timeout=2)
+    # Nor through the form with the subject in the body, nor by sequence.
+    with pytest.raises(Exception):
+        await raw.request("$JS.API.DIRECT.GET.NMC_JOBS", json.dumps({"seq": 1}).encode(), timeout=2)
+    with pytest.raises(Exception):
+        await raw.request("$JS.API.STREAM.MSG.GET.NMC_JOBS", json.dumps({"seq": 1}).encode(), timeout=2)
+    assert sum("permissions violation" in e.lower() for e in errors) >= 4
+    async with fleet.client("mallory") as fc:
+        with pytest.raises(JobsError, match="auditor role"):
+            await read_job(fc.nc, fc.verifier, "nmc", "admin", job_id)
+    denied = await nmc(fleet, "mallory", "jobs", "show", job_id, "--caller", "admin")
+    assert denied.returncode == 1 and "auditor role" in denied.stderr and "Traceback" not in denied.stderr
+
+
+async def test_a_node_stores_only_its_own_replies_and_a_user_only_its_own_records(fleet: HostileFleet) -> None:
+    errors: list[str] = []
+    node = await fleet.connect_as(fleet.identities[1], errors=errors)
+    other = job_subject("nmc", "admin", "0123abcd", "reply", fleet.identities[0])
+    await node.publish(other, b"{}")
+    user = await fleet.connect_as("mallory", errors=errors)
+    await user.publish(job_subject("nmc", "admin", "0123abcd", "start"), b"{}")
+    await node.flush()
+    await user.flush()
+    async with fleet.client("ann") as auditor:
+        with pytest.raises(JobsError, match="no job"):
+            await read_job(auditor.nc, auditor.verifier, "nmc", "admin", "0123abcd")
+    assert sum("permissions violation" in e.lower() for e in errors) == 2, errors
