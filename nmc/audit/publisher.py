@@ -272,14 +272,18 @@ class JetStreamAuditor:
         token = str(self._sent)
         item = _InFlight(entry, loop.time() + self.settings.ack_timeout, wait, loop.create_future() if wait else None)
         self._inflight[token] = item  # before publishing: the acknowledgement may come while publish() flushes
+        if len(self._inflight) == 1:
+            # Wake the expiry loop now, not after publishing: publish() may wait for a flush, and
+            # another record added meanwhile would find two in flight and wake nobody.
+            self._expiry_wake.set()
         try:
             await self._nc.publish(entry.subject, entry.payload, reply=self._ack_prefix + token,
                                    headers=self._headers(entry))
         except BaseException:
             self._inflight.pop(token, None)
+            if item.kept is not None and not item.kept.done():
+                item.kept.set_result(None)  # not in flight after all: record() spools it itself; settle() goes on
             raise
-        if len(self._inflight) == 1:
-            self._expiry_wake.set()
         return item
 
     async def _on_ack(self, msg: Msg) -> None:
