@@ -5,9 +5,10 @@ Every wait polls the endpoint (or a log line) until what it waits for shows, wit
 
 from __future__ import annotations
 
+import asyncio
+import re
 import socket
 import urllib.request
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,6 +62,38 @@ async def scraped(url: str, ready: Callable[[Samples], bool], what: str, within:
 
     await until(check, within, what)
     return last[0]
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+
+
+def assert_documented(exposed: set[str]) -> None:
+    """Every nmc_* metric an endpoint exposed is named in docs/metrics.md (a histogram by its base name)."""
+    text = DOC.read_text(encoding="utf-8")
+    missing = set()
+    for name in exposed:
+        if not name.startswith("nmc_") or name.endswith("_created"):
+            continue
+        base = re.sub(r"_(bucket|count|sum)$", "", name) if name not in text else name
+        if f"`{base}`" not in text and f"`{name}`" not in text:
+            missing.add(name)
+    assert not missing, f"docs/metrics.md does not list {sorted(missing)}"
+
+
+def test_the_docs_example_rules_and_scrape_config_are_valid_yaml():
+    import yaml
+
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)]
+    scrape = next(b for b in blocks if "scrape_configs" in b)
+    assert {job["job_name"] for job in scrape["scrape_configs"]} >= {"nmc-node", "nmc-policy", "nmc-audit"}
+    rules = next(b for b in blocks if "groups" in b)
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    assert {"NmcNodeSilent", "NmcAuditSpoolGrowing", "NmcPolicyDenialsSpike"} <= set(alerts)
+    for rule in alerts.values():
+        assert isinstance(rule["expr"], str) and rule["expr"].strip()
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}
+    assert "nmc_node_audit_spool_records" in alerts["NmcAuditSpoolGrowing"]["expr"]
+    assert 'decision="denied"' in alerts["NmcPolicyDenialsSpike"]["expr"]
 
 
 def listening(port: int, host: str = "127.0.0.1") -> bool:
@@ -150,6 +183,9 @@ async def test_node_and_policy_daemons_count_requests_by_agent_action_status(nat
                                                       name="nmc-audit") == 1.0,
                                       "the audit service's connection")
         assert value(audit_samples, "nmc_audit_service_written_total") == 0.0  # audit is off on these nodes
+
+        exposed = names(samples) | names(policy_samples) | names(audit_samples)
+        assert_documented(exposed)
 
         assert nodes[identity].stop() == 0
         assert not listening(node_port)  # the endpoint goes with the daemon
