@@ -17,7 +17,7 @@ import nats.errors
 from nmc.client.batch import BatchError, parse_batch
 from nmc.client.discovery import DISCOVERY_METHODS, DiscoveryError, Targeting
 from nmc.client.fleet import CallResult, FleetClient
-from nmc.client.run import run_action
+from nmc.client.run import JobOptions, run_action
 from nmc.client.session import connect_nats, fleet_session
 from nmc.errors import NmcError
 from nmc.ops.config.files import Config, ConfigError, find_client_config, load_config
@@ -34,7 +34,7 @@ from nmc.ops.config.settings import (
 from nmc.protocol.filter import FilterSyntaxError, combine
 from nmc.transport import ConnectError
 
-__all__ = ["EXIT_FAILED", "EXIT_NO_RESPONSE", "EXIT_OK", "EXIT_USAGE", "FILTER_FLAGS", "batch_options", "batch_progress", "batch_size", "build_filter", "call_from_flags", "client_session", "connect_client", "discover_and_call",
+__all__ = ["EXIT_FAILED", "EXIT_NO_RESPONSE", "EXIT_OK", "EXIT_USAGE", "FILTER_FLAGS", "batch_options", "batch_progress", "batch_size", "build_filter", "call_from_flags", "client_session", "connect_client", "discover_and_call", "job_options", "say_job",
            "filter_options", "fleet_options", "load_client_config", "output_options", "quiet_tls_eof_warning", "run", "take_filter", "take_targeting",
            "targeting_options"]
 
@@ -138,14 +138,30 @@ def batch_progress() -> Callable[[int, int, Any], None] | None:
 
 def discover_and_call(ctx: click.Context, config: Config, targeting: Targeting, expr: str, agent: str,
                       action: str, data: Mapping[str, Any], *, timeout: float | None,
-                      discovery_timeout: float | None) -> CallResult | None:
-    """Discover by the chosen method, then one request to exactly those nodes; None when nobody was found."""
+                      discovery_timeout: float | None, job: bool = False) -> CallResult | None:
+    """Discover by the chosen method, then one request to exactly those nodes; None when nobody was found.
+
+    `job`: record it as a job (unless client.cfg says jobs.enabled = false).
+    """
+    options = job_options(config) if job else None
 
     async def go() -> CallResult | None:
         async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
-            return await run_action(fc, agent, action, data, filter_expr=expr, targeting=targeting)
+            return await run_action(fc, agent, action, data, filter_expr=expr, targeting=targeting, job=options)
 
     return run(ctx, go)
+
+
+def say_job(job_id: str) -> None:
+    """A job's id, on standard error before the results (they may take a while)."""
+    click.echo(click.style(f"Job {job_id}", dim=True), err=True)
+
+
+def job_options(config: Config, **kw: Any) -> JobOptions | None:
+    """How a command that is a job records it: None when client.cfg turns jobs off (jobs.enabled = false)."""
+    if config.get_bool("jobs.enabled", True) is False:
+        return None
+    return JobOptions(**kw)
 
 
 def output_options(fn: F) -> F:
@@ -176,11 +192,11 @@ def take_filter(kw: dict[str, Any], *, agent: str | None = None) -> str:
 
 def call_from_flags(ctx: click.Context, flags: dict[str, Any], agent: str, action: str, data: Mapping[str, Any], *,
                     timeout: float | None, discovery_timeout: float | None,
-                    filter_agent: str | None = None) -> CallResult | None:
+                    filter_agent: str | None = None, job: bool = False) -> CallResult | None:
     """Discover with the command's filter and targeting flags, then one request to the found nodes (None: nobody)."""
     targeting = take_targeting(flags)
     return discover_and_call(ctx, load_client_config(ctx), targeting, take_filter(flags, agent=filter_agent), agent,
-                             action, data, timeout=timeout, discovery_timeout=discovery_timeout)
+                             action, data, timeout=timeout, discovery_timeout=discovery_timeout, job=job)
 
 
 def build_filter(facts: tuple[str, ...], classes: tuple[str, ...], identities: tuple[str, ...],

@@ -13,7 +13,9 @@ from nmc.cli.common import (
     take_filter,
     client_session,
     filter_options,
+    job_options,
     load_client_config,
+    say_job,
     output_options,
     run,
     batch_options,
@@ -136,11 +138,6 @@ def find(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
         ctx.exit(EXIT_NO_RESPONSE)
 
 
-def _say_job(job_id: str) -> None:
-    """The job id, on standard error before the results (they may take a while)."""
-    click.echo(click.style(f"Job {job_id}", dim=True), err=True)
-
-
 def _close_to(word: str, names: Any, cutoff: float) -> str | None:
     """The known name `word` is most probably a misspelling of, if any."""
     import difflib  # only for a mistyped name: ping and find never load it
@@ -251,11 +248,12 @@ def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as
     progress = batch_progress()
     machine = as_json or as_jsonl
     job = None
-    if background or not (no_job or no_discovery or config.get_bool("jobs.enabled", True) is False):
+    if background or not (no_job or no_discovery):
         from nmc.audit.records import redact_inputs  # the start record keeps inputs as the audit trail does
 
-        job = JobOptions(background=background, shown_data=redact_inputs(action_spec, data),
-                         on_job=None if machine or background else _say_job)
+        shown = redact_inputs(action_spec, data)
+        job = (JobOptions(background=True, shown_data=shown) if background
+               else job_options(config, shown_data=shown, on_job=None if machine else say_job))
 
     async def go() -> CallResult | None:
         async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:

@@ -14,10 +14,12 @@ from typing import Any
 import click
 
 from nmc.cli.common import (EXIT_FAILED, EXIT_NO_RESPONSE, batch_size, call_from_flags, client_session, fleet_options,
+                            job_options, say_job,
                             load_client_config, run, take_filter, take_targeting)
 from nmc.cli.render import call_json, print_aggregates, print_summary
 from nmc.client.discovery import Targeting, discover
 from nmc.client.fleet import CallResult, FleetClient
+from nmc.client.run import end_recorded, start_recorded
 from nmc.client.runall import RunAllResult, RunEvent, run_in_batches, runall
 from nmc.protocol.ddl import summarize
 from nmc.protocol.ddls.puppet import DDL, TAGS_PATTERN, describe_age
@@ -36,11 +38,11 @@ def _tags(value: str | None) -> str | None:
 
 
 def _call(ctx: click.Context, action: str, data: Mapping[str, Any], flags: dict[str, Any], timeout: float | None,
-          discovery_timeout: float | None) -> CallResult | None:
-    """Discover, then one puppet request to the found nodes; None when nothing was found."""
+          discovery_timeout: float | None, *, job: bool = False) -> CallResult | None:
+    """Discover, then one puppet request to the found nodes; None when nothing was found. `job`: record it."""
     # The user's filter plus `-A puppet`: only nodes with the puppet agent are asked.
     return call_from_flags(ctx, flags, "puppet", action, data, timeout=timeout, discovery_timeout=discovery_timeout,
-                           filter_agent="puppet")
+                           filter_agent="puppet", job=job)
 
 
 def _finish(ctx: click.Context, result: CallResult | None, as_json: bool,
@@ -161,19 +163,29 @@ def _wait_options(fn: _F) -> _F:
 
 
 def _runs(ctx: click.Context, flags: dict[str, Any], timeout: float | None, discovery_timeout: float | None,
-          work: Callable[[FleetClient, tuple[str, ...], str], Any]) -> RunAllResult | None:
+          work: Callable[[FleetClient, tuple[str, ...], str, str | None], Any], *, run_options: dict[str, Any],
+          run_timeout: float) -> RunAllResult | None:
+    """Discover, record the runs as one job (every node's runonce reply kept), run `work`, end the job."""
     targeting: Targeting = take_targeting(flags)
     expr = take_filter(flags, agent="puppet")
     config = load_client_config(ctx)
+    job = job_options(config, shown_data=run_options, on_job=say_job)
 
     async def go() -> RunAllResult | None:
         async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
             found = await discover(fc, expr, targeting)
             if not found.identities:
                 return None
-            return await work(fc, found.identities, expr)  # type: ignore[no-any-return]
+            job_id = None if job is None else await start_recorded(fc, "puppet", "runonce", expr, found.identities,
+                                                                    run_timeout, job)
+            result: RunAllResult = await work(fc, found.identities, expr, job_id)
+            if job_id is not None:
+                started = [o.identity for o in result.outcomes if o.outcome != "no_response"]
+                await end_recorded(fc, job_id, started, [o.identity for o in result.by_outcome("no_response")])
+            return result
 
     return run(ctx, go)
+
 
 
 def _show_runs(ctx: click.Context, result: RunAllResult | None, as_json: bool, limit_word: str) -> None:
@@ -225,7 +237,7 @@ def runonce(ctx: click.Context, noop: bool, tags: str | None, splay: bool | None
     if splaylimit is not None:
         data["splaylimit"] = splaylimit
     if batch is None:
-        result = _finish(ctx, _call(ctx, "runonce", data, flags, timeout, discovery_timeout), as_json)
+        result = _finish(ctx, _call(ctx, "runonce", data, flags, timeout, discovery_timeout, job=True), as_json)
         if not as_json:
             _node_lines(result, lambda d: str(d.get("summary", "")))
             print_summary(result)
@@ -236,7 +248,7 @@ def runonce(ctx: click.Context, noop: bool, tags: str | None, splay: bool | None
         raise click.UsageError("--batch waits for each batch's runs, so it cannot be combined with --splay")
     show = None if as_json else _event_printer()
 
-    async def work(fc: FleetClient, names: tuple[str, ...], expr: str) -> RunAllResult:
+    async def work(fc: FleetClient, names: tuple[str, ...], expr: str, job: str | None) -> RunAllResult:
         size = batch_size(batch, len(names))
         if show is not None:
             click.echo(f"Running Puppet on {len(names)} node(s), {size} at a time")
@@ -246,9 +258,10 @@ def runonce(ctx: click.Context, noop: bool, tags: str | None, splay: bool | None
                 click.echo(f"--- batch {done} / {total} finished")
         return await run_in_batches(fc, identities=names, size=size, batch_sleep=batch_sleep, filter_expr=expr,
                                     run_options=_run_options(noop, tags), poll_interval=poll_interval,
-                                    run_timeout=run_timeout, on_event=show, on_batch=on_batch)
+                                    run_timeout=run_timeout, on_event=show, on_batch=on_batch, job=job)
 
-    _show_runs(ctx, _runs(ctx, flags, timeout, discovery_timeout, work), as_json, "batch size")
+    _show_runs(ctx, _runs(ctx, flags, timeout, discovery_timeout, work, run_options=_run_options(noop, tags),
+                          run_timeout=run_timeout), as_json, "batch size")
 
 
 @puppet.command("runall")
@@ -276,14 +289,15 @@ def runall_cmd(ctx: click.Context, concurrency: int, noop: bool, tags: str | Non
     _tags(tags)
     show = None if as_json else _event_printer()
 
-    async def work(fc: FleetClient, names: tuple[str, ...], expr: str) -> RunAllResult:
+    async def work(fc: FleetClient, names: tuple[str, ...], expr: str, job: str | None) -> RunAllResult:
         if show is not None:
             click.echo(f"Running Puppet on {len(names)} node(s), at most {concurrency} at once")
         return await runall(fc, concurrency=concurrency, identities=names, filter_expr=expr,
                             run_options=_run_options(noop, tags), poll_interval=poll_interval,
-                            run_timeout=run_timeout, on_event=show)
+                            run_timeout=run_timeout, on_event=show, job=job)
 
-    _show_runs(ctx, _runs(ctx, flags, timeout, discovery_timeout, work), as_json, "limit")
+    _show_runs(ctx, _runs(ctx, flags, timeout, discovery_timeout, work, run_options=_run_options(noop, tags),
+                          run_timeout=run_timeout), as_json, "limit")
 
 
 # -- status, summary, enable, disable ----------------------------------------------------------------------------

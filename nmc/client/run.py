@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from nmc.client.jobs import JobsError, end_job, job_start, start_job
 from nmc.protocol.envelope import new_request_id
 from nmc.protocol.jobs import JobEnd
 
-__all__ = ["JobOptions", "ping", "run_action"]
+__all__ = ["JobOptions", "end_recorded", "ping", "run_action", "start_recorded"]
 
 log = structlog.get_logger("nmc.jobs")
 
@@ -93,7 +93,8 @@ async def run_action(fc: FleetClient, agent: str, action: str, data: Mapping[str
     if not found.identities:
         return None
     size = parse_batch(batch, len(found.identities)) if batch is not None else None
-    job_id = await _start(fc, agent, action, filter_expr, found.identities, timeout, size, job) if job else None
+    job_id = await start_recorded(fc, agent, action, filter_expr, found.identities, timeout, job, batch=size) \
+        if job else None
     if job is not None and job.background:
         assert job_id is not None
         request_id = await fc.send(agent, action, inputs, filter_expr=filter_expr, expect=found.identities,
@@ -109,22 +110,28 @@ async def run_action(fc: FleetClient, agent: str, action: str, data: Mapping[str
                                direct=found.direct, timeout=timeout, job=job_id)
     if job_id is None:
         return result
-    end = JobEnd(id=job_id, caller=fc.signer.name, ended=time.time(),
-                 answered=tuple(sorted(r.identity for r in result.results)), missing=result.no_response,
-                 request_ids=tuple(result.request_id.split(",")))
+    await end_recorded(fc, job_id, (r.identity for r in result.results), result.no_response,
+                       tuple(result.request_id.split(",")))
+    return dataclasses.replace(result, job_id=job_id)
+
+
+async def end_recorded(fc: FleetClient, job_id: str, answered: Iterable[str], missing: Iterable[str],
+                       request_ids: tuple[str, ...] = ()) -> None:
+    """Store a job's end record; a failure is logged (the replies are kept anyway)."""
+    end = JobEnd(id=job_id, caller=fc.signer.name, ended=time.time(), answered=tuple(sorted(set(answered))),
+                 missing=tuple(sorted(set(missing))), request_ids=request_ids)
     try:
         await end_job(fc, fc.settings.collective, end)
     except JobsError as exc:
         log.warning("job_end_not_recorded", job=job_id, reason=exc.reason)
-    return dataclasses.replace(result, job_id=job_id)
 
 
-async def _start(fc: FleetClient, agent: str, action: str, filter_expr: str, identities: tuple[str, ...],
-                 timeout: float | None, size: int | None, job: JobOptions) -> str | None:
-    """Store the job's start record; its id, or None when it could not be stored (and the job may run without)."""
+async def start_recorded(fc: FleetClient, agent: str, action: str, filter_expr: str, identities: Sequence[str],
+                         timeout: float | None, job: JobOptions, *, batch: int | None = None) -> str | None:
+    """Store a job's start record; its id, or None when it could not be stored (and the job may run without)."""
     job_id = new_request_id()
     start = job_start(fc, job_id, agent, action, filter_expr, identities, timeout or fc.settings.timeout,
-                      job.shown_data, batch=size)
+                      job.shown_data, batch=batch)
     try:
         await start_job(fc, start)
     except JobsError as exc:

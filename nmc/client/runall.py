@@ -111,6 +111,7 @@ class _Runs:
     lost_after: float
     status_timeout: float | None
     on_event: Callable[[RunEvent], None] | None
+    job: str | None = None  # the job that keeps every runonce reply (nmc.client.jobs)
     started: float = field(default_factory=time.monotonic)  # when the runs began: events and the total count from it
     running: dict[str, _Run] = field(default_factory=dict)  # runs we started
     busy: dict[str, float] = field(default_factory=dict)  # runs we did not start, by when first seen (monotonic)
@@ -157,7 +158,7 @@ class _Runs:
         """Ask one node for a run now: 'started', 'busy' (counted, not started) or 'done' (an outcome)."""
         data = {**self.run_options, "force": True, "splay": False}
         result = await self.fc.call("puppet", "runonce", data, filter_expr=self.filter_expr, expect=[name],
-                                    direct=True, timeout=self.status_timeout)
+                                    direct=True, timeout=self.status_timeout, job=self.job)
         reply = result.results[0] if result.results else None
         if reply is None:
             self.finish(name, "no_response", "did not answer puppet runonce")
@@ -227,24 +228,26 @@ class _Runs:
 
 
 def _runs(fc: FleetClient, filter_expr: str, run_options: Mapping[str, Any] | None, run_timeout: float,
-          lost_after: float, status_timeout: float | None, on_event: Callable[[RunEvent], None] | None) -> _Runs:
+          lost_after: float, status_timeout: float | None, on_event: Callable[[RunEvent], None] | None,
+          job: str | None = None) -> _Runs:
     if not run_timeout > 0 or not lost_after > 0:
         raise ValueError("run_timeout and lost_after must be positive numbers of seconds")
-    return _Runs(fc, filter_expr, dict(run_options or {}), run_timeout, lost_after, status_timeout, on_event)
+    return _Runs(fc, filter_expr, dict(run_options or {}), run_timeout, lost_after, status_timeout, on_event, job)
 
 
 async def runall(fc: FleetClient, *, concurrency: int, identities: Sequence[str], filter_expr: str = "",
                  run_options: Mapping[str, Any] | None = None, poll_interval: float = 1.0,
                  run_timeout: float = 1800.0, lost_after: float = 30.0, status_timeout: float | None = None,
-                 on_event: Callable[[RunEvent], None] | None = None) -> RunAllResult:
+                 on_event: Callable[[RunEvent], None] | None = None, job: str | None = None) -> RunAllResult:
     """Run Puppet once on every node, keeping at most `concurrency` applying at once (a sliding window).
 
     `run_options` are extra runonce inputs (noop, tags); runs always start
-    forced, without splay. Returns when every node has an outcome.
+    forced, without splay. Returns when every node has an outcome. With `job`, every
+    node's runonce reply is kept in that job.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    runs = _runs(fc, filter_expr, run_options, run_timeout, lost_after, status_timeout, on_event)
+    runs = _runs(fc, filter_expr, run_options, run_timeout, lost_after, status_timeout, on_event, job)
     queue = deque(sorted(set(identities)))
     first = await runs.status(queue)
     for name in list(queue):
@@ -280,7 +283,7 @@ async def run_in_batches(fc: FleetClient, *, identities: Sequence[str], size: in
                          filter_expr: str = "", run_options: Mapping[str, Any] | None = None,
                          poll_interval: float = 1.0, run_timeout: float = 1800.0, lost_after: float = 30.0,
                          status_timeout: float | None = None, on_event: Callable[[RunEvent], None] | None = None,
-                         on_batch: Callable[[int, int], None] | None = None) -> RunAllResult:
+                         on_batch: Callable[[int, int], None] | None = None, job: str | None = None) -> RunAllResult:
     """Run Puppet on `size` nodes at a time; the next batch starts once every run of this one ended.
 
     A node of the batch that was already applying is reported as not started
@@ -288,7 +291,7 @@ async def run_in_batches(fc: FleetClient, *, identities: Sequence[str], size: in
     """
     if size < 1:
         raise ValueError("batch size must be at least 1")
-    runs = _runs(fc, filter_expr, run_options, run_timeout, lost_after, status_timeout, on_event)
+    runs = _runs(fc, filter_expr, run_options, run_timeout, lost_after, status_timeout, on_event, job)
     names = sorted(set(identities))
     batches = [names[i:i + size] for i in range(0, len(names), size)]
     for index, batch in enumerate(batches):
