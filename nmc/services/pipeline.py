@@ -27,11 +27,12 @@ its acknowledgement tracked, or fsync'd in the spool) before the reply is
 signed and sent. The reply and the record leave on the same connection, the
 record first, and the auditor keeps the record until the stream acknowledged
 it, spooling it when no acknowledgement comes (issue 16: the reply no longer
-waits a round trip to the stream). So a node that dies between record and
-reply loses a reply rather than a record, and a reply implies that its
-result record reached the broker first or is being kept by the node; only a
-node that dies before the record's acknowledgement *and* a broker that did
-not store it lose the record (tests/integration/test_audit_node.py and
+waits a round trip to the stream). So a reply implies that its result
+record left on the same connection ahead of it, and the node keeps that
+record until the stream acknowledged it; what a node that dies can lose is
+the records not yet acknowledged that the broker did not store (those still
+in the connection's buffer included), never one the stream acknowledged or
+the spool took (tests/integration/test_audit_node.py and
 tests/unit/test_pipeline_order.py pin this). `audit.required` is a promise
 about the decision record (step 6: nothing runs unless it was kept, so that
 record is acknowledged or spooled before the action starts); a result record
