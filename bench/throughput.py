@@ -25,7 +25,7 @@ from /proc of each daemon and of nats-server, os.times() for this process, which
 holds the client): every process shares the machine's cores, so a node's
 requests/s here is bounded by the sum, not by the node alone.
 
-Usage: python bench/throughput.py [--runs 5] [--duration 5] [--concurrency 8] [--cache-ttl 60]
+Usage: python bench/throughput.py [--runs 5] [--duration 5] [--concurrency 8] [--cache-ttl 60] [--jobs]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nmc.cli.common import client_session, quiet_tls_eof_warning
 from nmc.client.fleet import FleetClient
+from nmc.protocol.envelope import new_request_id
 from nmc.ops.config.files import load_config
 from nmc.ops.fleet.dev import DevFleet, DevLayout, node_facts_for
 from nmc.ops.broker.jetstream import setup_as
@@ -131,15 +132,20 @@ def _event(line: str) -> str | None:
         return None
 
 
-async def measure(fc: FleetClient, identity: str, concurrency: int, duration: float) -> Run:
-    """CONCURRENCY workers, each one request at a time, for DURATION seconds."""
+async def measure(fc: FleetClient, identity: str, concurrency: int, duration: float, jobs: bool = False) -> Run:
+    """CONCURRENCY workers, each one request at a time, for DURATION seconds.
+
+    `jobs`: each request names a job of its own, so the node also stores its signed reply in
+    NMC_JOBS (what every `nmc rpc` now does; the client's start/end records are not sent here).
+    """
     latencies: list[float] = []
     end = time.monotonic() + duration
 
     async def worker() -> None:
         while time.monotonic() < end:
             start = time.perf_counter()
-            result = await fc.call("rpcutil", "ping", {}, expect=[identity], direct=True, timeout=10)
+            result = await fc.call("rpcutil", "ping", {}, expect=[identity], direct=True, timeout=10,
+                                   job=new_request_id() if jobs else None)
             elapsed = (time.perf_counter() - start) * 1000
             if [r.status for r in result.results] != [0]:
                 raise SystemExit(f"not OK: {[(r.status, r.message) for r in result.results]} "
@@ -165,7 +171,13 @@ async def audit_lines(path: Path, want: int, quiet_for: float = 15.0) -> int:
         await asyncio.sleep(0.2)
 
 
-async def bench(runs: int, duration: float, concurrency: int, cache_ttl: str) -> None:
+async def stored_replies(fc: FleetClient) -> int:
+    """Messages in NMC_JOBS (each a node's stored reply here: the bench sends no start/end records)."""
+    info = await fc.nc.jetstream().stream_info("NMC_JOBS")
+    return int(info.state.messages)
+
+
+async def bench(runs: int, duration: float, concurrency: int, cache_ttl: str, jobs: bool = False) -> None:
     with tempfile.TemporaryDirectory(prefix="nmc-throughput-") as tmpdir:
         layout = DevLayout(Path(tmpdir))
         fleet = DevFleet(layout, nodes=1, port=0)
@@ -191,14 +203,15 @@ async def bench(runs: int, duration: float, concurrency: int, cache_ttl: str) ->
             async with client_session(config) as fc:
                 await _until_answers(fc, identity, daemons[-1])
                 print(f"one node, authz.mode = service (cache_ttl {cache_ttl}), audit on, TLS broker; "
-                      f"{concurrency} workers x {duration:g} s per run; signed rpcutil.ping, direct subject")
+                      f"{concurrency} workers x {duration:g} s per run; signed rpcutil.ping, direct subject"
+                      + ("; every request a job (the node stores its reply in NMC_JOBS)" if jobs else ""))
                 results: list[Run] = []
                 warmup = 0
                 cpu_before: dict[str, float] = {}
                 for i in range(runs + 1):
                     if i == 1:
                         cpu_before = _cpu_snapshot(broker, daemons)
-                    run = await measure(fc, identity, concurrency, duration if i else min(duration, 2.0))
+                    run = await measure(fc, identity, concurrency, duration if i else min(duration, 2.0), jobs)
                     label = "warm-up (discarded)" if i == 0 else f"run {i}"
                     print(f"  {label:<20} {run.requests:6d} requests  {run.rate:8.1f} req/s  "
                           f"p50 {run.percentile(50):6.2f} ms  p99 {run.percentile(99):6.2f} ms", flush=True)
@@ -207,6 +220,7 @@ async def bench(runs: int, duration: float, concurrency: int, cache_ttl: str) ->
                     else:
                         warmup = run.requests
                 cpu_after = _cpu_snapshot(broker, daemons)
+                stored = await stored_replies(fc) if jobs else 0
             total = warmup + sum(r.requests for r in results) + 1  # +1: the readiness ping
             written = await audit_lines(layout.audit_dir / "audit.jsonl", 2 * total)
         finally:
@@ -228,8 +242,12 @@ async def bench(runs: int, duration: float, concurrency: int, cache_ttl: str) ->
           f"({100 * sum(spent.values()) / wall:5.1f}% of one core; {os.cpu_count()} cores)")
     print(f"audit trail: {written} records written by nmc serve audit for {total} requests "
           f"({2 * total} expected: a decision and a result each)")
+    if jobs:
+        print(f"jobs: {stored} replies stored in NMC_JOBS for {total - 1} job requests")
     if written != 2 * total:
         sys.exit("audit records are missing: the figures above do not count")
+    if jobs and stored != total - 1:
+        sys.exit("job replies are missing: the figures above do not count")
 
 
 async def _until_answers(fc: FleetClient, identity: str, node: Daemon, within: float = 60.0) -> None:
@@ -250,12 +268,14 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per run")
     ap.add_argument("--concurrency", type=int, default=8, help="client workers, each one request at a time")
     ap.add_argument("--cache-ttl", default="60", help="the node's authz.cache_ttl (0: ask the service every time)")
+    ap.add_argument("--jobs", action="store_true",
+                    help="every request names a job: the node also stores its reply in NMC_JOBS (issue 17's cost)")
     args = ap.parse_args()
     if args.runs < 1 or args.duration <= 0 or args.concurrency < 1:
         ap.error("--runs and --concurrency must be at least 1, --duration positive")
     configure_logging(json=True, level="error")
     quiet_tls_eof_warning()
-    asyncio.run(bench(args.runs, args.duration, args.concurrency, args.cache_ttl))
+    asyncio.run(bench(args.runs, args.duration, args.concurrency, args.cache_ttl, args.jobs))
 
 
 if __name__ == "__main__":
