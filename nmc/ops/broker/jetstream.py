@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import nats.errors
@@ -87,7 +88,7 @@ class JetStreamSetup:
 
 @dataclass(frozen=True)
 class SetupResult:
-    """The two streams as the broker has them after the setup."""
+    """The streams and the bucket as the broker has them after the setup."""
 
     audit: StreamInfo
     registry: StreamInfo
@@ -108,15 +109,8 @@ async def setup_audit_stream(js: JetStreamContext, max_age: float = DEFAULT_MAX_
 async def setup_jetstream(js: JetStreamContext, setup: JetStreamSetup = JetStreamSetup()) -> SetupResult:
     """Create, or give their settings to, NMC_AUDIT and the registry bucket (SetupError with the reason)."""
     audit = await setup_audit_stream(js, setup.audit_max_age, setup.replicas)
-    bucket = f"bucket {setup.registry_bucket}"
-    try:
+    with _setup_errors(f"bucket {setup.registry_bucket}", setup.replicas):
         registry = await ensure_bucket(js, setup.registry_bucket, setup.registry_ttl, replicas=setup.replicas)
-    except APIError as exc:
-        raise SetupError(f"{bucket}: {replicas_reason(exc, setup.replicas)}") from exc
-    except (nats.errors.TimeoutError, TimeoutError) as exc:
-        raise SetupError(f"{bucket}: {_NO_ANSWER}") from exc
-    except Exception as exc:  # noqa: BLE001 - no responders (no JetStream), closed connection
-        raise SetupError(f"{bucket}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
     jobs = await _ensure(js, jobs_stream_config(setup.jobs_max_age, setup.jobs_max_bytes, setup.replicas),
                          setup.replicas)
     events = await _ensure(js, events_stream_config(setup.events_max_age, setup.events_max_bytes, setup.replicas),
@@ -157,13 +151,19 @@ def jobs_stream_config(max_age: float = DEFAULT_JOBS_MAX_AGE, max_bytes: int = D
 
 async def _ensure(js: JetStreamContext, wanted: StreamConfig, replicas: int) -> StreamInfo:
     """Create `wanted`, or give an existing stream its settings (SetupError naming the stream)."""
-    what = f"stream {wanted.name}"
-    try:
+    with _setup_errors(f"stream {wanted.name}", replicas):
         try:
             await js.stream_info(wanted.name or "")
         except NotFoundError:
             return await js.add_stream(wanted)
         return await js.update_stream(wanted)
+
+
+@contextlib.contextmanager
+def _setup_errors(what: str, replicas: int) -> Iterator[None]:
+    """Any failure of the JetStream calls inside as one SetupError line naming `what`."""
+    try:
+        yield
     except APIError as exc:
         raise SetupError(f"{what}: {replicas_reason(exc, replicas)}") from exc
     except (nats.errors.TimeoutError, TimeoutError) as exc:
