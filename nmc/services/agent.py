@@ -49,6 +49,9 @@ class NodeContext(Protocol):
     def stats(self) -> dict[str, Any]:
         """Request counters (daemon_stats)."""
 
+    async def emit_event(self, kind: str, data: Mapping[str, Any]) -> bool:
+        """Publish a node lifecycle event (docs/events.md) if the node publishes events; whether it went out."""
+
 
 @dataclass(frozen=True)
 class ActionRequest:
@@ -101,6 +104,17 @@ class Agent:
         self.node = node
         # The node's `plugin.<name>.*` values (keys without the prefix): how an agent is configured per node.
         self.settings: Mapping[str, str] = MappingProxyType(dict(settings or {}))
+
+    async def emit_event(self, kind: str, data: Mapping[str, Any]) -> bool:
+        """Publish a node lifecycle event of `kind` (docs/events.md) through the node; whether it went out.
+
+        A no-op returning False when the node publishes no events (events.enabled = false)
+        or the context has no way to (a test's stand-in for the node). Never raises.
+        """
+        emit = getattr(self.node, "emit_event", None)
+        if emit is None:
+            return False
+        return bool(await emit(kind, data))
 
     @classmethod
     def spec(cls) -> AgentSpec:

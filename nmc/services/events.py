@@ -11,7 +11,9 @@ never a reason for the node to fail.
 - `alive` every `interval` seconds (the node's `registerinterval`), with its uptime;
 - `facts_changed` after the node swapped in new facts, naming the top-level facts
   that were added, removed or changed, with the new values of those still present;
-- `shutdown` on a clean stop, flushed before the connection drains.
+- `shutdown` on a clean stop, flushed before the connection drains;
+- whatever the node's agents emit through `Node.emit_event` (`puppet_run`: a Puppet
+  run the puppet agent started has ended).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 import structlog
 
 from nmc import __version__
-from nmc.protocol.events import CloudEvent
+from nmc.protocol.events import EVENT_KINDS, CloudEvent
 from nmc.services.companion import NodeHandle
 from nmc.services.factrefresh import changed_facts
 from nmc.transport.events import publish_event
@@ -87,6 +89,23 @@ class EventPublisher:
         await self._publish("facts_changed", {"changed": changed,
                                               "facts": {k: snap.facts[k] for k in changed if k in snap.facts},
                                               "facts_version": snap.version})
+
+    async def emit(self, kind: str, data: Mapping[str, Any]) -> bool:
+        """Publish one event of another node kind (`puppet_run`, ...) for the node's agents; whether it went out.
+
+        False, doing nothing, before `start`, after `stop`, for a kind that is not a node's
+        or when the publish failed (logged).
+        """
+        if self._node is None:
+            return False
+        kind_def = EVENT_KINDS.get(kind)
+        if kind_def is None or kind_def.role != "node":
+            log.warning("event_not_published", identity=self._node.identity, kind=kind,
+                        error="not a kind of event a node publishes")
+            return False
+        before = self.published
+        await self._publish(kind, data)
+        return self.published > before
 
     async def stop(self) -> None:
         """Stop the alive loop and publish `shutdown` (flushed: the connection closes next)."""

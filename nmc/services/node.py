@@ -32,6 +32,7 @@ from nmc.security import ReplayCache, Signer, Verifier
 from nmc.security.replay import DEFAULT_CAPACITY
 from nmc.services.agent import Agent
 from nmc.services.companion import Companion
+from nmc.services.events import EventPublisher
 from nmc.services.facts import NodeFacts
 from nmc.transport.micro import MicroService
 from nmc.services.pipeline import Outcome, PipelineSettings, RequestPipeline
@@ -128,6 +129,17 @@ class Node:
     def stats(self) -> dict[str, Any]:
         """Request counters."""
         return self.pipeline.counters.as_dict()
+
+    async def emit_event(self, kind: str, data: Mapping[str, Any]) -> bool:
+        """Publish a lifecycle event of `kind` through the node's EventPublisher companion; whether it went out.
+
+        False, doing nothing, when the node has no EventPublisher (events.enabled = false)
+        or it is not running. Never raises for a failed publish (events are best-effort).
+        """
+        for companion in self.companions:
+            if isinstance(companion, EventPublisher):
+                return await companion.emit(kind, data)
+        return False
 
     def open_replay_file(self) -> None:
         """Load the replay file (settings.replay_file) before serving; ReplayLogError when it cannot be used.

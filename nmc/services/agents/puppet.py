@@ -37,7 +37,7 @@ from nmc.services.agents.puppetstate import (
     PuppetStateError,
 )
 
-__all__ = ["INSTALL_HINT", "Puppet", "not_started", "run_argv"]
+__all__ = ["INSTALL_HINT", "Puppet", "not_started", "run_argv", "run_event_data"]
 
 log = structlog.get_logger("nmc.puppet")
 
@@ -76,6 +76,27 @@ def _resources(summary: Mapping[str, Any] | None) -> dict[str, int]:
     res = (summary or {}).get("resources") or {}
     return {f"{key}_resources": int(res.get(key) or 0)
             for key in ("changed", "failed", "total", "out_of_sync", "corrective_change")}
+
+
+def run_event_data(exitcode: int, summary: Mapping[str, Any] | None, seconds: float,
+                   began: float) -> dict[str, Any]:
+    """The `puppet_run` event's data for a run that ended with `exitcode` after `seconds` (docs/events.md).
+
+    The resource counts come from last_run_summary.yaml only when Puppet wrote it during
+    this run (its time.last_run is not before `began`, epoch seconds); `summary` says so.
+    `status` is "failed" when the command failed (exit code other than 0 or 2, Puppet's
+    "changes applied" under --detailed-exitcodes; a signal is negative) or the summary
+    counts failed resources or failure events, "ok" otherwise.
+    """
+    last_run = _number(_section(summary or {}, "time").get("last_run"))
+    fresh = summary is not None and last_run >= int(began)
+    res = _section(summary or {}, "resources") if fresh else {}
+    failed = int(_number(res.get("failed"))) + int(_number(res.get("failed_to_restart")))
+    failures = int(_number(_section(summary or {}, "events").get("failure"))) if fresh else 0
+    ok = exitcode in (0, 2) and failed == 0 and failures == 0
+    return {"status": "ok" if ok else "failed", "exitcode": exitcode, "summary": fresh,
+            "changed_resources": int(_number(res.get("changed"))), "failed_resources": failed,
+            "duration_s": seconds}
 
 
 def _status_data(state: PuppetState, now: float) -> dict[str, Any]:
@@ -155,8 +176,8 @@ class Puppet(Agent):
         return proc
 
     async def _watch(self, cfg: PuppetSettings, proc: asyncio.subprocess.Process) -> None:
-        """Wait for the run to end, then give up the run lock (unless Puppet already removed it)."""
-        started = time.monotonic()
+        """Wait for the run to end, give up the run lock (unless Puppet already removed it), say how it went."""
+        started, began = time.monotonic(), time.time()
         code = await proc.wait()
         try:
             await asyncio.to_thread(puppetstate.clear_run_lock, cfg, proc.pid)
@@ -164,8 +185,14 @@ class Puppet(Agent):
             log.warning("puppet_unlock_failed", identity=self.node.identity, pid=proc.pid, reason=str(exc))
         if self._child == proc.pid:  # a newer run may already have started once this one's PID was dead
             self._child = None
-        log.info("puppet_run_finished", identity=self.node.identity, pid=proc.pid, exitcode=code,
-                 seconds=round(time.monotonic() - started, 3))
+        seconds = round(time.monotonic() - started, 3)
+        log.info("puppet_run_finished", identity=self.node.identity, pid=proc.pid, exitcode=code, seconds=seconds)
+        try:
+            summary = await asyncio.to_thread(puppetstate.read_summary, cfg.summary)
+        except PuppetStateError as exc:
+            log.warning("puppet_summary_unreadable", identity=self.node.identity, reason=str(exc))
+            summary = None
+        await self.emit_event("puppet_run", run_event_data(code, summary, seconds, began))
 
     async def _run_after(self, cfg: PuppetSettings, argv: list[str], delay: float) -> None:
         """The splayed run: wait, then start unless Puppet got disabled or busy meanwhile."""
