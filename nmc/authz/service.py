@@ -25,6 +25,7 @@ from nmc.errors import reason_of
 from nmc.authz.policyset import PolicySet
 from nmc.authz.watch import PolicyWatcher
 from nmc.protocol.authz import AuthzAnswer, AuthzQuestion, ReloadNotice
+from nmc.protocol.events import CloudEvent
 from nmc.protocol.envelope import EnvelopeError
 from nmc.transport.compat import synced_flush
 from nmc.protocol.subjects import authz_subject, reloaded_subject
@@ -36,10 +37,11 @@ from nmc.security import (
     Verifier,
 )
 from nmc.security.names import in_inbox_of
+from nmc.transport.events import publish_event
 from nmc.transport.micro import MicroService
 from nmc.transport import connect, daemon_options
 
-__all__ = ["QUEUE_GROUP", "SERVICE_NAME", "PolicyService", "PolicyServiceSettings"]
+__all__ = ["QUEUE_GROUP", "SERVICE_NAME", "PolicyService", "PolicyServiceSettings", "reloaded_event"]
 
 SERVICE_NAME = "nmc-policy"
 QUEUE_GROUP = "nmc-policy"
@@ -56,12 +58,23 @@ class PolicyServiceSettings:
     tls: Any = None  # ssl.SSLContext for the broker connection, or None
     poll_interval: float = 1.0
     reconnect_wait: float = 0.5
+    events: bool = True  # publish a signed `policy_reloaded` lifecycle event on every (re)load (events.enabled)
 
     def __post_init__(self) -> None:
         if not self.servers:
             raise ValueError("at least one NATS server URL is needed")
         if not self.poll_interval > 0:
             raise ValueError(f"poll_interval must be positive, got {self.poll_interval!r}")
+
+
+def reloaded_event(collective: str, name: str, policies: PolicySet, reason: str) -> CloudEvent:
+    """The `policy_reloaded` event (docs/events.md) of the service signing as `name`, for these policies.
+
+    `reason`: "start" (loaded as the service started) or "changed" (the directory changed, or SIGHUP).
+    """
+    return CloudEvent(kind="policy_reloaded", collective=collective, identity=name, time=time.time(), data={
+        "policies": len(policies.files), "files": sorted(policies.files),
+        "errors": [f"{issue.where}: {issue.message}" for issue in policies.errors], "reason": reason})
 
 
 def _ids(body: bytes) -> tuple[str, str]:
@@ -117,7 +130,7 @@ class PolicyService:
                                         queue_group=QUEUE_GROUP, metadata={"collective": self.settings.collective})
         await synced_flush(self.nc)
         self.watcher.start()
-        await self._announce(self.policies)
+        await self._announce(self.policies, reason="start")
         self._log.info("policy_service_started", collective=self.settings.collective,
                        policydir=str(self.settings.policydir), service_id=self.service.id,
                        files=len(self.policies.files), errors=len(self.policies.errors))
@@ -159,12 +172,15 @@ class PolicyService:
         """Re-read the directory at once (SIGHUP); True when something changed."""
         return await self.watcher.check()
 
-    async def _announce(self, policies: PolicySet) -> None:
+    async def _announce(self, policies: PolicySet, *, reason: str = "changed") -> None:
         if self.nc is None or not self.nc.is_connected:
             return
         body = ReloadNotice(time=time.time(), files=len(policies.files), errors=len(policies.errors)).to_bytes()
         await self.nc.publish(reloaded_subject(self.settings.collective), body, headers=self.signer.headers(body))
         self._log.info("policy_reloaded", files=len(policies.files), errors=len(policies.errors))
+        if self.settings.events:
+            await publish_event(self.nc, self.signer, reloaded_event(self.settings.collective, self.signer.name,
+                                                                     policies, reason))
 
     async def _on_check(self, msg: Msg) -> str | None:
         if not msg.reply:

@@ -425,7 +425,8 @@ def policy_service_settings(config: Config) -> PolicyServiceSettings:
     try:
         return PolicyServiceSettings(collective=config.get("main_collective") or "nmc", policydir=policydir,
                                      servers=_servers(config), tls=tls_context(config),
-                                     poll_interval=config.get_float("authz.poll_interval", 1.0) or 0.0)
+                                     poll_interval=config.get_float("authz.poll_interval", 1.0) or 0.0,
+                                     events=config.get_bool("events.enabled", True))
     except ValueError as exc:
         raise SettingsError(f"authz.poll_interval: {exc} (set at {config.origin('authz.poll_interval')})") from exc
 
