@@ -38,12 +38,15 @@ def _cert(ca, name, *roles, **kw):
 
 def test_user_subscribes_only_to_its_own_inbox_and_publishes_requests():
     perms = user_permissions("alice", Scope(collective="prod"))
-    assert perms.subscribe == ("_INBOX.alice.>",)
+    # Its inbox, and the fleet's lifecycle events (fleet state, not secrets: docs/events.md).
+    assert perms.subscribe == ("_INBOX.alice.>", "nmc.events.>")
     assert perms.publish[:5] == ("nmc.prod.all.>", "nmc.prod.fact.>", "nmc.prod.class.>", "nmc.prod.node.>", "$SRV.>")
-    # Streams are read one stored message at a time: no consumer, no direct get (their deliveries go anywhere).
+    # Streams are read one stored message at a time: no consumer; direct get only of its own jobs, with the
+    # subject in the API subject (the one form the broker can restrict by stored subject).
     assert {"$JS.API.STREAM.INFO.KV_nmc_registry", "$JS.API.STREAM.MSG.GET.KV_nmc_registry",
             "$JS.API.STREAM.INFO.NMC_AUDIT", "$JS.API.STREAM.MSG.GET.NMC_AUDIT"} <= set(perms.publish)
-    assert not any("CONSUMER" in s or "DIRECT" in s for s in perms.publish)
+    assert not any("CONSUMER" in s for s in perms.publish)
+    assert [s for s in perms.publish if "DIRECT" in s] == ["$JS.API.DIRECT.GET.NMC_JOBS.nmc.jobs.prod.alice.>"]
     assert not perms.allow_responses and perms.publish_deny == ()
     assert not any(s.startswith(("nmc.audit", "_INBOX", "$KV.")) for s in perms.publish)
 
@@ -63,7 +66,7 @@ def test_node_hears_its_own_subjects_and_writes_only_its_own_records():
 def test_services_get_their_subjects():
     policy = policy_permissions("p1", Scope())
     assert policy.subscribe == ("nmc.*.authz.check", "$SRV.>", "_INBOX.p1.>") and not policy.allow_responses
-    assert policy.publish == ("nmc.*.authz.reloaded", "_INBOX.>")
+    assert policy.publish == ("nmc.*.authz.reloaded", "nmc.events.*.*.p1", "_INBOX.>")
     audit = audit_permissions("a1", Scope())
     # Reads by message like users; no consumer in any subject form (a consumer delivers where its creator says).
     assert audit.may_publish("$JS.API.STREAM.MSG.GET.NMC_AUDIT") and audit.may_publish("$JS.API.STREAM.INFO.NMC_AUDIT")
@@ -72,11 +75,11 @@ def test_services_get_their_subjects():
         "$JS.API.CONSUMER.DURABLE.CREATE.NMC_AUDIT.nmc-audit", "$JS.API.CONSUMER.MSG.NEXT.NMC_AUDIT.nmc-audit",
         "$JS.ACK.NMC_AUDIT.nmc-audit.1.1.1.1.0", "$JS.API.STREAM.MSG.GET.KV_nmc_registry"))
     assert not any("STREAM.CREATE" in s or "STREAM.UPDATE" in s for s in audit.publish)
-    assert audit.subscribe == ("$SRV.>", "_INBOX.a1.>", "nmc.audit.>") and not audit.allow_responses
+    assert audit.subscribe == ("$SRV.>", "_INBOX.a1.>", "nmc.audit.>", "nmc.events.>") and not audit.allow_responses
     operator = operator_permissions("ops1", Scope())
     assert operator.subscribe == ("_INBOX.ops1.>",)
     assert set(operator.publish) == {f"$JS.API.STREAM.{verb}.{stream}" for verb in ("INFO", "CREATE", "UPDATE")
-                                     for stream in ("NMC_AUDIT", "KV_nmc_registry")}
+                                     for stream in ("NMC_AUDIT", "KV_nmc_registry", "NMC_JOBS", "NMC_EVENTS")}
 
 
 def test_union_keeps_a_deny_only_where_the_other_role_does_not_allow_it():
@@ -140,7 +143,7 @@ def test_render_is_a_users_block_with_allow_deny_and_responses(ca):
                       ca_certificates=[ca[1]])
     text = render_authorization(auth)
     assert text.startswith("authorization {") and text.endswith("}")
-    assert 'user: "alice"' in text and 'subscribe: { allow: ["_INBOX.alice.>"] }' in text
+    assert 'user: "alice"' in text and 'subscribe: { allow: ["_INBOX.alice.>", "nmc.events.>"] }' in text
     assert "allow_responses" not in text and "deny" not in text
     perms = Permissions(publish=("a.>",), publish_deny=("a.b",), allow_responses=True)
     one = render_authorization(Authorization(users=(BrokerUser(user="u", name="u", roles=(), pins=(), permissions=perms),)))
