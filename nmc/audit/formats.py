@@ -14,8 +14,8 @@ from typing import Any
 
 from nmc.protocol.audit import record_id, record_msg_id
 
-__all__ = ["FILE_FORMATS", "SYSLOG_FACILITIES", "json_line", "line_msg_id", "mcollective_line", "octet_counted",
-           "parse_time", "ruby_inspect", "syslog_message", "text_line"]
+__all__ = ["FILE_FORMATS", "SYSLOG_FACILITIES", "event_entry", "is_event", "json_line", "line_msg_id",
+           "mcollective_line", "octet_counted", "parse_time", "ruby_inspect", "syslog_message", "text_line"]
 
 FILE_FORMATS = ("json", "mcollective")
 APP_NAME = "nmc-audit"
@@ -33,6 +33,24 @@ def parse_time(text: str) -> datetime:
     """An RFC 3339 time (as in the record's `time`) as an aware datetime; ValueError if it is not one."""
     stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=timezone.utc)
+
+
+def event_entry(event: Mapping[str, Any]) -> dict[str, Any]:
+    """What the audit service writes for a verified lifecycle event (its CloudEvents JSON form, docs/events.md).
+
+    `{"kind": "event", "time", "identity", "collective", "type", "event": {...}}`: marked as an
+    event (audit records have no `kind`), with the fields a log pipeline sorts records by.
+    """
+    source = str(event.get("source", ""))
+    parts = source.split("/")
+    collective = parts[2] if len(parts) == 5 else ""
+    return {"kind": "event", "time": event["time"], "identity": event["subject"], "collective": collective,
+            "type": event["type"], "event": dict(event)}
+
+
+def is_event(entry: Mapping[str, Any]) -> bool:
+    """Whether a line's object is an event entry (event_entry), not an audit record."""
+    return entry.get("kind") == "event"
 
 
 def json_line(record: Mapping[str, Any]) -> str:
@@ -77,6 +95,11 @@ def mcollective_line(record: Mapping[str, Any]) -> str:
     and nonce come last so the line's record id can be read back from its end.
     """
     stamp = parse_time(record["time"]).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
+    if is_event(record):  # no reqid=: never read back as a record
+        event = record["event"]
+        stamp = parse_time(record["time"]).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
+        return _escape_breaks(f"[{stamp}] event={event['type']} id={event['id']} source={event['source']} "
+                              f"data={ruby_inspect(event.get('data') or {})} identity={record['identity']}")
     reqtime = int(record.get("request_time") or 0)
     classic = (f"[{stamp}] reqid={record['request_id']}: reqtime={reqtime} "
                f"caller={record['caller']}@{record.get('sender', '')} agent={record['agent']} "
@@ -120,13 +143,14 @@ def syslog_message(record: Mapping[str, Any], *, facility: int = SYSLOG_FACILITI
     Severity is notice for a refusal (not allowed, or a result with a non-zero
     status) and info otherwise, so a syslog filter can pick out refusals.
     """
-    refused = not record.get("allowed", True) or (record.get("phase") == "result" and record.get("status") not in (0, None))
+    refused = not is_event(record) and (
+        not record.get("allowed", True) or (record.get("phase") == "result" and record.get("status") not in (0, None)))
     pri = facility * 8 + (_SEVERITY_NOTICE if refused else _SEVERITY_INFO)
     stamp = parse_time(record["time"]).astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
     # ensure_ascii: any syslog receiver takes the message, whatever it thinks of UTF-8.
     body = json.dumps(dict(record), separators=(",", ":"), ensure_ascii=True)
     header = (f"<{pri}>1 {stamp} {_printable(str(record.get('identity', '')), 255)} {APP_NAME} - "
-              f"{_printable(str(record.get('phase', '')), 32)} -")
+              f"{_printable('event' if is_event(record) else str(record.get('phase', '')), 32)} -")
     return f"{header} {body}".encode("ascii")
 
 

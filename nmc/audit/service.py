@@ -41,6 +41,16 @@ is the record's identity and its subject's (nmc.audit.verify). Anything else
 is counted (`bad`: not a record, `refused`: not genuine), logged with its
 reason and stream sequence, read past and left in the stream (`nmc audit
 query --unverified` shows it, marked).
+
+Lifecycle events (docs/events.md), with a signer (the service's own
+certificate, role `audit`): `audit_backlog` when the records stored but not
+yet written (the stream's last sequence - the position) reach
+`audit.backlog_warn`, again at most every `backlog_every` seconds while they
+stay there, and once when they are back under. With `audit.events = true` it
+also subscribes `nmc.events.>` (core NATS, best-effort) and writes every event
+that verifies (nmc.security.events) to the same file and syslog, marked
+`"kind": "event"` (nmc.audit.formats.event_entry); one that does not verify
+is counted (`events_refused`) and logged, never written.
 """
 
 from __future__ import annotations
@@ -68,7 +78,13 @@ from nmc.audit.reader import StoredMessage, StoredMessages
 from nmc.audit.sinks import FileSink, SyslogSink, SyslogTarget
 from nmc.audit.stream import DEFAULT_MAX_AGE, STREAM, STREAM_SUBJECTS, ensure_stream
 from nmc.audit.verify import RecordVerifier
+from nmc.audit.formats import event_entry
 from nmc.protocol.audit import record_msg_id
+from nmc.protocol.events import CloudEvent
+from nmc.protocol.subjects import event_subjects
+from nmc.security import Signer
+from nmc.security.events import EventRefused, EventVerifier
+from nmc.transport.events import publish_event
 from nmc.transport.micro import MicroService
 from nmc.transport import connect, daemon_options
 
@@ -103,6 +119,10 @@ class AuditServiceSettings:
     tls: Any = None
     reconnect_wait: float = 0.5
     idle: float = 1.0  # seconds between looks for new records when no hint came
+    collective: str = "nmc"  # the collective of the service's own events (main_collective)
+    backlog_warn: int = 1000  # records waiting to be written that make an audit_backlog event; 0: never
+    backlog_every: float = 60.0  # seconds between audit_backlog events while the backlog stays
+    events: bool = False  # also write every verified lifecycle event to the file and syslog (audit.events)
 
     def __post_init__(self) -> None:
         if not self.servers:
@@ -144,14 +164,27 @@ class ServiceCounters:
     batches: int = 0
     sink_errors: int = 0  # failed writes to the file or syslog, failed saves of the position
     hints: int = 0  # messages heard on nmc.audit.> (wake-ups only: never written)
+    events_written: int = 0  # verified lifecycle events written (audit.events)
+    events_refused: int = 0  # events heard that did not verify: counted and logged, never written
+    backlog_events: int = 0  # audit_backlog events published
 
 
 class AuditService:
     """Reads NMC_AUDIT by sequence and writes every record once to the file (and to syslog)."""
 
-    def __init__(self, settings: AuditServiceSettings, verifier: RecordVerifier) -> None:
+    def __init__(self, settings: AuditServiceSettings, verifier: RecordVerifier, *, signer: Signer | None = None,
+                 event_verifier: EventVerifier | None = None) -> None:
+        """`signer`: the service's own certificate, for its events (None: it publishes none).
+        `event_verifier`: checks the events it writes when `settings.events` (required then)."""
+        if settings.events and event_verifier is None:
+            raise ValueError("audit.events = true needs an event verifier")
         self.settings = settings
         self.verifier = verifier
+        self.signer = signer
+        self.event_verifier = event_verifier
+        self._events_sub: Any = None
+        self._sink_lock = asyncio.Lock()  # records and events are written one batch at a time
+        self._backlog_at: float | None = None  # when the last audit_backlog (above) went out; None: not above
         self.file = FileSink(settings.file, format=settings.format, rotate_bytes=settings.rotate_bytes,
                              keep=settings.keep)
         self.syslog = (SyslogSink(settings.syslog, facility=settings.syslog_facility)
@@ -197,6 +230,8 @@ class AuditService:
                                 reconnected_cb=self._on_reconnect)
         self._js = self.nc.jetstream()
         self._hint_sub = await self.nc.subscribe(STREAM_SUBJECTS[0], cb=self._on_hint)
+        if self.settings.events:
+            self._events_sub = await self.nc.subscribe(event_subjects(), cb=self._on_event)
         metadata = {"stream": STREAM, "position_file": str(self.positions.path), "file": str(self.settings.file),
                     "format": self.settings.format, "syslog": str(self.settings.syslog or "")}
         self.micro = MicroService(self.nc, name=SERVICE_NAME, version=__version__,
@@ -371,6 +406,7 @@ class AuditService:
             assert self._stored is not None
             if msgs or self._stored.next_seq != self._next_seq:
                 await self._handle(msgs, self._stored.next_seq)
+            await self._check_backlog()
             if msgs:
                 hinted = False
                 continue
@@ -486,8 +522,55 @@ class AuditService:
             return
         self._saved, self._saved_at, self._save_failed = position, time.monotonic(), False
 
+    @property
+    def backlog(self) -> int | None:
+        """Records stored in the stream and not yet written, as far as the service knows (None: not known yet)."""
+        if self._stored is None or self._next_seq is None:
+            return None
+        return max(0, max(self._stored.last_seq, self._next_seq - 1) - self._next_seq + 1)
+
+    async def _check_backlog(self) -> None:
+        """audit_backlog when the backlog reaches the threshold, at most every backlog_every s, and once back under."""
+        threshold, pending = self.settings.backlog_warn, self.backlog
+        if threshold <= 0 or pending is None:
+            return
+        now = time.monotonic()
+        if pending >= threshold:
+            if self._backlog_at is not None and now - self._backlog_at < self.settings.backlog_every:
+                return
+            self._backlog_at = now
+            self._log.warning("audit_backlog", pending=pending, threshold=threshold, position=self._next_seq)
+        elif self._backlog_at is not None:
+            self._backlog_at = None
+            self._log.info("audit_backlog_cleared", pending=pending, threshold=threshold, position=self._next_seq)
+        else:
+            return
+        if self.signer is None:
+            return
+        event = CloudEvent(kind="audit_backlog", collective=self.settings.collective, identity=self.signer.name,
+                           time=time.time(), data={"pending": pending, "threshold": threshold,
+                                                   "above": pending >= threshold, "position": self._next_seq})
+        if await publish_event(self.nc, self.signer, event):
+            self.counters.backlog_events += 1
+
+    async def _on_event(self, msg: Any) -> None:
+        """A lifecycle event heard on nmc.events.>: written when it verifies, counted and logged when not."""
+        assert self.event_verifier is not None
+        try:
+            event = self.event_verifier.check(msg.subject, msg.data, msg.headers)
+        except EventRefused as exc:
+            self.counters.events_refused += 1
+            self._log.warning("audit_event_refused", error=exc.reason, subject=msg.subject[:200])
+            return
+        if await self._write([event_entry(event.to_dict())]):
+            self.counters.events_written += 1
+
     async def _write(self, records: list[dict[str, Any]]) -> bool:
         """Syslog first, then the file (the file is what duplicates are recognised by); retry until it works."""
+        async with self._sink_lock:
+            return await self._write_unlocked(records)
+
+    async def _write_unlocked(self, records: list[dict[str, Any]]) -> bool:
         delay = _BACKOFF_MIN
         syslog_done = self.syslog is None
         while True:

@@ -103,3 +103,122 @@ async def test_policy_events_off(nats_url: str, test_ca: FleetCA, tmp_path: Path
     finally:
         await service.stop()
         await tap.close()
+
+
+# -- the audit service ---------------------------------------------------------------------------------------
+
+
+def _audit_settings(tmp_path: Path, url: str, **kw: Any) -> Any:
+    from nmc.audit.service import AuditServiceSettings
+
+    return AuditServiceSettings(**{"file": tmp_path / "audit" / "audit.jsonl", "servers": (url,), **kw})
+
+
+def _record(i: int) -> Any:
+    from nmc.protocol.audit import AuditRecord
+
+    return AuditRecord(phase="decision", request_id=f"req-{i}", request_time=1764072000.0 + i, caller="cert=alice",
+                       sender="admin", identity="n1.test", collective="nmc", agent="rpcutil", action="ping",
+                       time=1764072000.0 + i, nonce=f"{i:032x}")
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.timeout(60)
+async def test_audit_service_says_audit_backlog_above_the_threshold_and_once_back_under(nats_url: str,
+                                                                                      test_ca: FleetCA,
+                                                                                      tmp_path: Path):
+    from nmc.audit.service import AuditService
+    from nmc.audit.stream import ensure_stream
+    from tests.integration.auditkit import caught_up, connect, publish_signed, trusting, until
+
+    nc = await connect(nats_url)
+    js = nc.jetstream()
+    await ensure_stream(js)
+    node = test_ca.signer("n1.test")
+    for i in range(12):  # stored before the service starts: it begins 12 records behind
+        await publish_signed(js, _record(i), node)
+    tap = await EventTap.open(nats_url, test_ca)
+    service = AuditService(_audit_settings(tmp_path, nats_url, batch=2, backlog_warn=5, backlog_every=60),
+                           trusting(test_ca), signer=test_ca.signer("audit-a", roles=["audit"]))
+    try:
+        await service.start(give_up_after=10)
+        above = await tap.next("audit_backlog")
+        assert (above.identity, above.role) == ("audit-a", "audit")
+        assert above.data["above"] is True and above.data["threshold"] == 5 and above.data["pending"] >= 5
+        under = await tap.next("audit_backlog")
+        assert under.data["above"] is False and under.data["pending"] < 5
+        await until(lambda: caught_up(nc, service.settings.position_path), 20, "the service to catch up")
+        await tap.nc.flush()
+        assert service.counters.backlog_events == 2 and tap.events.empty()  # none again while below
+        assert service.counters.written == 12
+    finally:
+        await service.stop()
+        await tap.close()
+        await nc.close()
+
+
+@pytest.mark.timeout(60)
+async def test_audit_service_writes_verified_events_next_to_records(nats_url: str, test_ca: FleetCA, tmp_path: Path,
+                                                                    fleet: Any):
+    from nmc.audit.service import AuditService
+    from nmc.audit.stream import ensure_stream
+    from nmc.protocol.subjects import event_subject
+    from nmc.services.events import EventPublisher, EventSettings
+    from tests.integration.auditkit import connect, publish_signed, trusting, until
+
+    nc = await connect(nats_url)
+    js = nc.jetstream()
+    await ensure_stream(js)
+    service = AuditService(_audit_settings(tmp_path, nats_url, events=True), trusting(test_ca),
+                           event_verifier=EventVerifier(test_ca.verifier(), role_names={"node": ["*.test"]}))
+    file = service.settings.file
+    try:
+        await service.start(give_up_after=10)
+        # A forgery (web9's event signed by web2) first: counted, never written.
+        forged = CloudEvent(kind="shutdown", collective="nmc", identity="web9.test",
+                            data={"reason": "forged", "uptime_s": 1}, time=1764072000.0)
+        body = forged.to_bytes()
+        await nc.publish(event_subject("nmc", "shutdown", "web9.test"), body,
+                         headers=test_ca.signer("web2.test").headers(body))
+        await until(lambda: _async(service.counters.events_refused == 1), 10, "the forgery to be refused")
+        await fleet.add("web1.test", {"role": "web"}, companions=[EventPublisher(EventSettings(alive_interval=0))])
+        await publish_signed(js, _record(1), test_ca.signer("n1.test"))
+
+        def both() -> bool:
+            kinds = {(line.get("kind"), line.get("identity")) for line in _lines(file)}
+            return {("event", "web1.test"), (None, "n1.test")} <= kinds
+
+        await until(lambda: _async(both()), 15, "the startup event and the record in the audit file")
+        [event] = [line for line in _lines(file) if line.get("kind") == "event"]
+        assert event["type"] == "io.nmc.node.startup.v1" and event["collective"] == "nmc"
+        assert event["event"]["data"]["facts"] == {"role": "web"} and event["time"] == event["event"]["time"]
+        assert not any("forged" in json_text for json_text in file.read_text().splitlines())
+        assert service.counters.events_written == 1
+    finally:
+        await service.stop()
+        await nc.close()
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+def test_event_entries_in_the_mcollective_and_syslog_formats():
+    from nmc.audit.formats import event_entry, line_msg_id, mcollective_line, syslog_message
+
+    event = CloudEvent(kind="alive", collective="nmc", identity="web1.test", time=1764072000.0,
+                       data={"uptime_s": 5, "interval_s": 60, "facts_version": 0})
+    entry = event_entry(event.to_dict())
+    line = mcollective_line(entry)
+    assert line.startswith("[2025-11-25T12:00:00.000000Z] event=io.nmc.node.alive.v1 id=")
+    assert line.endswith(" identity=web1.test") and line_msg_id(line) is None
+    from nmc.audit.formats import json_line
+
+    assert line_msg_id(json_line(entry)) is None  # never taken for a record when the file is read back
+    message = syslog_message(entry).decode()
+    assert message.startswith("<134>1 2025-11-25T12:00:00.000000Z web1.test nmc-audit - event - {")

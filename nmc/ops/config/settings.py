@@ -551,7 +551,10 @@ def audit_service_settings(config: Config) -> AuditServiceSettings:
             syslog=syslog, syslog_facility=(config.get("audit.syslog_facility") or "local0").strip().lower(),
             position_file=config.get_path("audit.position_file"),
             max_age=audit_max_age(config), replicas=jetstream_replicas(config),
-            dedup_ids=_audit_int(config, "audit.dedup_ids", 100_000, 1))
+            dedup_ids=_audit_int(config, "audit.dedup_ids", 100_000, 1),
+            collective=config.get("main_collective") or "nmc",
+            backlog_warn=_audit_int(config, "audit.backlog_warn", 1000, 0),
+            events=config.get_bool("audit.events", False))
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
 

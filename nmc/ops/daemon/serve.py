@@ -16,7 +16,7 @@ from nmc.audit.publisher import JetStreamAuditor
 from nmc.authz.hooks import AllowAll
 from nmc.authz.settings import node_authorizer
 from nmc.ops.config.files import Config, etc_dir, find_server_config
-from nmc.ops.config.settings import (audit_service_settings, audit_settings, event_settings, SettingsError, authz_settings, crl_warning, fact_refresh_interval, policy_service_settings, fact_sources, load_signer, load_verifier,
+from nmc.ops.config.settings import (audit_service_settings, audit_settings, event_settings, event_verifier, SettingsError, authz_settings, crl_warning, fact_refresh_interval, policy_service_settings, fact_sources, load_signer, load_verifier,
                               node_settings, record_verifier, registry_settings, retired_audit_keys)
 from nmc.ops.config.settings import prometheus_endpoint
 from nmc.protocol.unsigned import UnsignedConfigError
@@ -291,7 +291,11 @@ def build_audit_service(config: Config) -> AuditService:
     """
     from nmc.audit.service import AuditService
 
-    service = AuditService(audit_service_settings(config), record_verifier(config))
+    settings = audit_service_settings(config)
+    # Its own certificate signs its audit_backlog events (none without one); audit.events needs the CA to verify.
+    signer = load_signer(config) if config.get_path("plugin.security.cert_file") is not None else None
+    service = AuditService(settings, record_verifier(config), signer=signer,
+                           event_verifier=event_verifier(config) if settings.events else None)
     for key, origin, why in retired_audit_keys(config):
         log.warning("config_key_retired", key=key, origin=origin, message=f"{key} is no longer used: {why}; "
                     "remove it")
