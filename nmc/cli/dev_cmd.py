@@ -204,6 +204,7 @@ def _announce(layout: DevLayout, url: str, identities: list[str], custom_dir: bo
                    f"nmc-audit; docs/metrics.md)")
     click.echo("Try in another shell:")
     for cmd in ("nmc ping", "nmc find -F country=us", "nmc rpc rpcutil get_fact fact=role",
-                "nmc rpc rpcutil inventory -I node1.example.net", "nmc config show"):
+                "nmc rpc rpcutil inventory -I node1.example.net", "nmc jobs list", "nmc events watch",
+                "nmc config show"):
         click.echo(f"  {env}{cmd}")
     click.echo("Press Ctrl-C to stop the fleet.", nl=True)
