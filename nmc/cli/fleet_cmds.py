@@ -24,7 +24,7 @@ from nmc.cli.common import (
     take_targeting,
     targeting_options,
 )
-from nmc.client.discovery import discover
+from nmc.client.discovery import DiscoveryError, discover
 from nmc.client.run import ping as ping_nodes
 from nmc.client.run import JobOptions, run_action
 from nmc.cli.completion import complete_action, complete_agent, complete_input
@@ -106,9 +106,13 @@ def ping(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
 @filter_options
 @targeting_options
 @output_options
+@click.option("--quiet-after", "quiet_after", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS",
+              help="With --dm registry: mark nodes whose registry record is older than SECONDS as quiet "
+                   "(2 x registerinterval, 120 by default, means two missed refreshes).")
 @click.pass_context
 def find(ctx: click.Context, as_json: bool, timeout: float | None, discovery_timeout: float | None,
-         **flags: Any) -> None:
+         quiet_after: float | None, **flags: Any) -> None:
     """List the identities of the nodes that match the filter.
 
     When no node matches, says so on standard error (--json: prints []) and exits 2.
@@ -118,24 +122,66 @@ def find(ctx: click.Context, as_json: bool, timeout: float | None, discovery_tim
       nmc find -F role=web
       nmc find -S "country=us and not role=db" --json
       nmc find --dm registry -C apache      # from the registry, no broadcast
+      nmc find --dm registry --quiet-after 120   # and which of them went quiet
     """
     targeting = take_targeting(flags)
     expr = take_filter(flags)
+    if quiet_after is not None and targeting.method != "registry":
+        raise click.UsageError("--quiet-after needs --dm registry: only registry records say when a node was last seen")
     config = load_client_config(ctx)
 
-    async def go() -> tuple[str, ...]:
+    async def go() -> tuple[tuple[str, ...], dict[str, float]]:
         async with client_session(config, timeout=timeout, discovery_timeout=discovery_timeout) as fc:
-            return (await discover(fc, expr, targeting)).identities
+            found = (await discover(fc, expr, targeting)).identities
+            if quiet_after is None:
+                return found, {}
+            return found, await _last_seen(fc, expr)
 
-    names = sorted(run(ctx, go))
-    if as_json:
+    found, seen = run(ctx, go)
+    names = sorted(found)
+    if quiet_after is not None:
+        _print_quiet(names, seen, quiet_after, as_json)
+    elif as_json:
         click.echo(json.dumps(names))
     elif names:
         click.echo("\n".join(names))
-    else:
+    if not names and not as_json:
         click.echo(_NO_MATCH, err=True)
     if not names:
         ctx.exit(EXIT_NO_RESPONSE)
+
+
+async def _last_seen(fc: Any, expr: str) -> dict[str, float]:
+    """last_seen (unix time) of every registry record `expr` selects, by identity."""
+    from nmc.client.registry import RegistryError, registry_discover  # noqa: I001 - JetStream only when asked
+
+    try:
+        entries = await registry_discover(fc.nc, fc.settings.collective, expr, bucket=fc.settings.registry_bucket)
+    except RegistryError as exc:
+        raise DiscoveryError(str(exc)) from exc
+    return {e.identity: e.last_seen for e in entries}
+
+
+def _print_quiet(names: list[str], seen: dict[str, float], quiet_after: float, as_json: bool) -> None:
+    """Each name with its record's age; `quiet` when older than `quiet_after` seconds (docs/discovery.md)."""
+    import time
+
+    now = time.time()
+    rows = []
+    for name in names:
+        last = seen.get(name)
+        age = None if last is None else round(max(0.0, now - last), 1)
+        rows.append({"identity": name, "last_seen": last, "age_s": age, "quiet": age is None or age > quiet_after})
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        if row["age_s"] is None:
+            click.echo(f"{row['identity']}  QUIET (no registry record any more)")
+        elif row["quiet"]:
+            click.echo(f"{row['identity']}  QUIET (last seen {row['age_s']:g} s ago)")
+        else:
+            click.echo(row["identity"])
 
 
 def _close_to(word: str, names: Any, cutoff: float) -> str | None:
