@@ -24,9 +24,7 @@ from nmc.audit.hooks import Auditor, NoAudit
 from nmc.authz.hooks import AllowAll, Authorizer
 from nmc.transport.compat import synced_flush
 from nmc.protocol.ddl import AgentSpec
-from nmc.protocol.envelope import Request
 from nmc.protocol.factindex import FactIndex
-from nmc.protocol.jobs import job_subject
 from nmc.protocol.subjects import agent_requests, class_requests, fact_requests, node_requests
 from nmc.security import ReplayCache, Signer, Verifier
 from nmc.security.replay import DEFAULT_CAPACITY
@@ -34,6 +32,7 @@ from nmc.services.agent import Agent
 from nmc.services.companion import Companion
 from nmc.services.events import EventPublisher
 from nmc.services.facts import NodeFacts
+from nmc.services.jobkeeper import JobKeeper
 from nmc.transport.micro import MicroService
 from nmc.services.pipeline import Outcome, PipelineSettings, RequestPipeline
 from nmc.services.replaylog import ReplayJournal
@@ -42,7 +41,6 @@ from nmc.transport import connect, daemon_options
 __all__ = ["Companion", "Node", "NodeSettings", "SERVICE_NAME"]
 
 SERVICE_NAME = "nmc-node"
-_JOB_ACK_TIMEOUT = 2.0  # seconds to wait for NMC_JOBS to acknowledge a stored reply
 log = structlog.get_logger("nmc.node")
 
 
@@ -102,6 +100,8 @@ class Node:
         self.collective = self.settings.collective
         self._agents = {cls.name: cls(self, settings=self.settings.agent_settings.get(cls.name, {}))
                         for cls in self.agent_classes}
+        # Jobs: the signed reply of a job request is also stored in NMC_JOBS (nmc.services.jobkeeper).
+        self.jobs = JobKeeper(lambda: self.nc, self.collective, self.identity)
         self.pipeline = RequestPipeline(
             settings=PipelineSettings(identity=self.identity, collective=self.collective,
                                       max_request_bytes=self.settings.max_request_bytes,
@@ -111,8 +111,7 @@ class Node:
             verifier=self.verifier, agents=self._agents, snapshot=self.snapshot,
             replay=ReplayCache(self.settings.replay_capacity, self.settings.replay_per_caller),
             authorizer=self.authorizer, auditor=self.auditor, signer=self.signer, send=self._send,
-            keep=self._keep_job if self.settings.keep_jobs else None)
-        self._jobs_failing = False  # the last job reply could not be stored (warn once per outage)
+            keep=self.jobs.keep if self.settings.keep_jobs else None)
         self.service: MicroService | None = None
         self._stopping = False  # set by stop(): the disconnect that follows is ours, not the broker's
         self._log = log.bind(identity=self.identity)
@@ -262,27 +261,6 @@ class Node:
         """The pipeline's way out: publish a signed reply on this node's connection."""
         if self.nc is not None:
             await self.nc.publish(subject, body, headers=dict(headers))
-
-    async def _keep_job(self, request: Request, body: bytes, headers: Mapping[str, str]) -> None:
-        """Store a job's signed reply in NMC_JOBS, acknowledged; the caller already has it (or is gone).
-
-        The stream keeps it under the caller's name (nmc.protocol.jobs), which is what lets the
-        broker show it to that caller and the auditor role only.
-        """
-        if self.nc is None or request.job is None or not request.caller.startswith("cert="):
-            return
-        subject = job_subject(self.collective, request.caller[len("cert="):], request.job, "reply", self.identity)
-        try:
-            await self.nc.jetstream(timeout=_JOB_ACK_TIMEOUT).publish(subject, body, headers=dict(headers))
-        except Exception as exc:  # noqa: BLE001 - nats-py raises many types; the reply itself went out
-            level = self._log.debug if self._jobs_failing else self._log.warning
-            self._jobs_failing = True
-            level("job_reply_not_stored", job=request.job, error=str(exc) or type(exc).__name__,
-                  hint="is the NMC_JOBS stream set up (nmc ops setup)?")
-        else:
-            if self._jobs_failing:
-                self._log.info("job_replies_stored_again")
-            self._jobs_failing = False
 
     async def stop(self) -> None:
         """Stop answering, finish running actions, close the connection."""
