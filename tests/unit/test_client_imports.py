@@ -17,7 +17,9 @@ from nmc.protocol.ddls import BUILTIN_DDLS, BUILTIN_ORIGINS
 
 # The structlog set-up the commands share with the daemons lives in nmc.transport.logs: no part of
 # nmc.ops.daemon is needed by a client command.
-FORBIDDEN = ("nmc.services", "nmc.ops.fleet", "nmc.ops.daemon")
+# Nor the web console's templates (Jinja2 is imported by `nmc serve console` only; aiohttp cannot be
+# kept out: nats-py imports it whenever it is installed, for a websocket transport nmc does not use).
+FORBIDDEN = ("nmc.services", "nmc.ops.fleet", "nmc.ops.daemon", "nmc.ops.console", "jinja2")
 
 
 def _loaded(*modules: str) -> list[str]:
