@@ -19,6 +19,9 @@ same table for people, and a test checks it against these functions.
 - ``operator``: creates and changes the audit, jobs and events streams and the registry
   bucket (``nmc audit setup``, ``nmc ops setup``); nothing else.
 - ``auditor``: reads every caller's jobs from ``NMC_JOBS`` (a user reads its own).
+- ``console``: the read-only web console (``nmc serve console``): reads the registry,
+  the audit and events streams one stored message at a time and every caller's jobs of
+  its collective by direct get; publishes no request, no ``$SRV`` and no answer.
 - ``leaf``: a site's leaf server: what the site's nodes and users may do, for any name.
 
 Three rules hold for every role, because nats-server enforces nothing finer:
@@ -76,6 +79,7 @@ __all__ = [
     "EVENTS_STREAM",
     "AUDITOR_ROLE",
     "BROKER_ROLE",
+    "CONSOLE_ROLE",
     "LEAF_ROLE",
     "OPERATOR_ROLE",
     "ROLE_PERMISSIONS",
@@ -83,6 +87,7 @@ __all__ = [
     "Scope",
     "audit_permissions",
     "auditor_permissions",
+    "console_permissions",
     "leaf_permissions",
     "node_permissions",
     "operator_permissions",
@@ -95,6 +100,7 @@ AUDIT_STREAM = "NMC_AUDIT"
 AUDITOR_ROLE = "auditor"
 EVENTS_STREAM = "NMC_EVENTS"
 BROKER_ROLE = "broker"
+CONSOLE_ROLE = "console"
 LEAF_ROLE = "leaf"
 OPERATOR_ROLE = "operator"
 _JS = "$JS.API"
@@ -248,6 +254,24 @@ def auditor_permissions(name: str, scope: Scope) -> Permissions:
     )
 
 
+def console_permissions(name: str, scope: Scope) -> Permissions:
+    """The web console: reads the registry, audit, events and (every caller's) jobs streams, runs nothing.
+
+    Only the JetStream reads rule 2 allows: ``STREAM.INFO`` and ``STREAM.MSG.GET`` of the
+    registry, audit and events streams, and jobs by direct get with the subject in the API
+    subject (as the auditor). No request subject, no ``$SRV``, no ``_INBOX.>``: its only
+    subscription is its own inbox, where the server's answers come.
+    """
+    reads = [f"{_JS}.STREAM.{verb}.{stream}"
+             for stream in (scope.registry_stream, scope.audit_stream, scope.events_stream)
+             for verb in ("INFO", "MSG.GET")]
+    return Permissions(
+        publish=(*reads, f"{_JS}.STREAM.INFO.{JOBS_STREAM}",
+                 f"{_JS}.DIRECT.GET.{JOBS_STREAM}.{_jobs(scope.collective)}.>"),
+        subscribe=(_inbox(name),),
+    )
+
+
 def policy_permissions(name: str, scope: Scope) -> Permissions:
     """The action-policy service: answers authorization questions of every collective, announces reloads."""
     return Permissions(
@@ -312,6 +336,7 @@ def leaf_permissions(name: str, scope: Scope) -> Permissions:
 ROLE_PERMISSIONS: Mapping[str, Callable[[str, Scope], Permissions]] = MappingProxyType({
     "audit": audit_permissions,
     AUDITOR_ROLE: auditor_permissions,
+    CONSOLE_ROLE: console_permissions,
     LEAF_ROLE: leaf_permissions,
     "node": node_permissions,
     OPERATOR_ROLE: operator_permissions,

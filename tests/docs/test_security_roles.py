@@ -26,7 +26,7 @@ from nmc.security.permissions import Permissions
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 SECTION = "## What each role may do at the broker"
 NAMES = {"user": "alice", "node": "web1.example.com", "policy": "nmc-policy", "audit": "nmc-audit",
-         "auditor": "nmc-auditor", "operator": "nmc-operator", "leaf": "site1", "broker": "broker"}
+         "auditor": "nmc-auditor", "console": "nmc-console", "operator": "nmc-operator", "leaf": "site1", "broker": "broker"}
 
 
 @dataclass(frozen=True)

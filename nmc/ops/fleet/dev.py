@@ -27,7 +27,7 @@ from nmc.protocol.unsigned import UNSIGNED_CALLER
 if TYPE_CHECKING:  # loaded only when the fleet serves metrics: the simulator writes fleets without them
     from nmc.transport.metrics import MetricsEndpoint
 
-__all__ = ["DevFleet", "DevLayout", "FleetBusyError", "FleetLock", "OPERATOR_NAME", "ensure_ca", "ensure_certificate", "default_dev_dir", "node_facts_for", "write_fleet"]
+__all__ = ["CONSOLE_NAME", "DevFleet", "DevLayout", "FleetBusyError", "FleetLock", "OPERATOR_NAME", "ensure_ca", "ensure_certificate", "default_dev_dir", "node_facts_for", "write_fleet"]
 
 _COUNTRIES = ("us", "de", "uk", "us", "fr")
 _ROLES = ("web", "web", "db", "db", "cache")
@@ -42,6 +42,8 @@ AUDIT_NAME = "nmc-audit"
 POLICY_NAME = "nmc-policy"
 # Role `operator`: the one certificate that may create and configure the fleet's streams (nmc.ops.broker.jetstream).
 OPERATOR_NAME = "nmc-operator"
+# Role `console`: the read-only web console (`nmc serve console`, docs/console.md) reads streams and runs nothing.
+CONSOLE_NAME = "nmc-console"
 # Written once: edits survive `nmc dev up` restarts, and the service reloads them while it runs.
 DEFAULT_POLICY = f"""# written by `nmc dev up`: the dev client may run everything; nobody else anything.
 # Add <agent>.policy files next to this one; see docs/authorization.md.
@@ -95,6 +97,11 @@ class DevLayout:
     def operator_cfg(self) -> Path:
         """The operator's client config (`nmc --config ... audit setup`): certificate of role `operator`."""
         return self.root / "operator.cfg"
+
+    @property
+    def console_cfg(self) -> Path:
+        """The web console's config (role `console`: reads the registry and the streams, runs nothing)."""
+        return self.root / "console.cfg"
 
     @property
     def broker_dir(self) -> Path:
@@ -187,6 +194,12 @@ def write_fleet(layout: DevLayout, nodes: int, url: str, collective: str = "nmc"
     _write_cfg(layout.audit_cfg, {"plugin.nats.servers": url, "audit.file": "audit.jsonl",
                                   "plugin.security.ca_file": str(ca), "plugin.security.cert_file": str(audit.certificate),
                                   "plugin.security.key_file": str(audit.key)} | metrics)
+    console = ensure_certificate(layout.ca_dir, CONSOLE_NAME, ("console",))
+    _write_cfg(layout.console_cfg, {
+        "main_collective": collective, "plugin.nats.servers": url,
+        "plugin.security.ca_file": str(ca), "plugin.security.cert_file": str(console.certificate),
+        "plugin.security.key_file": str(console.key),
+    })
     return server_cfgs
 
 
@@ -361,6 +374,10 @@ class DevFleet:
     def audit_config(self) -> Config:
         """The config of the fleet's audit service (written by prepare())."""
         return load_config(self.layout.audit_cfg, kind="server", env={})
+
+    def console_config(self) -> Config:
+        """The web console's config (written by prepare())."""
+        return load_config(self.layout.console_cfg, kind="client", env={})
 
     def operator_config(self) -> Config:
         """The operator's config, whose certificate creates the streams (written by prepare())."""
