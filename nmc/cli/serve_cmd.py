@@ -1,4 +1,4 @@
-"""`nmc serve node|policy|audit`: the daemons, in the foreground for systemd or a terminal."""
+"""`nmc serve node|policy|audit|console`: the daemons, in the foreground for systemd or a terminal."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from nmc.ops.daemon.serve import (
     policy_config_path,
     run_audit_service,
     catch_stop_signals,
+    console_config_path,
     run_nodes,
     run_policy_service,
     server_config_path,
@@ -73,6 +74,7 @@ def serve() -> None:
       nmc serve node --config /etc/nmc/server.cfg
       nmc serve policy --config /etc/nmc/policy.cfg
       nmc serve audit --config /etc/nmc/audit.cfg
+      nmc serve console --config /etc/nmc/console.cfg
       NMC_PLUGIN__PROMETHEUS__PORT=9464 nmc serve node   # metrics on http://127.0.0.1:9464/metrics
     """
 
@@ -171,3 +173,56 @@ def _run_service(config: Config, kind: str, build: Callable[[Config], Any],
         raise click.ClickException(str(exc)) from exc
     except (OSError, NoServersError) as exc:
         raise click.ClickException(f"cannot connect to {', '.join(service.settings.servers)}: {exc}") from exc
+
+
+@serve.command("console")
+@_daemon_options("console.cfg", "NMC_CONSOLE_CONFIG")
+@click.option("--bind", default="127.0.0.1", show_default=True,
+              help="Address to listen on (the console needs no TLS on loopback; put a TLS proxy in front otherwise).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8470, show_default=True, help="HTTP port (0: any free one).")
+@click.option("--columns", default=None, metavar="FACT,...",
+              help="Facts shown as the Fleet page's columns and counted (default: role,country,operatingsystem,"
+                   "environment).")
+def serve_console(config_path: str | None, log_format: str | None, bind: str, port: int, columns: str | None) -> None:
+    """Run the read-only web console: Fleet, Node, Jobs, Audit and Events pages and a JSON API.
+
+    Reads only from NATS (the registry, NMC_JOBS, NMC_AUDIT, NMC_EVENTS) with a
+    certificate of role `console`, which the broker lets read those and nothing
+    else: the console can run nothing. Prints its URL with a random access
+    token at start (http://127.0.0.1:8470/?token=...); every page and API call
+    without it is refused. See docs/console.md.
+
+    \b
+    Example:
+      nmc serve console --config /etc/nmc/console.cfg
+      nmc serve console --port 0 --columns role,os.release.major,dc
+    """
+    config = _daemon_config(console_config_path(config_path), log_format)
+    chosen = tuple(c.strip() for c in (columns or "").split(",") if c.strip())
+    asyncio.run(_serve_console(config, bind, port, chosen))
+
+
+async def _serve_console(config: Config, bind: str, port: int, columns: tuple[str, ...]) -> None:
+    from nmc.ops.console.data import DEFAULT_COLUMNS
+    from nmc.ops.console.service import build_console
+    from nmc.ops.daemon.serve import unless_stopped, wait_for_signal
+
+    stop = catch_stop_signals()
+    try:
+        console = build_console(config, bind=bind, port=port, columns=columns or DEFAULT_COLUMNS)
+    except NmcError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        if not await unless_stopped(console.start(), stop):
+            return
+    except NmcError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:  # the port is taken, the address is not ours
+        await console.stop()
+        raise click.ClickException(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from exc
+    try:
+        click.echo(f"nmc console: open {console.url}", err=False)
+        sys.stdout.flush()
+        await wait_for_signal(stop=stop)
+    finally:
+        await console.stop()

@@ -308,6 +308,11 @@ async def run_audit_service(service: AuditService, metrics: ServiceMetrics | Non
     await _serve_until_signal(service, metrics=metrics)
 
 
+def console_config_path(explicit: str | None) -> Path | None:
+    """The web console's config: explicit, else NMC_CONSOLE_CONFIG, else /etc/nmc/console.cfg if it exists."""
+    return _service_config_path(explicit, "NMC_CONSOLE_CONFIG", "console.cfg")
+
+
 def audit_config_path(explicit: str | None) -> Path | None:
     """The audit service's config: explicit, else NMC_AUDIT_CONFIG, else /etc/nmc/audit.cfg if it exists."""
     return _service_config_path(explicit, "NMC_AUDIT_CONFIG", "audit.cfg")

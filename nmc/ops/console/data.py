@@ -1,0 +1,232 @@
+"""What the web console shows, read from NATS only: registry, NMC_JOBS, NMC_AUDIT, NMC_EVENTS.
+
+Every read reuses the client library's readers (nmc.client.registry, nmc.client.jobs,
+nmc.client.events, nmc.audit.reader), so the console verifies what it shows exactly
+as `nmc jobs show`, `nmc audit query` and `nmc events query` do. The results are plain
+dicts: the JSON API returns them as they are, the templates render them (escaped).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from nmc.audit.reader import AuditQuery, read_records
+from nmc.client.events import query_events
+from nmc.client.jobs import JobsError, list_jobs, read_job
+from nmc.client.registry import read_registry
+from nmc.errors import NmcError
+from nmc.protocol.filter import FilterSyntaxError, matches, parse
+from nmc.protocol.jobs import JOBS_STREAM, check_job_id, jobs_subjects, parse_job_subject
+from nmc.protocol.registry import DEFAULT_BUCKET, RegistryEntry
+from nmc.security import Verifier
+
+__all__ = ["ConsoleData", "ConsoleQueryError", "DEFAULT_COLUMNS", "PAGE_SIZE", "fact_text", "flatten_facts",
+           "lookup_fact", "parse_since"]
+
+DEFAULT_COLUMNS = ("role", "country", "operatingsystem", "environment")
+PAGE_SIZE = 200  # nodes per Fleet page
+TOP_VALUES = 10  # values per fact in the Fleet page's counts
+AUDIT_LIMIT = 1000  # newest matching records an audit search returns
+EVENTS_LIMIT = 200  # newest events the Events page shows
+
+
+class ConsoleQueryError(NmcError):
+    """A bad query parameter (a filter that does not parse, a bad time); `position` for filters."""
+
+    def __init__(self, message: str, position: int | None = None) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+def lookup_fact(facts: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted fact path (``os.release.major``), or None."""
+    if path in facts:
+        return facts[path]
+    value: Any = facts
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def fact_text(value: Any) -> str:
+    """A fact value as one line of text (structures as compact JSON). Escaping is the template's job."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def flatten_facts(facts: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Every leaf fact as (dotted path, text), sorted by path."""
+    out: list[tuple[str, str]] = []
+    for key in sorted(facts, key=str):
+        value, path = facts[key], f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out += flatten_facts(value, f"{path}.")
+        else:
+            out.append((path, fact_text(value)))
+    return out
+
+
+def parse_since(text: str | None, now: datetime | None = None) -> datetime | None:
+    """``2h``/``30m``/``7d``/``45s`` ago, or an ISO 8601 time (UTC unless it says); None for empty."""
+    if not text or not text.strip():
+        return None
+    text, now = text.strip(), now or datetime.now(timezone.utc)
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1] in units and text[:-1].isdigit():
+        return now - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConsoleQueryError(f"bad time {text!r}: give 30m, 2h, 7d or an ISO 8601 time") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def _node(entry: RegistryEntry, columns: Sequence[str]) -> dict[str, Any]:
+    return {"identity": entry.identity, "collective": entry.collective, "last_seen": entry.last_seen,
+            "facts": {c: fact_text(lookup_fact(entry.facts, c)) for c in columns},
+            "agents": list(entry.agents), "classes": list(entry.classes), "version": entry.version}
+
+
+@dataclass
+class ConsoleData:
+    """The console's reads on one NATS connection (the console certificate's: role ``console``)."""
+
+    nc: NATS
+    collective: str
+    verifier: Verifier  # jobs: callers' and nodes' signatures (the fleet CA)
+    record_verifier: Any  # nmc.audit.verify.RecordVerifier: audit records
+    event_verifier: Any  # nmc.security.events.EventVerifier: lifecycle events
+    bucket: str = DEFAULT_BUCKET
+    columns: tuple[str, ...] = DEFAULT_COLUMNS
+    timeout: float = 10.0
+    _jobs_by_id: dict[str, str] = field(default_factory=dict)  # job id -> caller, learnt from listings
+
+    # -- Fleet and Node ----------------------------------------------------------------------
+
+    async def fleet(self, filter_text: str = "", *, page: int = 1, columns: Sequence[str] | None = None,
+                    page_size: int = PAGE_SIZE) -> dict[str, Any]:
+        """One page of the registry's nodes the filter selects, with the columns' value counts."""
+        columns = tuple(columns or self.columns)
+        try:
+            tree = parse(filter_text or "")
+        except FilterSyntaxError as exc:
+            raise ConsoleQueryError(f"bad filter: {exc}", exc.position) from exc
+        snapshot = await read_registry(self.nc, self.collective, bucket=self.bucket, timeout=self.timeout)
+        chosen = sorted((e for e in snapshot.entries
+                         if matches(tree, e.facts, e.classes, e.identity, e.agents)), key=lambda e: e.identity)
+        pages = max(1, -(-len(chosen) // page_size))
+        page = min(max(1, page), pages)
+        counts: dict[str, list[dict[str, Any]]] = {}
+        for column in columns:
+            tally = collections.Counter(fact_text(lookup_fact(e.facts, column)) for e in chosen)
+            counts[column] = [{"value": value, "count": n, "percent": round(100 * n / len(chosen))}
+                              for value, n in tally.most_common(TOP_VALUES)]
+        return {"collective": self.collective, "filter": filter_text or "", "columns": list(columns),
+                "total": len(snapshot.entries), "matched": len(chosen), "page": page, "pages": pages,
+                "page_size": page_size, "skipped": snapshot.skipped, "now": time.time(),
+                "nodes": [_node(e, columns) for e in chosen[(page - 1) * page_size:page * page_size]],
+                "counts": counts}
+
+    async def node(self, identity: str) -> dict[str, Any] | None:
+        """Everything the registry holds about one node, or None."""
+        snapshot = await read_registry(self.nc, self.collective, bucket=self.bucket, timeout=self.timeout)
+        for entry in snapshot.entries:
+            if entry.identity == identity:
+                return {"identity": entry.identity, "collective": entry.collective, "last_seen": entry.last_seen,
+                        "version": entry.version, "facts_version": entry.facts_version,
+                        "facts": dict(entry.facts), "facts_flat": flatten_facts(entry.facts),
+                        "classes": list(entry.classes), "agents": list(entry.agents)}
+        return None
+
+    # -- Jobs --------------------------------------------------------------------------------
+
+    async def _job_subjects(self, pattern: str) -> list[str]:
+        found: list[str] = []
+        while True:
+            msg = await self.nc.request(f"$JS.API.STREAM.INFO.{JOBS_STREAM}",
+                                        json.dumps({"subjects_filter": pattern, "offset": len(found)}).encode(),
+                                        timeout=self.timeout)
+            answer = json.loads(msg.data)
+            if answer.get("error"):
+                raise JobsError(f"cannot list jobs: {answer['error'].get('description') or answer['error']}")
+            page = list((answer.get("state") or {}).get("subjects") or {})
+            found += page
+            if not page or len(found) >= int(answer.get("total") or 0):
+                return found
+
+    async def jobs(self, *, caller: str | None = None, agent: str | None = None) -> list[dict[str, Any]]:
+        """Every caller's jobs (or one caller's), newest first, as `nmc jobs list --json` shows them."""
+        starts = await self._job_subjects(jobs_subjects(self.collective, caller).removesuffix(">") + "*.start")
+        callers = sorted({parse_job_subject(s).caller for s in starts})
+        out: list[dict[str, Any]] = []
+        for who in callers:
+            for summary in await list_jobs(self.nc, self.verifier, self.collective, who, agent=agent):
+                out.append(summary.to_dict())
+                self._jobs_by_id[summary.job.start.id] = who
+        return sorted(out, key=lambda d: d["started"], reverse=True)
+
+    async def job(self, job_id: str, caller: str | None = None) -> dict[str, Any]:
+        """One job with every verified reply (JobsError when there is none), as `nmc jobs show --json`."""
+        try:
+            check_job_id(job_id)
+        except Exception as exc:  # noqa: BLE001 - JobError; any malformed id is the caller's mistake
+            raise ConsoleQueryError(f"bad job id {job_id!r}") from exc
+        caller = caller or self._jobs_by_id.get(job_id)
+        if caller is None:
+            starts = await self._job_subjects(f"{jobs_subjects(self.collective).removesuffix('>')}{job_id}.start")
+            if not starts:
+                raise JobsError(f"no job {job_id} (jobs are kept for a limited time: see nmc ops setup)")
+            caller = parse_job_subject(starts[0]).caller
+        job = await read_job(self.nc, self.verifier, self.collective, caller, job_id)
+        start = job.start
+        return {"id": start.id, "caller": start.caller, "agent": start.agent, "action": start.action,
+                "filter": start.filter, "started": start.started, "timeout": start.timeout,
+                "ended": job.end.ended if job.end is not None else None, "complete": job.complete(),
+                "expected": list(start.expected) if start.expected is not None else None,
+                "replies": [{"identity": r.identity, "status": r.status, "ok": r.ok, "message": r.message,
+                             "data": r.data, "elapsed": round(r.elapsed, 3)} for r in job.results],
+                "missing": list(job.missing),
+                "unverified": [{"subject": u.subject, "reason": u.reason} for u in job.unverified]}
+
+    # -- Audit and Events --------------------------------------------------------------------
+
+    async def audit(self, query: AuditQuery, *, decision: str | None = None,
+                    limit: int = AUDIT_LIMIT) -> list[dict[str, Any]]:
+        """The newest `limit` genuine audit records matching `query` (and allowed/denied), newest first."""
+        if decision not in (None, "", "allowed", "denied"):
+            raise ConsoleQueryError(f"bad decision {decision!r}: allowed or denied")
+        kept: collections.deque[dict[str, Any]] = collections.deque(maxlen=limit)
+        async for record in read_records(self.nc.jetstream(timeout=self.timeout), query,
+                                         verifier=self.record_verifier):
+            if decision and bool(record.get("allowed", True)) != (decision == "allowed"):
+                continue
+            kept.append(record)
+        return list(reversed(kept))
+
+    async def events(self, *, kind: str | None = None, identity: str | None = None,
+                     since: datetime | None = None, limit: int = EVENTS_LIMIT) -> list[dict[str, Any]]:
+        """The newest `limit` genuine lifecycle events from NMC_EVENTS (the last day unless `since`), newest first."""
+        since = since or datetime.now(timezone.utc) - timedelta(days=1)
+        kept: collections.deque[dict[str, Any]] = collections.deque(maxlen=limit)
+        async for seen in query_events(self.nc, self.event_verifier, collective=self.collective, kind=kind or None,
+                                       identity=identity or None, since=since, timeout=self.timeout):
+            event = seen.event
+            if event is None:
+                continue
+            kept.append({"kind": event.kind, "identity": event.identity, "collective": event.collective,
+                         "time": event.time, "id": event.id, "data": dict(event.data),
+                         "stored": seen.stored.isoformat() if seen.stored is not None else None})
+        return list(reversed(kept))

@@ -1,0 +1,211 @@
+"""The read-only web console against a real secure fleet: token, escaping, headers, every page's data, its role.
+
+A real nats-server with nmc's generated permissions (tests/adversarial/kit.py), the
+console started in-process on 127.0.0.1 with its own certificate (role `console`,
+issued by write_fleet), and a real HTTP client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from nmc.client.run import JobOptions, run_action
+from nmc.ops.console.service import ConsoleService
+from tests.adversarial.kit import HostileFleet, until
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+NODES = 4
+HOSTILE = "<script>alert(1)</script><b>x</b>"
+COLUMNS = ("role", "country", "motd")
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[HostileFleet]:
+    fleet = HostileFleet(tmp_path / "fleet", node_count=NODES)
+    victim = fleet.layout.node_dir(fleet.identities[0]) / "facts.yaml"
+    facts = yaml.safe_load(victim.read_text())
+    victim.write_text(yaml.safe_dump({**facts, "motd": HOSTILE}))  # facts come from the node: attacker-controlled
+    try:
+        yield await fleet.start()
+    finally:
+        await fleet.stop()
+
+
+@pytest.fixture
+async def console(fleet: HostileFleet) -> AsyncIterator[ConsoleService]:
+    service = ConsoleService(fleet.client_config("nmc-console"), bind="127.0.0.1", port=0, columns=COLUMNS)
+    await service.start(give_up_after=10)
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    # unsafe=True: aiohttp's jar keeps no cookie of an IP address otherwise (browsers do keep 127.0.0.1's).
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        yield session
+
+
+def base(console: ConsoleService) -> str:
+    return f"http://127.0.0.1:{console.bound_port}"
+
+
+def bearer(console: ConsoleService) -> dict[str, str]:
+    return {"Authorization": f"Bearer {console.token}"}
+
+
+async def api(http: aiohttp.ClientSession, console: ConsoleService, path: str, **params: str) -> Any:
+    async with http.get(base(console) + path, params=params, headers=bearer(console)) as r:
+        assert r.status == 200, (path, r.status, await r.text())
+        return await r.json()
+
+
+async def registered(http: aiohttp.ClientSession, console: ConsoleService, count: int) -> None:
+    async def check() -> bool:
+        return (await api(http, console, "/api/fleet"))["matched"] >= count
+
+    await until(check, 20, f"{count} nodes in the registry")
+
+
+async def test_without_the_token_nothing_is_shown(fleet: HostileFleet, console: ConsoleService,
+                                                  http: aiohttp.ClientSession) -> None:
+    await registered(http, console, NODES)
+    for path in ("/", "/node/node1.example.net", "/jobs", "/audit", "/events", "/api/fleet",
+                 "/api/node/node1.example.net", "/api/jobs", "/api/audit", "/api/events", "/static/console.css"):
+        for headers, params in (({}, {}), ({"Authorization": "Bearer wrong"}, {}), ({}, {"token": "wrong"}),
+                                ({"Cookie": "nmc_console_token=wrong"}, {})):
+            async with http.get(base(console) + path, headers=headers, params=params, allow_redirects=False) as r:
+                body = await r.text()
+                assert r.status == 401, (path, headers, params, r.status)
+                assert "example.net" not in body and "motd" not in body, body
+                assert r.headers["X-Frame-Options"] == "DENY"
+
+
+async def test_the_token_in_the_url_sets_a_cookie_and_pages_carry_security_headers(
+        fleet: HostileFleet, console: ConsoleService, http: aiohttp.ClientSession) -> None:
+    assert console.url == f"{base(console)}/?token={console.token}"
+    async with http.get(console.url, allow_redirects=False) as r:
+        assert r.status == 302 and "token" not in r.headers["Location"]
+        cookie = r.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    async with http.get(base(console) + "/") as r:  # the session's cookie jar now holds it
+        assert r.status == 200
+        csp = r.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp and "script-src" not in csp
+        assert "default-src 'none'" in csp
+        assert r.headers["X-Frame-Options"] == "DENY" and r.headers["X-Content-Type-Options"] == "nosniff"
+        assert "<script" not in await r.text()
+
+
+async def test_the_fleet_page_lists_filters_counts_and_escapes(fleet: HostileFleet, console: ConsoleService,
+                                                               http: aiohttp.ClientSession) -> None:
+    await registered(http, console, NODES)
+    async with http.get(base(console) + "/", headers=bearer(console)) as r:
+        page = await r.text()
+    assert all(identity in page for identity in fleet.identities)
+    assert HOSTILE not in page and "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert 'class="bar w' in page  # the counts, as classes the stylesheet sizes
+
+    data = await api(http, console, "/api/fleet", filter="role=web")
+    web = sorted(n["identity"] for n in data["nodes"])
+    assert web and len(web) < NODES and data["matched"] == len(web) and data["total"] == NODES
+    assert all(n["facts"]["role"] == "web" for n in data["nodes"])
+    assert {"value": "web", "count": len(web), "percent": 100} in data["counts"]["role"]
+    async with http.get(base(console) + "/", params={"filter": "role=web"}, headers=bearer(console)) as r:
+        page = await r.text()
+    assert all((identity in page) == (identity in web) for identity in fleet.identities)
+
+    async with http.get(base(console) + "/", params={"filter": "role=web and ("}, headers=bearer(console)) as r:
+        assert r.status == 400
+        page = await r.text()
+    assert "bad filter: column 15: expected a term after" in page and "role=web and (\n" + " " * 14 + "^" in page
+    async with http.get(base(console) + "/api/fleet", params={"filter": "role=web and ("},
+                        headers=bearer(console)) as r:
+        assert r.status == 400
+        assert (await r.json())["position"] == 14
+
+    node = await api(http, console, f"/api/node/{fleet.identities[0]}")
+    assert node["facts"]["motd"] == HOSTILE and "rpcutil" in node["agents"] and node["classes"]
+    async with http.get(base(console) + f"/node/{fleet.identities[0]}", headers=bearer(console)) as r:
+        page = await r.text()
+    assert HOSTILE not in page and "&lt;b&gt;x&lt;/b&gt;" in page and "motd" in page
+    async with http.get(base(console) + "/api/node/nosuch.example.net", headers=bearer(console)) as r:
+        assert r.status == 404
+
+
+async def test_a_job_and_its_replies(fleet: HostileFleet, console: ConsoleService,
+                                     http: aiohttp.ClientSession) -> None:
+    async with fleet.client("admin") as fc:
+        result = await run_action(fc, "rpcutil", "get_fact", {"fact": "role"}, job=JobOptions())
+    assert result is not None and result.job_id
+    jobs = (await api(http, console, "/api/jobs"))["jobs"]
+    assert [j["caller"] for j in jobs if j["id"] == result.job_id] == ["admin"]
+    job = await api(http, console, f"/api/jobs/{result.job_id}")
+    assert sorted(r["identity"] for r in job["replies"]) == sorted(fleet.identities)
+    assert all(r["ok"] and r["data"]["fact"] == "role" for r in job["replies"]) and not job["missing"]
+    async with http.get(base(console) + f"/jobs/{result.job_id}", headers=bearer(console)) as r:
+        page = await r.text()
+    assert r.status == 200 and all(identity in page for identity in fleet.identities)
+    async with http.get(base(console) + "/jobs", headers=bearer(console)) as r:
+        assert result.job_id in await r.text()
+
+
+async def test_an_audit_search_finds_the_denied_caller_and_exports_json_lines(
+        fleet: HostileFleet, console: ConsoleService, http: aiohttp.ClientSession) -> None:
+    async with fleet.client("mallory") as fc:
+        await run_action(fc, "rpcutil", "ping")
+
+    async def denied() -> list[dict[str, Any]]:
+        return (await api(http, console, "/api/audit", caller="cert=mallory", decision="denied"))["records"]
+
+    await until(lambda: _nonempty(denied()), 20, "mallory's denied requests in the audit stream")
+    records = await denied()
+    assert {r["caller"] for r in records} == {"cert=mallory"} and not any(r["allowed"] for r in records)
+    assert {r["identity"] for r in records} <= set(fleet.identities)
+    assert (await api(http, console, "/api/audit", caller="cert=mallory", decision="allowed"))["records"] == []
+
+    async with http.get(base(console) + "/api/audit", params={"caller": "cert=mallory", "format": "jsonl"},
+                        headers=bearer(console)) as r:
+        assert r.headers["Content-Type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in (await r.text()).splitlines()]
+    assert lines and {line["caller"] for line in lines} == {"cert=mallory"}
+    async with http.get(base(console) + "/audit", params={"caller": "cert=mallory"}, headers=bearer(console)) as r:
+        page = await r.text()
+    assert "cert=mallory" in page and "denied" in page and "format=jsonl" in page
+
+    events = (await api(http, console, "/api/events", kind="startup"))["events"]
+    assert {e["identity"] for e in events} >= set(fleet.identities)
+
+
+async def _nonempty(records: Any) -> bool:
+    return bool(await records)
+
+
+async def test_the_console_certificate_cannot_send_a_request(fleet: HostileFleet) -> None:
+    errors: list[str] = []
+    nc = await fleet.connect_as("nmc-console", errors=errors)
+    await nc.publish("nmc.nmc.all.rpcutil.ping", b"{}")
+    await nc.publish("$SRV.PING", b"")
+    await nc.flush()
+    deadline = time.monotonic() + 10
+    while sum("permissions violation" in e.lower() for e in errors) < 2:
+        assert time.monotonic() < deadline, errors
+        await asyncio.sleep(0.02)
+    assert any("nmc.nmc.all.rpcutil.ping" in e for e in errors)
+    # The nodes ran nothing for it: a later request of admin's is audited, nothing of the console's is.
+    async with fleet.client("admin") as fc:
+        await run_action(fc, "rpcutil", "ping")
+    await until(lambda: any(r.get("caller") == "cert=admin" for r in fleet.audit_records()), 20,
+                "admin's ping in the audit trail")
+    assert not any("nmc-console" in str(r.get("caller")) for r in fleet.audit_records())
