@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -209,3 +213,28 @@ async def test_the_console_certificate_cannot_send_a_request(fleet: HostileFleet
     await until(lambda: any(r.get("caller") == "cert=admin" for r in fleet.audit_records()), 20,
                 "admin's ping in the audit trail")
     assert not any("nmc-console" in str(r.get("caller")) for r in fleet.audit_records())
+
+
+async def test_the_command_prints_its_url_serves_and_stops_on_sigterm(fleet: HostileFleet,
+                                                                      http: aiohttp.ClientSession) -> None:
+    fleet.client_config("nmc-console")  # writes client-nmc-console.cfg
+    env = {"HOME": str(fleet.root), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nmc", "serve", "console", "--config", str(fleet.root / "client-nmc-console.cfg"),
+        "--port", "0", "--log-format", "json", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        match = re.fullmatch(r"nmc console: open (http://127\.0\.0\.1:\d+/\?token=[\w-]+)\n", line)
+        assert match, line
+        url = match.group(1)
+        async with http.get(url.split("?")[0] + "api/fleet") as r:
+            assert r.status == 401
+        async with http.get(url) as r:  # follows the redirect, with the cookie
+            assert r.status == 200 and "Fleet" in await r.text()
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert '"event": "console_listening"' in err.decode()
