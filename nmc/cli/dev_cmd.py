@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -49,7 +50,7 @@ def dev() -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Show the nodes' request logs.")
 @click.option("--json", "as_json", is_flag=True,
               help='Once every node is up, print one JSON line {"broker", "client_config", "nodes", "audit_file", '
-                   '"policy_dir", "metrics"} instead of the text (for scripts waiting on it).')
+                   '"policy_dir", "metrics", "console"} instead of the text (for scripts waiting on it).')
 @click.option("--unsigned-actions", "unsigned", default="", metavar="AGENT.ACTION,...",
               help="Read-only actions the nodes answer without a signature (e.g. for `nats req`), and a "
                    "default.policy line allowing caller unsigned=nats to run them; off by default.")
@@ -57,8 +58,12 @@ def dev() -> None:
               help="Prometheus metrics of every node and both services, on 127.0.0.1 (a free port if it is "
                    "taken); docs/metrics.md.")
 @click.option("--no-metrics", is_flag=True, help="Serve no metrics endpoint.")
+@click.option("--console-port", type=click.IntRange(0, 65535), default=8470, show_default=True,
+              help="The read-only web console on 127.0.0.1 (a free port if it is taken); its URL with the "
+                   "access token is printed; docs/console.md.")
+@click.option("--no-console", is_flag=True, help="Start no web console.")
 def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bool, unsigned: str,
-       metrics_port: int, no_metrics: bool) -> None:
+       metrics_port: int, no_metrics: bool, console_port: int, no_console: bool) -> None:
     """Start a broker, a throwaway CA and N nodes with varied facts; Ctrl-C stops everything.
 
     Writes a client.cfg that `nmc` finds on its own, so a second shell can run
@@ -70,6 +75,7 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bo
       nmc dev up --nodes 3 --port 0 --json     # one ready line: {"broker": "tls://127.0.0.1:...", ...}
       nmc dev up --unsigned-actions rpcutil.ping,rpcutil.get_fact   # for `nats req` (docs/nats-tools.md)
       nmc dev up --metrics-port 9464   # then: curl -s http://127.0.0.1:9464/metrics | grep nmc_node_requests
+      nmc dev up --no-console          # no web console (docs/console.md)
     """
     layout = DevLayout(directory or default_dev_dir())
     configure_logging(json=False, level="info" if verbose else "warning")
@@ -94,6 +100,11 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bo
                          metrics_port=None if no_metrics else metrics_port)
         broker, configs = fleet.prepare()
         metrics_url = fleet.metrics.url if fleet.metrics is not None else None
+        console = None
+        if not no_console:
+            from nmc.ops.console.service import build_console  # aiohttp's server and Jinja2: only when asked
+
+            console = build_console(fleet.console_config(), port=console_port)
         announce = _announce_json if as_json else _announce
         # While asyncio.run builds its loop a KeyboardInterrupt would hit a half-made loop (a traceback
         # from its __del__): from here a signal is only noted, and _run_fleet acts on it first thing.
@@ -102,9 +113,9 @@ def up(nodes: int, directory: Path | None, port: int, verbose: bool, as_json: bo
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda signum, frame: early.append(signum))
         asyncio.run(_run_fleet(configs, lambda ids: announce(layout, broker.url, ids, directory is not None,
-                                                             metrics_url),
+                                                             metrics_url, console.url if console else None),
                                audit_config=fleet.audit_config(), policy_config=fleet.policy_config(),
-                               operator_config=fleet.operator_config(), early=early))
+                               operator_config=fleet.operator_config(), early=early, console=console))
     except _START_ERRORS as exc:
         raise click.ClickException(f"the dev fleet did not start: {getattr(exc, 'reason', None) or exc}") from exc
     except KeyboardInterrupt:
@@ -134,7 +145,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 async def _run_fleet(configs: Sequence[Config], announce: Callable[[list[str]], None], *,
                      audit_config: Config | None = None, policy_config: Config | None = None,
-                     operator_config: Config | None = None, early: Sequence[int] = ()) -> None:
+                     operator_config: Config | None = None, early: Sequence[int] = (),
+                     console: Any = None) -> None:
     stop = catch_stop_signals()  # from here on a signal at any stage of start-up stops what started
     if early:  # a signal that came while the loop was being made
         return
@@ -150,12 +162,25 @@ async def _run_fleet(configs: Sequence[Config], announce: Callable[[list[str]], 
             return
         if audit_metrics is not None:
             audit_metrics.start()
+        if console is not None and not await _start_console(console, stop):
+            return
         await _run_nodes_with_policy(configs, announce, policy_config, stop)
     finally:
+        if console is not None:
+            await console.stop()
         if audit is not None:
             await audit.stop()
         if audit_metrics is not None:
             audit_metrics.stop()
+
+
+async def _start_console(console: Any, stop: asyncio.Event) -> bool:
+    """Start the web console (nmc.ops.console.service.ConsoleService) on its port, or a free one if taken."""
+    try:
+        return await unless_stopped(console.start(give_up_after=_CONNECT_GIVE_UP), stop)
+    except OSError:  # the port is taken (another dev fleet's console): any free one will do
+        console.port = 0
+        return await unless_stopped(console.start(give_up_after=_CONNECT_GIVE_UP), stop)
 
 
 async def _run_nodes_with_policy(configs: Sequence[Config], announce: Callable[[list[str]], None],
@@ -184,16 +209,17 @@ async def _run_nodes_with_policy(configs: Sequence[Config], announce: Callable[[
 
 
 def _announce_json(layout: DevLayout, url: str, identities: list[str], custom_dir: bool,
-                   metrics_url: str | None = None) -> None:
+                   metrics_url: str | None = None, console_url: str | None = None) -> None:
     """The ready line for scripts: one JSON object (click.echo flushes it, so a pipe sees it at once)."""
     click.echo(json.dumps({"broker": url, "client_config": str(layout.client_cfg),
                            "operator_config": str(layout.operator_cfg), "nodes": identities,
                            "audit_file": str(layout.audit_dir / "audit.jsonl"),
-                           "policy_dir": str(layout.policy_dir / "policies"), "metrics": metrics_url}))
+                           "policy_dir": str(layout.policy_dir / "policies"), "metrics": metrics_url,
+                           "console": console_url}))
 
 
 def _announce(layout: DevLayout, url: str, identities: list[str], custom_dir: bool,
-              metrics_url: str | None = None) -> None:
+              metrics_url: str | None = None, console_url: str | None = None) -> None:
     env = f"NMC_CONFIG={layout.client_cfg} " if custom_dir else ""
     click.echo(f"nmc dev fleet up: broker {url}, {len(identities)} nodes ({', '.join(identities)})")
     click.echo(f"client config: {layout.client_cfg}")
@@ -202,6 +228,8 @@ def _announce(layout: DevLayout, url: str, identities: list[str], custom_dir: bo
     if metrics_url is not None:
         click.echo(f"metrics: {metrics_url} (Prometheus: every node, by its identity label, nmc-policy and "
                    f"nmc-audit; docs/metrics.md)")
+    if console_url is not None:
+        click.echo(f"console: {console_url} (read-only web console; docs/console.md)")
     click.echo("Try in another shell:")
     for cmd in ("nmc ping", "nmc find -F country=us", "nmc rpc rpcutil get_fact fact=role",
                 "nmc rpc rpcutil inventory -I node1.example.net", "nmc jobs list", "nmc events watch",

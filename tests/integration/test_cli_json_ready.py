@@ -49,6 +49,29 @@ def test_audit_setup_json(nats_url: str, tmp_path: Path):
                                       "max_age_s": 7200, "replicas": 1}
 
 
+def _console_nodes(url: str, within: float = 10.0) -> list[str]:
+    """The console's /api/fleet node identities, read with the token of `url` until both nodes are registered;
+    the same call without the token is refused."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    root, token = url.split("/?token=")
+    try:
+        urllib.request.urlopen(f"{root}/api/fleet", timeout=5)
+        raise AssertionError("the console answered without its token")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 401
+    deadline, nodes = time.monotonic() + within, []
+    while time.monotonic() < deadline and len(nodes) < 2:
+        request = urllib.request.Request(f"{root}/api/fleet", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            nodes = [n["identity"] for n in json.loads(answer.read())["nodes"]]
+        if len(nodes) < 2:
+            time.sleep(0.05)  # the poll's pace: the loop ends on the observed registry, not on a timer
+    return nodes
+
+
 @pytest.mark.timeout(120)
 def test_dev_up_json_ready_line_is_enough_to_use_the_fleet(tmp_path: Path):
     env = {**os.environ, "HOME": str(tmp_path)}
@@ -69,6 +92,9 @@ def test_dev_up_json_ready_line_is_enough_to_use_the_fleet(tmp_path: Path):
         # One metrics endpoint for the whole dev process, on loopback: both nodes' pings counted by identity
         assert ready["metrics"].startswith("http://127.0.0.1:") and ready["metrics"].endswith("/metrics")
         assert _pings_counted(ready["metrics"]) == {"node1.example.net": 1.0, "node2.example.net": 1.0}
+        # The read-only web console, on loopback, behind the token its URL carries (docs/console.md)
+        assert ready["console"].startswith("http://127.0.0.1:") and "/?token=" in ready["console"]
+        assert _console_nodes(ready["console"]) == ["node1.example.net", "node2.example.net"]
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
