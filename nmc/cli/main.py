@@ -54,7 +54,7 @@ _OPS_COMMANDS = {
                             "Run N real nodes (own connection, certificate, facts) in a few processes, for..."),
     "simulate-worker": LazyCommand("nmc.cli.simulate_cmd:simulate_worker", "(hidden)"),
     "systemd": LazyCommand("nmc.cli.systemd_cmd:systemd",
-                           "Write systemd units for `nmc serve node|policy|audit`, and an example..."),
+                           "Write systemd units for `nmc serve node|policy|audit|console`, and an example..."),
 }
 
 

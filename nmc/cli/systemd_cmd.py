@@ -53,14 +53,15 @@ def _write(files: list[tuple[str, Path, str]], force: bool) -> None:
 
 @click.command("systemd")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Write nmc-node.service, nmc-policy.service and nmc-audit.service into this directory.")
+              help="Write nmc-node.service, nmc-policy.service, nmc-audit.service and nmc-console.service into "
+                   "this directory.")
 @click.option("--etc-tree", "tree", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Also write an example /etc/nmc tree (configs, plugin.d, policies, ssl/README) into DIR.")
 @click.option("--print", "to_stdout", is_flag=True, help="Print the files instead of writing them.")
 @click.option("--etc", default="/etc/nmc", show_default=True,
               help="Where the configs live on the target machine (the paths in units and configs).")
 @click.option("--user", default="nmc", show_default=True,
-              help="System user of the policy and audit services (the node runs as root).")
+              help="System user of the policy and audit services and the console (the node runs as root).")
 @click.option("--identity", default=None, help="The node's identity in the example server.cfg [default: this "
                                                "host's FQDN].")
 @click.option("--servers", default="tls://nats.example.com:4222", show_default=True,
@@ -71,10 +72,10 @@ def _write(files: list[tuple[str, Path, str]], force: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the files written.")
 def systemd(out: Path | None, tree: Path | None, to_stdout: bool, etc: str, user: str, identity: str | None,
             servers: str, exec_path: str | None, force: bool, as_json: bool) -> None:
-    """Write systemd units for `nmc serve node|policy|audit`, and an example /etc/nmc tree.
+    """Write systemd units for `nmc serve node|policy|audit|console`, and an example /etc/nmc tree.
 
     The node unit runs as root without a sandbox (its agents install packages
-    and restart services); the policy and audit units run as --user with
+    and restart services); the policy, audit and console units run as --user with
     NoNewPrivileges, ProtectSystem=strict and friends. ExecStart is the nmc
     installed with this Python. Nothing is written to /etc unless you say so.
 

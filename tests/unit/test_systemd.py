@@ -42,7 +42,7 @@ def test_node_unit_runs_as_root_without_sandbox_and_reloads_facts_on_hup():
     assert "Deliberately not sandboxed" in render_unit("node", SystemdOptions(exec_start=NMC))
 
 
-@pytest.mark.parametrize("role", ["policy", "audit"])
+@pytest.mark.parametrize("role", ["policy", "audit", "console"])
 def test_policy_and_audit_units_are_sandboxed_under_their_own_user(role: str):
     options = SystemdOptions(exec_start=NMC, user="nmcsvc", etc=PurePosixPath("/srv/nmc"))
     service = parse_unit(render_unit(role, options))["Service"]
@@ -56,9 +56,9 @@ def test_policy_and_audit_units_are_sandboxed_under_their_own_user(role: str):
         assert service["LogsDirectory"] == "nmc" and service["ReadWritePaths"] == "/var/log/nmc"
 
 
-def test_render_units_names_all_three():
+def test_render_units_names_all_four():
     assert sorted(render_units(SystemdOptions(exec_start=NMC))) == [
-        "nmc-audit.service", "nmc-node.service", "nmc-policy.service"]
+        "nmc-audit.service", "nmc-console.service", "nmc-node.service", "nmc-policy.service"]
 
 
 def test_exec_start_escapes_spaces_percent_and_dollar():
@@ -98,7 +98,7 @@ def test_etc_tree_configs_use_only_known_keys_of_their_kind(tmp_path: Path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
     for name, kind in (("server.cfg", "server"), ("client.cfg", "client"), ("policy.cfg", "server"),
-                       ("audit.cfg", "server")):
+                       ("audit.cfg", "server"), ("console.cfg", "server")):
         config = load_config(tmp_path / name, kind=kind, env={})
         set_here = [s.key for s in config.settings.values() if s.origin != "default"]
         assert set_here, name

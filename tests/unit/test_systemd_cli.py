@@ -29,7 +29,7 @@ def test_writes_units_and_tree_and_refuses_to_overwrite(tmp_path: Path):
     assert {f["kind"] for f in files} == {"unit", "etc"}
     assert all(Path(f["path"]).is_file() for f in files)
     assert sorted(p.name for p in (tmp_path / "units").iterdir()) == [
-        "nmc-audit.service", "nmc-node.service", "nmc-policy.service"]
+        "nmc-audit.service", "nmc-console.service", "nmc-node.service", "nmc-policy.service"]
 
     node_unit = tmp_path / "units" / "nmc-node.service"
     node_unit.write_text("# edited by the admin\n")
@@ -48,7 +48,7 @@ def test_needs_a_destination_and_never_defaults_to_etc(tmp_path: Path):
     printed = _nmc("ops", "systemd", "--print", "--json", cwd=tmp_path)
     assert printed.returncode == 0
     assert [u["name"] for u in json.loads(printed.stdout)] == [
-        "nmc-node.service", "nmc-policy.service", "nmc-audit.service"]
+        "nmc-node.service", "nmc-policy.service", "nmc-audit.service", "nmc-console.service"]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -78,7 +78,7 @@ def test_written_configs_load_and_policies_lint_clean(tmp_path: Path):
     assert _write(tmp_path).returncode == 0
     etc = tmp_path / "etc"
     for name, flags in (("server.cfg", ["--server"]), ("policy.cfg", ["--server"]), ("audit.cfg", ["--server"]),
-                        ("client.cfg", [])):
+                        ("console.cfg", ["--server"]), ("client.cfg", [])):
         shown = _nmc("config", "show", *flags, "--file", etc / name, "--json")
         assert shown.returncode == 0, shown.stderr
         origins = {s["key"]: s["origin"] for s in json.loads(shown.stdout)}

@@ -16,9 +16,15 @@ The three services get different treatment on purpose:
   as a dedicated user with the filesystem read-only except their log
   directory, no new privileges and no capabilities.
 
+- ``nmc-console``, the read-only web console, is sandboxed the same way: it
+  reads its config and certificate and talks to the broker and to browsers
+  on loopback. It prints its URL with the access token at start, so the token
+  is in the journal (``journalctl -u nmc-console``) for whoever may read it.
+
 SIGHUP: the node re-collects facts, the policy service re-reads its
-policies; the audit service has no SIGHUP handler (it rotates its own file),
-so its unit has no ExecReload — a HUP would stop it.
+policies; the audit service and the console have no SIGHUP handler (the
+audit service rotates its own file), so their units have no ExecReload — a
+HUP would stop them.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from nmc import __version__
 
 __all__ = [
     "EXAMPLE_AUDIT_NAME",
+    "EXAMPLE_CONSOLE_NAME",
     "EXAMPLE_POLICY_NAME",
     "ROLES",
     "SystemdOptions",
@@ -44,9 +51,10 @@ __all__ = [
     "unit_name",
 ]
 
-ROLES = ("node", "policy", "audit")
+ROLES = ("node", "policy", "audit", "console")
 EXAMPLE_POLICY_NAME = "nmc-policy"
 EXAMPLE_AUDIT_NAME = "nmc-audit"
+EXAMPLE_CONSOLE_NAME = "nmc-console"
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _IDENTITY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _HOME_PREFIXES = ("/home/", "/root/", "/run/user/")
@@ -102,7 +110,7 @@ def home_directory_warning(options: SystemdOptions) -> str | None:
 
 
 def unit_name(role: str) -> str:
-    """The unit file name of one role: nmc-node.service, nmc-policy.service, nmc-audit.service."""
+    """The unit file name of one role: nmc-node.service, nmc-policy.service, nmc-audit.service, nmc-console.service."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     return f"nmc-{role}.service"
@@ -116,11 +124,12 @@ def _exec_word(word: str) -> str:
     return word
 
 
-_CONFIG = {"node": "server.cfg", "policy": "policy.cfg", "audit": "audit.cfg"}
+_CONFIG = {"node": "server.cfg", "policy": "policy.cfg", "audit": "audit.cfg", "console": "console.cfg"}
 _DESCRIPTION = {
     "node": "nmc node daemon (nmc-node: answers requests for this machine)",
     "policy": "nmc action-policy service (nmc-policy: authorizes requests for the nodes)",
     "audit": "nmc audit service (nmc-audit: writes the fleet's audit trail)",
+    "console": "nmc web console (nmc-console: read-only pages of the fleet on 127.0.0.1:8470)",
 }
 
 # For the services that need nothing but the network, their own files and the broker.
@@ -170,8 +179,11 @@ def _service_lines(role: str, options: SystemdOptions) -> list[str]:
         return lines
     lines += ["# Sandbox: this service only reads /etc/nmc and talks to the broker."]
     lines += list(_SANDBOX)
-    if role == "policy":
+    if role in ("policy", "console"):
         lines.append("PrivateDevices=yes")
+    if role == "console":
+        lines += ["# It prints its URL with a new access token at every start: journalctl -u nmc-console",
+                  "# shows it to whoever may read this unit's journal. docs/console.md."]
     if role == "audit":
         # No PrivateDevices=: audit.syslog = unix:///dev/log needs the host's /dev/log.
         lines += ["# audit.file and its position file (audit.jsonl.position) live here; the service rotates the",
@@ -181,7 +193,7 @@ def _service_lines(role: str, options: SystemdOptions) -> list[str]:
 
 
 def render_unit(role: str, options: SystemdOptions) -> str:
-    """The text of one unit file (`role` is node, policy or audit)."""
+    """The text of one unit file (`role` is node, policy, audit or console)."""
     name = unit_name(role)
     lines = [
         f"# {name}: written by `nmc ops systemd` (nmc {__version__}).",
@@ -262,6 +274,11 @@ def etc_tree(options: SystemdOptions) -> dict[str, str]:
         f"Its certificate (role audit): nmc ops ca issue {EXAMPLE_AUDIT_NAME} --role service --role audit.",
         {**security(EXAMPLE_AUDIT_NAME), "audit.file": "/var/log/nmc/audit.jsonl", "audit.format": "json",
          "audit.max_age": "90d"})
+    tree["console.cfg"] = _cfg(
+        f"The read-only web console: nmc serve console --config {etc / 'console.cfg'} (unit nmc-console.service).\n"
+        f"Its certificate (role console: reads, runs nothing): nmc ops ca issue {EXAMPLE_CONSOLE_NAME} --role console.\n"
+        "It listens on 127.0.0.1:8470 (--bind, --port in ExecStart) and prints its URL with the token: docs/console.md.",
+        security(EXAMPLE_CONSOLE_NAME))
     tree["plugin.d/nats.cfg"] = _cfg(
         "Read by every config in this directory as plugin.nats.<key>: one place for the broker URLs.\n"
         "tls:// with no plugin.nats.tls_* keys: the plugin.security.* certificate is the TLS client certificate.",
@@ -289,8 +306,9 @@ def etc_tree(options: SystemdOptions) -> dict[str, str]:
         f"  {node}.pem   this node's certificate, name = identity, role node\n"
         f"  {node}.key   its private key: root only (chmod 0600)\n"
         f"  {EXAMPLE_POLICY_NAME}.pem / .key   the policy service's (roles service, policy)\n"
-        f"  {EXAMPLE_AUDIT_NAME}.pem / .key    the audit service's (roles service, audit)\n\n"
-        f"The policy and audit services run as user {options.user}: their keys must be readable by it\n"
+        f"  {EXAMPLE_AUDIT_NAME}.pem / .key    the audit service's (roles service, audit)\n"
+        f"  {EXAMPLE_CONSOLE_NAME}.pem / .key  the web console's (role console)\n\n"
+        f"The policy and audit services and the console run as user {options.user}: their keys must be readable by it\n"
         f"(chown root:{options.user}, chmod 0640). Users keep their own certificate in ~/.nmc/ssl/.\n\n"
         "On the CA machine (nmc ops ca init --dir /srv/nmc-ca once):\n"
         f"  nmc ops ca issue {node} --role node --dir /srv/nmc-ca\n"
