@@ -103,6 +103,10 @@ async def test_the_token_in_the_url_sets_a_cookie_and_pages_carry_security_heade
         assert r.status == 302 and "token" not in r.headers["Location"]
         cookie = r.headers["Set-Cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    # The redirect stays on this site whatever the path looks like, and keeps the other parameters.
+    async with http.get(base(console) + "//evil.example/", params={"token": console.token, "filter": "role=web"},
+                        allow_redirects=False) as r:
+        assert r.status == 302 and r.headers["Location"] == "/evil.example/?filter=role%3Dweb"
     async with http.get(base(console) + "/") as r:  # the session's cookie jar now holds it
         assert r.status == 200
         csp = r.headers["Content-Security-Policy"]

@@ -14,6 +14,7 @@ import hmac
 import json
 import secrets
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from importlib import resources
@@ -74,7 +75,9 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method == "GET" and not request.path.startswith("/api/"):
             # Take the token out of the address bar (and history) at once: the cookie carries it from now on.
             query = {k: v for k, v in request.query.items() if k != "token"}
-            response = web.HTTPFound(str(request.rel_url.with_query(query)))
+            # One leading slash: "//evil.example/" would be a redirect to another site.
+            target = "/" + urllib.parse.quote(request.path.lstrip("/"))
+            response = web.HTTPFound(target + (f"?{urllib.parse.urlencode(query)}" if query else ""))
             response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/",
                                 secure=request.secure)
             raise response
