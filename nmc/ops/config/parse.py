@@ -26,8 +26,8 @@ __all__ = [
 
 # Environment variables that steer the tools themselves and so must never be
 # mistaken for a setting named e.g. ``config`` or ``ca_dir``.
-RESERVED_ENV = frozenset({"NMC_CONFIG", "NMC_SERVER_CONFIG", "NMC_POLICY_CONFIG", "NMC_AUDIT_CONFIG", "NMC_ETC_DIR",
-                          "NMC_CA_DIR", "NMC_DEBUG", "NMC_LOG_FORMAT", "NMC_STATE_DIR"})
+RESERVED_ENV = frozenset({"NMC_CONFIG", "NMC_SERVER_CONFIG", "NMC_POLICY_CONFIG", "NMC_AUDIT_CONFIG",
+                          "NMC_CONSOLE_CONFIG", "NMC_ETC_DIR", "NMC_CA_DIR", "NMC_DEBUG", "NMC_LOG_FORMAT", "NMC_STATE_DIR"})
 
 ENV_PREFIX = "NMC_"
 
