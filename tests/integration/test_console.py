@@ -194,6 +194,11 @@ async def test_an_audit_search_finds_the_denied_caller_and_exports_json_lines(
 
     events = (await api(http, console, "/api/events", kind="startup"))["events"]
     assert {e["identity"] for e in events} >= set(fleet.identities)
+    async with http.get(base(console) + "/events", params={"kind": "startup"}, headers=bearer(console)) as r:
+        page = await r.text()
+    assert r.status == 200 and all(identity in page for identity in fleet.identities)
+    async with http.get(base(console) + "/api/audit", params={"since": "yesterday"}, headers=bearer(console)) as r:
+        assert r.status == 400 and "bad time" in (await r.json())["error"]
 
 
 async def _nonempty(records: Any) -> bool:
