@@ -138,6 +138,10 @@ async def test_the_fleet_page_lists_filters_counts_and_escapes(fleet: HostileFle
         assert r.status == 400
         page = await r.text()
     assert "bad filter: column 15: expected a term after" in page and "role=web and (\n" + " " * 14 + "^" in page
+    async with http.get(base(console) + "/", params={"filter": '"><script>alert(2)</script>'},
+                        headers=bearer(console)) as r:  # what the user typed is shown back, escaped, as it was typed
+        page = await r.text()
+    assert "<script>" not in page and "&#34;&gt;&lt;script&gt;alert(2)&lt;/script&gt;" in page
     async with http.get(base(console) + "/api/fleet", params={"filter": "role=web and ("},
                         headers=bearer(console)) as r:
         assert r.status == 400

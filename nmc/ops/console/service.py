@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,10 @@ class ConsoleService:
             await self.nc.close()
             raise
         log.info("console_listening", url=self.url, bind=self.bind, port=self.bound_port)
+        if not _loopback(self.bind):
+            log.warning("console_not_loopback", bind=self.bind,
+                        message="plain HTTP: the token and every page cross the network in the clear; "
+                                "put a TLS proxy in front (docs/console.md)")
 
     async def stop(self) -> None:
         """Stop listening, then close the connection."""
@@ -73,6 +78,13 @@ class ConsoleService:
             with contextlib.suppress(Exception):
                 await self.nc.close()
             self.nc = None
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def build_console(config: Config, *, bind: str = "127.0.0.1", port: int = DEFAULT_PORT,
