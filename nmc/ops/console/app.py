@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+import sys
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,12 @@ from importlib import resources
 from typing import Any
 
 import jinja2
-from aiohttp import web
+
+if sys.modules.get("aiohttp", False) is None:
+    # `nmc` marks aiohttp absent so that nats-py does not load it into every command (nmc.cli.main);
+    # the console is the one part of nmc that uses it.
+    del sys.modules["aiohttp"]
+from aiohttp import web  # noqa: E402 - after lifting nmc.cli.main's mark
 
 from nmc.audit.reader import AuditQuery
 from nmc.errors import NmcError, reason_of
