@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sys
@@ -16,8 +15,7 @@ from nmc.audit.errors import AuditStreamError
 from nmc.audit.formats import json_line, text_line
 from nmc.audit.reader import AuditQuery, read_records
 from nmc.audit.stream import STREAM
-from nmc.cli.common import connect_client, load_client_config
-from nmc.errors import NmcError
+from nmc.cli.common import connect_client, load_client_config, run
 from nmc.ops.config.files import Config
 from nmc.ops.broker.jetstream import SetupError, setup_audit_stream
 from nmc.ops.config.settings import jetstream_replicas, parse_duration, record_verifier
@@ -52,15 +50,8 @@ async def _connect(config: Config) -> AsyncIterator[Any]:
 
 
 def _run(ctx: click.Context, coro: Any) -> None:
-    debug = bool((ctx.find_root().obj or {}).get("debug"))
-    try:
-        asyncio.run(coro)
-    except NmcError as exc:
-        if debug:
-            raise
-        raise click.ClickException(str(exc)) from exc
-    except KeyboardInterrupt:
-        sys.exit(130)
+    """Run it; Ctrl-C is a normal end here, said nothing about (nmc.cli.common.run)."""
+    run(ctx, lambda: coro, say_interrupted=False)
 
 
 async def _print(ctx: click.Context, query: AuditQuery, *, last: int | None, follow: bool, as_json: bool,

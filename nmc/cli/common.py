@@ -258,8 +258,11 @@ async def connect_client(config: Config, *, name: str) -> Any:
         raise SettingsError(exc.reason) from exc
 
 
-def run(ctx: click.Context, coro_fn: Callable[[], Awaitable[T]]) -> T:
-    """Run a command's coroutine, turning expected failures into one-line errors."""
+def run(ctx: click.Context, coro_fn: Callable[[], Awaitable[T]], *, say_interrupted: bool = True) -> T:
+    """Run a command's coroutine, turning expected failures into one-line errors.
+
+    `say_interrupted=False`: Ctrl-C is the normal end (`nmc audit tail -f`, `nmc events watch`).
+    """
     debug = bool((ctx.find_root().obj or {}).get("debug"))
     try:
         return asyncio.run(coro_fn())  # type: ignore[arg-type]
@@ -274,5 +277,6 @@ def run(ctx: click.Context, coro_fn: Callable[[], Awaitable[T]]) -> T:
         raise click.ClickException("lost the connection to NATS and could not get it back; "
                                    "results so far are not shown") from exc
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        if say_interrupted:
+            click.echo("interrupted", err=True)
         sys.exit(130)

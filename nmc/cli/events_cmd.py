@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 import click
 
-from nmc.cli.common import build_filter, connect_client, filter_options, load_client_config
-from nmc.errors import NmcError
+from nmc.cli.common import build_filter, connect_client, filter_options, load_client_config, run
 from nmc.protocol.events import EVENT_KINDS
 
 __all__ = ["events"]
@@ -61,15 +58,8 @@ def _line(seen: Any, as_json: bool) -> str:
 
 
 def _run(ctx: click.Context, coro: Any) -> None:
-    debug = bool((ctx.find_root().obj or {}).get("debug"))
-    try:
-        asyncio.run(coro)
-    except NmcError as exc:
-        if debug:
-            raise
-        raise click.ClickException(str(exc)) from exc
-    except KeyboardInterrupt:
-        sys.exit(130)
+    """Run it; Ctrl-C is a normal end here, said nothing about (nmc.cli.common.run)."""
+    run(ctx, lambda: coro, say_interrupted=False)
 
 
 @click.group("events")
