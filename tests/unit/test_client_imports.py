@@ -17,8 +17,8 @@ from nmc.protocol.ddls import BUILTIN_DDLS, BUILTIN_ORIGINS
 
 # The structlog set-up the commands share with the daemons lives in nmc.transport.logs: no part of
 # nmc.ops.daemon is needed by a client command.
-# Nor the web console's templates (Jinja2 is imported by `nmc serve console` only; aiohttp cannot be
-# kept out: nats-py imports it whenever it is installed, for a websocket transport nmc does not use).
+# Nor the web console's templates (Jinja2 is imported by `nmc serve console` only; aiohttp is kept out
+# by the `nmc` entry point's mark, nmc.cli.main, not by these imports: nats-py imports it when it can).
 FORBIDDEN = ("nmc.services", "nmc.ops.fleet", "nmc.ops.daemon", "nmc.ops.console", "jinja2")
 
 
