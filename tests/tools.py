@@ -9,7 +9,8 @@ with its own `shutil.which` check, so a missing program always reads the same
 - Optional tools (OPTIONAL below) are ones nmc's users can do without: a node
   without facter reads YAML facts, puppet is only for the puppet agent, rsyslog
   only for the audit service's syslog sink, systemd-analyze only checks the units
-  `nmc ops systemd` writes, zsh and fish only for their completion scripts.
+  `nmc ops systemd` writes, zsh and fish only for their completion scripts,
+  chromium and its chromedriver only for the console's real-browser test.
   Without one, each test that needs it is skipped with that one line.
 - Node.js and its npm `nats` client (tests/integration/npmkit.py) are not optional: the
   README's test command installs the client, and the ADR-32 interop check is
@@ -31,10 +32,10 @@ from collections.abc import Callable, Iterator
 import pytest
 
 # The one apt line that installs everything the suite uses (README.md and .ci/run say the same).
-APT = ("nodejs", "npm", "facter", "puppet", "rsyslog", "systemd", "zsh", "fish")
+APT = ("nodejs", "npm", "facter", "puppet", "rsyslog", "systemd", "zsh", "fish", "chromium", "chromium-driver")
 # Program -> the Debian package that provides it, for the tools users can do without.
 OPTIONAL = {"facter": "facter", "puppet": "puppet", "rsyslogd": "rsyslog", "systemd-analyze": "systemd",
-            "zsh": "zsh", "fish": "fish"}
+            "zsh": "zsh", "fish": "fish", "chromium": "chromium", "chromedriver": "chromium-driver"}
 # Daemons such as rsyslogd live in sbin, which is not on a non-root user's PATH.
 _SBIN = os.pathsep.join(("/usr/local/sbin", "/usr/sbin", "/sbin"))
 _FALSE = {"", "0", "false", "no", "off"}
