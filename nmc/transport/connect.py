@@ -66,7 +66,10 @@ def connect_error_reason(exc: BaseException | None, *, tls: Any = None, timeout:
     if isinstance(exc, (asyncio.TimeoutError, nats.errors.TimeoutError)):
         waited = f" after {timeout:g} s" if timeout else ""
         return f"no answer from the broker{waited} (is plugin.nats.servers right, and is it a NATS port?)"
-    if isinstance(exc, (_BrokerHungUp, nats.errors.UnexpectedEOF)) or exc is None:
+    if isinstance(exc, (_BrokerHungUp, nats.errors.UnexpectedEOF, ConnectionResetError, BrokenPipeError)) \
+            or exc is None:
+        # A refused certificate usually shows as the server's -ERR, but on a busy machine the close
+        # can win the race and only asyncio's "Connection lost" (a reset) is left: the same story.
         return f"the broker closed the connection during the handshake ({admits})"
     text = str(exc) or type(exc).__name__
     if "authorization" in text.lower():
