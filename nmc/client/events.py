@@ -108,12 +108,8 @@ async def watch_events(nc: NATS, verifier: EventVerifier, *, collective: str | N
             on_ready(subject)
         while True:
             seen = await queue.get()
-            if not seen.verified:
-                if on_refused is not None:
-                    on_refused(seen)
-                if not unverified:
-                    continue
-            yield seen
+            if _shown(seen, unverified, on_refused):
+                yield seen
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
@@ -158,12 +154,18 @@ async def query_events(nc: NATS, verifier: EventVerifier, *, collective: str | N
         seen = _check(verifier, msg.subject or "", msg.data or b"", msg.headers,
                       stored.timestamp() if stored is not None else None)
         seen = SeenEvent(seen.subject, seen.event, seen.refused, stored)
-        if not seen.verified:
-            if on_refused is not None:
-                on_refused(seen)
-            if not unverified:
-                continue
-        yield seen
+        if _shown(seen, unverified, on_refused):
+            yield seen
+
+
+def _shown(seen: SeenEvent, unverified: bool, on_refused: Callable[[SeenEvent], None] | None) -> bool:
+    """Whether to yield `seen`: a verified event always; a refused one is told to `on_refused`, and shown only
+    when `unverified` asks for it (marked, never as genuine)."""
+    if seen.verified:
+        return True
+    if on_refused is not None:
+        on_refused(seen)
+    return unverified
 
 
 async def _first_at(js: Any, stream: str, when: datetime, low: int, high: int) -> int | None:

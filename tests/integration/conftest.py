@@ -9,6 +9,7 @@ import pytest
 
 from nmc.ops.broker.server import Broker
 from tests.integration.fleetkit import Fleet, FleetCA
+from tests.integration.puppetkit import PuppetSite
 
 
 @pytest.fixture
@@ -23,3 +24,11 @@ async def fleet(nats_server: Broker, test_ca: FleetCA) -> AsyncIterator[Fleet]:
     f = Fleet(url=nats_server.url, ca=test_ca)
     yield f
     await f.stop()
+
+
+@pytest.fixture
+async def puppet_site(fleet: Fleet, tmp_path: Path) -> AsyncIterator[PuppetSite]:
+    """Per-node Puppet directories; runs still going at the end are stopped before the fleet stops."""
+    site = PuppetSite(tmp_path / "puppet", fleet)
+    yield site
+    await site.stop_runs()

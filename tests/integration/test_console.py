@@ -20,11 +20,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 
 from nmc.client.run import JobOptions, run_action
 from nmc.ops.console.service import ConsoleService
 from tests.adversarial.kit import HostileFleet, until
+from tests.integration.consolekit import hostile_fact_fleet, running_console
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 NODES = 4
@@ -34,24 +34,14 @@ COLUMNS = ("role", "country", "motd")
 
 @pytest.fixture
 async def fleet(tmp_path: Path) -> AsyncIterator[HostileFleet]:
-    fleet = HostileFleet(tmp_path / "fleet", node_count=NODES)
-    victim = fleet.layout.node_dir(fleet.identities[0]) / "facts.yaml"
-    facts = yaml.safe_load(victim.read_text())
-    victim.write_text(yaml.safe_dump({**facts, "motd": HOSTILE}))  # facts come from the node: attacker-controlled
-    try:
-        yield await fleet.start()
-    finally:
-        await fleet.stop()
+    async with hostile_fact_fleet(tmp_path / "fleet", NODES, HOSTILE) as fleet:
+        yield fleet
 
 
 @pytest.fixture
 async def console(fleet: HostileFleet) -> AsyncIterator[ConsoleService]:
-    service = ConsoleService(fleet.client_config("nmc-console"), bind="127.0.0.1", port=0, columns=COLUMNS)
-    await service.start(give_up_after=10)
-    try:
+    async with running_console(fleet, COLUMNS) as service:
         yield service
-    finally:
-        await service.stop()
 
 
 @pytest.fixture

@@ -19,17 +19,9 @@ from nmc.services.agents import BUILTIN_AGENTS
 from nmc.services.agents.puppet import run_event_data
 from nmc.services.events import EventPublisher, EventSettings
 from tests.integration.fleetkit import Fleet, FleetCA
-from tests.integration.puppetkit import PuppetSite
 from tests.tools import needs_tool
 
 _puppet = needs_tool("puppet")  # skipped with one line without puppet, failed in CI (tests/tools.py)
-
-
-@pytest.fixture
-async def puppet_site(fleet, tmp_path):
-    site = PuppetSite(tmp_path / "puppet", fleet)
-    yield site
-    await site.stop_runs()
 
 
 async def events_of(nats_url: str, test_ca: FleetCA, kind: str) -> tuple[Any, asyncio.Queue[CloudEvent]]:

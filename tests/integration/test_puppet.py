@@ -9,22 +9,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
 from nmc.client.runall import runall
 from nmc.protocol.status import Status
-from tests.integration.puppetkit import PuppetSite, max_overlap, wait_until
+from tests.integration.puppetkit import max_overlap, wait_until
 from tests.tools import needs_tool
 
 _puppet = needs_tool("puppet")  # skipped with one line without puppet, failed in CI (tests/tools.py)
-
-
-@pytest.fixture
-async def puppet_site(fleet, tmp_path):
-    """Per-node Puppet directories; runs still going at the end are stopped before the fleet stops."""
-    site = PuppetSite(tmp_path / "puppet", fleet)
-    yield site
-    await site.stop_runs()
 
 
 async def call(fc, action, node, data=None):

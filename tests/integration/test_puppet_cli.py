@@ -9,18 +9,10 @@ import time
 
 import pytest
 
-from tests.integration.puppetkit import PuppetSite, client_env_for, max_overlap, run_nmc
+from tests.integration.puppetkit import client_env_for, max_overlap, run_nmc
 from tests.tools import needs_tool
 
 _puppet = needs_tool("puppet")  # skipped with one line without puppet, failed in CI (tests/tools.py)
-
-
-@pytest.fixture
-async def puppet_site(fleet, tmp_path):
-    """Per-node Puppet directories; runs still going at the end are stopped before the fleet stops."""
-    site = PuppetSite(tmp_path / "puppet", fleet)
-    yield site
-    await site.stop_runs()
 
 
 @pytest.fixture
