@@ -145,3 +145,26 @@ async def test_a_node_stores_only_its_own_replies_and_a_user_only_its_own_record
         with pytest.raises(JobsError, match="no job"):
             await read_job(auditor.nc, auditor.verifier, "nmc", "admin", "0123abcd")
     assert sum("permissions violation" in e.lower() for e in errors) == 2, errors
+
+
+@pytest.mark.parametrize("role_name", ["nmc-policy", "nmc-audit", "nmc-console", "mallory"])
+async def test_no_other_role_reads_or_writes_a_callers_job(fleet: HostileFleet, role_name: str) -> None:
+    async with fleet.client("admin") as fc:
+        result = await run_action(fc, "rpcutil", "ping", job=JobOptions())
+        assert result is not None and result.job_id
+    errors: list[str] = []
+    raw = await fleet.connect_as(role_name, errors=errors)
+    victim = fleet.identities[0]
+    reply = job_subject("nmc", "admin", result.job_id, "reply", victim)
+    # Read admin's stored reply; forge admin's end record; overwrite a node's stored reply.
+    if role_name != "nmc-console":  # the console reads every caller's jobs (its role), and only reads
+        with pytest.raises(Exception):
+            await raw.request(f"$JS.API.DIRECT.GET.NMC_JOBS.{reply}", b"", timeout=2)
+    await raw.publish(job_subject("nmc", "admin", result.job_id, "end"), b"{}")
+    await raw.publish(reply, b"{}")
+    await raw.flush()
+    async with fleet.client("admin") as fc:
+        job = await read_job(fc.nc, fc.verifier, "nmc", "admin", result.job_id)
+    assert len(job.results) == NODES and job.unverified == () and job.end is not None
+    expected = 2 if role_name == "nmc-console" else 3
+    assert sum("permissions violation" in e.lower() for e in errors) == expected, errors
