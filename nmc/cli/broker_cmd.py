@@ -140,6 +140,9 @@ _TLS_OPTIONS = [
     click.option("--role-pattern", "role_patterns", multiple=True, metavar="ROLE=GLOB",
                  help="Role for certificates without one (no OU, e.g. Puppet's), by name: user='*.users'; "
                       "the first match wins; repeatable."),
+    click.option("--policy-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                 help="The policy service's directory: its jobs.policy lets users read named other users' jobs "
+                      "(docs/jobs.md). Without it, a user reads its own jobs and the auditor role everyone's."),
 ]
 
 
@@ -180,7 +183,7 @@ def _secure(settings: BrokerSettings, tls: dict[str, Any], *, server_roles: tupl
         sources = TrustSources(ca_dir=ca_dir, ca_file=tls["ca_file"], crl_file=tls["crl_file"],
                                server_cert=tls["tls_cert"], server_key=tls["tls_key"], server_name=tls["server_name"],
                                extra_certs=tuple(tls["extra_certs"]), role_patterns=_role_patterns(tls["role_patterns"]),
-                               server_roles=server_roles)
+                               server_roles=server_roles, policy_dir=tls["policy_dir"])
         scope = Scope(collective=tls["collective"], registry_bucket=tls["registry_bucket"], jetstream_domain=domain)
         return secure_broker_settings(settings, sources, scope)
     except (NmcError, ValueError) as exc:

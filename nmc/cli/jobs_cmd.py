@@ -24,7 +24,7 @@ def jobs() -> None:
     """Jobs: every rpc's request and the nodes' signed replies, kept in NMC_JOBS.
 
     You read your own jobs; a certificate with the auditor role reads everyone's
-    (--caller). Every stored reply's signature is checked again when it is shown.
+    (--caller), and jobs.policy may grant reads of named callers' jobs (docs/jobs.md). Every stored reply's signature is checked again when it is shown.
 
     \b
     Examples:
@@ -47,7 +47,7 @@ def _when(ts: float) -> str:
 
 @jobs.command("list")
 @click.option("--caller", default=None, metavar="NAME",
-              help="Whose jobs (a certificate name; default: your own). Others' need the auditor role.")
+              help="Whose jobs (a certificate name; default: your own). Others' need the auditor role or a jobs.policy grant.")
 @click.option("--agent", default=None, help="Only jobs of this agent.")
 @click.option("--since", default=None, metavar="AGE", help="Only jobs started in the last AGE (90s, 12h, 7d).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of jobs, newest first.")
@@ -59,7 +59,7 @@ def list_command(ctx: click.Context, caller: str | None, agent: str | None, sinc
     Examples:
       nmc jobs list
       nmc jobs list --since 2h --agent puppet
-      nmc jobs list --caller bob --json      # needs the auditor role
+      nmc jobs list --caller bob --json      # needs the auditor role or a jobs.policy grant
     """
     after = None
     if since is not None:

@@ -169,7 +169,8 @@ class _Reader:
 
 def _refused(who: str) -> str:
     return (f"no answer from {JOBS_STREAM} for {who}'s jobs within {_READ_TIMEOUT:g} s: the broker refuses to show "
-            "another caller's jobs unless the certificate has the auditor role (or JetStream is down)")
+            "another caller's jobs unless the certificate has the auditor role or jobs.policy grants it "
+            "(or JetStream is down)")
 
 
 def _verify_record(msg: Any, verifier: Verifier, caller: str, kind: type[JobStart] | type[JobEnd]) -> Any:

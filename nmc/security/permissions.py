@@ -48,7 +48,10 @@ Three rules hold for every role, because nats-server enforces nothing finer:
 
 The permissions of a role depend on its name and the ``Scope`` only, never on which
 other certificates exist: regenerating the configuration after a revocation leaves
-every other user's permissions exactly as they were.
+every other user's permissions exactly as they were. The one addition is a policy's:
+``jobs.policy`` may grant a user reads of named other callers' jobs
+(``job_reader_permissions``, decided in nmc.authz.jobread when the configuration is
+generated), and such a grant names the callers it covers.
 """
 
 from __future__ import annotations
@@ -83,11 +86,13 @@ __all__ = [
     "LEAF_ROLE",
     "OPERATOR_ROLE",
     "ROLE_PERMISSIONS",
+    "USER_ROLE",
     "Permissions",
     "Scope",
     "audit_permissions",
     "auditor_permissions",
     "console_permissions",
+    "job_reader_permissions",
     "leaf_permissions",
     "node_permissions",
     "operator_permissions",
@@ -103,6 +108,7 @@ BROKER_ROLE = "broker"
 CONSOLE_ROLE = "console"
 LEAF_ROLE = "leaf"
 OPERATOR_ROLE = "operator"
+USER_ROLE = "user"
 _JS = "$JS.API"
 _ANSWERS = f"{INBOX_ROOT}.>"  # where every nmc connection takes its replies (nmc.security.names)
 
@@ -254,6 +260,17 @@ def auditor_permissions(name: str, scope: Scope) -> Permissions:
     )
 
 
+def job_reader_permissions(owners: Iterable[str] | None, scope: Scope) -> Permissions:
+    """Reading other callers' jobs, as ``jobs.policy`` granted (nmc.authz.jobread): direct gets under their names.
+
+    ``owners`` None is every caller's jobs (the auditor's reach); otherwise one subject
+    pattern per owner, so the broker refuses every other caller's job subjects.
+    """
+    roots = [_jobs(scope.collective)] if owners is None else [_jobs(scope.collective, o) for o in owners]
+    return Permissions(publish=(f"{_JS}.STREAM.INFO.{JOBS_STREAM}",
+                                *(f"{_JS}.DIRECT.GET.{JOBS_STREAM}.{root}.>" for root in roots)))
+
+
 def console_permissions(name: str, scope: Scope) -> Permissions:
     """The web console: reads the registry, audit, events and (every caller's) jobs streams, runs nothing.
 
@@ -341,5 +358,5 @@ ROLE_PERMISSIONS: Mapping[str, Callable[[str, Scope], Permissions]] = MappingPro
     "node": node_permissions,
     OPERATOR_ROLE: operator_permissions,
     "policy": policy_permissions,
-    "user": user_permissions,
+    USER_ROLE: user_permissions,
 })

@@ -2,7 +2,7 @@
 
 Every rpc is a job (nmc.client.jobs): the caller's signed start and end records and each
 node's signed reply are kept in NMC_JOBS, read back by direct get under the caller's name
-and verified again. Only the caller and the auditor role may read a job.
+and verified again. Only the caller, the auditor role and readers jobs.policy names may read a job.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import pytest
 
 from nmc.client.jobs import JobsError, read_job, wait_job
 from nmc.client.run import JobOptions, run_action
+from nmc.ops.broker.authorization import TrustSources, secure_broker_settings
+from nmc.ops.broker.server import BrokerError
 from nmc.protocol.envelope import Reply
 from nmc.protocol.jobs import job_subject
 from nmc.security import CERTIFICATE_HEADER, SIGNATURE_HEADER
@@ -168,3 +170,33 @@ async def test_no_other_role_reads_or_writes_a_callers_job(fleet: HostileFleet, 
     assert len(job.results) == NODES and job.unverified == () and job.end is not None
     expected = 2 if role_name == "nmc-console" else 3
     assert sum("permissions violation" in e.lower() for e in errors) == expected, errors
+
+
+async def test_jobs_policy_lets_a_named_user_read_another_callers_jobs_and_nothing_more(fleet: HostileFleet) -> None:
+    """The documented procedure: write jobs.policy in the policy directory, regenerate the broker's config, reload."""
+    async with fleet.client("admin") as fc:
+        result = await run_action(fc, "rpcutil", "ping", job=JobOptions())
+        assert result is not None and result.job_id
+    async with fleet.client("ann") as fc:  # ann's own job: the grant below does not reach it
+        anns = await run_action(fc, "rpcutil", "ping", job=JobOptions())
+        assert anns is not None and anns.job_id
+    policies = fleet.layout.policy_dir / "policies"
+    (policies / "jobs.policy").write_text("policy default deny\nallow   cert=mallory   read   caller=admin\n")
+    assert fleet.broker is not None
+    settings, _ = secure_broker_settings(fleet.broker.settings,
+                                         TrustSources(ca_dir=fleet.layout.ca_dir, policy_dir=policies))
+    await asyncio.to_thread(fleet.broker.reload, settings)
+
+    async with fleet.client("mallory") as fc:
+        job = await read_job(fc.nc, fc.verifier, "nmc", "admin", result.job_id)
+        assert len(job.results) == NODES and job.unverified == ()
+        with pytest.raises(JobsError):
+            await read_job(fc.nc, fc.verifier, "nmc", "ann", anns.job_id)
+    shown = await nmc(fleet, "mallory", "jobs", "show", result.job_id, "--caller", "admin", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert sorted(r["sender"] for r in json.loads(shown.stdout)["replies"]) == sorted(fleet.identities)
+
+    # A jobs.policy with an error grants nothing: the configuration is refused, with where and why.
+    (policies / "jobs.policy").write_text("policy default deny\nallow   cert=mallory   read   caller=(admin\n")
+    with pytest.raises(BrokerError, match=r"jobs.policy:2: error"):
+        secure_broker_settings(fleet.broker.settings, TrustSources(ca_dir=fleet.layout.ca_dir, policy_dir=policies))

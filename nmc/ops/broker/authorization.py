@@ -27,6 +27,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 
+from nmc.authz.files import load_policy_dir
+from nmc.authz.jobread import JobPolicyError, job_read_grants
+from nmc.authz.policyset import PolicySet
 from nmc.ops import pki
 from nmc.ops.broker.server import BrokerError, BrokerSettings
 from nmc.security import (
@@ -43,10 +46,12 @@ from nmc.security.permissions import (
     LEAF_ROLE,
     OPERATOR_ROLE,
     ROLE_PERMISSIONS,
+    USER_ROLE,
     Permissions,
     Scope,
     audit_permissions,
     leaf_permissions,
+    job_reader_permissions,
     node_permissions,
     operator_permissions,
     policy_permissions,
@@ -153,6 +158,7 @@ def plan_users(
     ca_certificates: Sequence[x509.Certificate],
     revocations: Revocations | None = None,
     role_patterns: Sequence[tuple[str, str]] = (),
+    job_policy: PolicySet | None = None,
     now: dt.datetime | None = None,
 ) -> Authorization:
     """Which certificates become which users (pure).
@@ -162,6 +168,8 @@ def plan_users(
     when it has none of them (a Puppet certificate), the role of the first
     ``(role, glob)`` in ``role_patterns`` its name matches. Certificates of
     the same user (a rotation in progress) share one user with every key pinned.
+    With ``job_policy``, its ``jobs.policy`` grants users reads of other users' jobs
+    (nmc.authz.jobread; JobPolicyError when it has errors).
     """
     moment = now or dt.datetime.now(dt.timezone.utc)
     for role, _ in role_patterns:
@@ -201,11 +209,15 @@ def plan_users(
             continue
         known_roles.update(roles)
         pins.add(spki_pin(cert))
+    people = [name for name, user_roles, _ in merged.values() if USER_ROLE in user_roles]
+    grants = job_read_grants(job_policy, people, people) if job_policy is not None else {}
     users = []
     for user, (name, user_roles, pins) in sorted(merged.items()):
         permissions = Permissions()
         for role in sorted(user_roles):
             permissions = permissions | ROLE_PERMISSIONS[role](name, scope)
+        if name in grants:
+            permissions = permissions | job_reader_permissions(grants[name], scope)
         users.append(BrokerUser(user=user, name=name, roles=tuple(sorted(user_roles)), pins=tuple(sorted(pins)),
                                 permissions=permissions))
     return Authorization(users=tuple(users), skipped=tuple(skipped), brokers=tuple(sorted(brokers)))
@@ -283,6 +295,7 @@ class TrustSources:
     extra_certs: tuple[Path, ...] = ()
     role_patterns: tuple[tuple[str, str], ...] = ()
     server_roles: tuple[str, ...] = (BROKER_ROLE,)  # of the broker's own certificate; a site's leaf adds "leaf"
+    policy_dir: Path | None = None  # the policy service's directory: its jobs.policy grants job reads
 
     def __post_init__(self) -> None:
         """A CA directory or the files it would provide."""
@@ -361,9 +374,12 @@ def secure_broker_settings(
             revocations = RevocationList.from_pem(crl_file.read_bytes(), cas)
         except (OSError, SecurityError) as exc:
             raise BrokerError(f"{crl_file}: {getattr(exc, 'reason', None) or exc}") from None
+    job_policy = load_policy_dir(sources.policy_dir) if sources.policy_dir is not None else None
     try:
         auth = plan_users(certificates, scope, ca_certificates=cas, revocations=revocations,
-                          role_patterns=sources.role_patterns, now=now)
+                          role_patterns=sources.role_patterns, job_policy=job_policy, now=now)
+    except JobPolicyError as exc:
+        raise BrokerError(f"{sources.policy_dir}/{exc}") from None
     except ValueError as exc:
         raise BrokerError(str(exc)) from None
     # The broker's own key is a route peer of itself (servers of one machine may share a certificate).

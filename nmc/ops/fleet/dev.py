@@ -362,7 +362,7 @@ class DevFleet:
             allow_unsigned(self.layout, self.unsigned_actions)
         settings, _ = secure_broker_settings(
             BrokerSettings(port=port, store_dir=self.layout.broker_dir / "jetstream", server_name="nmc-dev"),
-            TrustSources(ca_dir=self.layout.ca_dir))
+            TrustSources(ca_dir=self.layout.ca_dir, policy_dir=self.layout.policy_dir / "policies"))
         broker = Broker(settings, self.layout.broker_dir)
         broker.start()
         return broker, [load_config(p, kind="server", env={}) for p in cfgs]
