@@ -9,13 +9,16 @@ default, and print the aggregate summaries under the results; without one
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import click
 
 from nmc.cli.terminal import choose_color  # re-exported: render is where commands look for it
 from nmc.client.fleet import CallResult, NodeResult
+from nmc.client.results import fmt_value as _fmt_value
+from nmc.client.results import labelled as _labelled
+from nmc.client.results import said as _said
 from nmc.protocol.aggregate import AggregateResult
 from nmc.protocol.ddl import ActionSpec
 
@@ -23,14 +26,6 @@ __all__ = ["DISPLAY_MODES", "call_json", "choose_color", "default_display", "pri
            "print_summary", "print_table", "reply_json", "shown_replies", "summary_json"]
 
 DISPLAY_MODES = ("ok", "failed", "all", "none")
-
-
-def _fmt_value(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True)
-    if value is None:
-        return ""
-    return str(value)
 
 
 def default_display(spec: ActionSpec | None) -> str:
@@ -44,30 +39,6 @@ def shown_replies(result: CallResult, display: str) -> list[NodeResult]:
     """The replies a --display mode shows, sorted by identity."""
     keep = {"all": lambda r: True, "ok": lambda r: r.ok, "failed": lambda r: not r.ok, "none": lambda r: False}
     return [r for r in sorted(result.results, key=lambda r: r.identity) if keep[display](r)]
-
-
-def _labelled(data: Mapping[str, Any], spec: ActionSpec | None) -> list[tuple[str, Any]]:
-    """(label, value) pairs: declared outputs first in DDL order (missing ones as their default), then the rest."""
-    if spec is None:
-        return list(data.items())
-    pairs = [(o.label, data.get(o.name, o.default)) for o in spec.outputs]
-    declared = {o.name for o in spec.outputs}
-    return pairs + [(k, v) for k, v in data.items() if k not in declared]
-
-
-def _empty(value: Any) -> bool:
-    return value is None or (isinstance(value, (str, dict, list, tuple)) and not value)
-
-
-def _said(data: Mapping[str, Any], spec: ActionSpec | None) -> list[tuple[str, Any]]:
-    """A failed reply's (label, value) pairs worth showing: the ones it really carries.
-
-    The node fills every declared output a failed action left out with its default, so an output
-    still at its default, or empty, says nothing: the failure message says what happened.
-    """
-    defaults = {o.label: o.default for o in spec.outputs} if spec is not None else {}
-    return [(k, v) for k, v in _labelled(data, spec)
-            if not _empty(v) and not (k in defaults and v == defaults[k] and type(v) is type(defaults[k]))]
 
 
 def _data_lines(pairs: Sequence[tuple[str, Any]]) -> list[str]:
