@@ -16,12 +16,9 @@ from typing import Any
 from nmc.audit.errors import AuditRecordError
 from nmc.protocol.audit import AuditRecord
 from nmc.protocol.audit import decode_record as _decode
-from nmc.protocol.ddl import ActionSpec
+from nmc.protocol.ddl import REDACTED, ActionSpec
 
 __all__ = ["REDACTED", "decode_record", "encode_record", "redact_inputs"]
-
-REDACTED = "***"
-
 
 def encode_record(record: AuditRecord) -> bytes:
     """The record's body (`AuditRecord.to_bytes`); AuditRecordError when it cannot be encoded (NaN: a caller's bug)."""

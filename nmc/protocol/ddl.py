@@ -24,11 +24,12 @@ from nmc.protocol.status import Status
 from nmc.protocol.regex import regex_problem, search
 from nmc.protocol.validators import VALIDATORS
 
-__all__ = ["DISPLAY_POLICIES", "INPUT_TYPES", "ActionSpec", "AgentSpec", "Aggregate", "Input", "InputError", "Output",
-           "coerce_cli_value", "fill_output_defaults", "summarize", "validate_inputs"]
+__all__ = ["DISPLAY_POLICIES", "INPUT_TYPES", "REDACTED", "ActionSpec", "AgentSpec", "Aggregate", "Input", "InputError", "Output",
+           "coerce_cli_value", "fill_output_defaults", "redact_outputs", "summarize", "validate_inputs"]
 
 INPUT_TYPES = ("string", "integer", "float", "number", "boolean", "list", "any")
 DISPLAY_POLICIES = ("ok", "failed", "always")
+REDACTED = "***"  # what records and kept replies hold instead of a sensitive input or output
 
 
 class InputError(ProtocolError, ValueError):
@@ -95,6 +96,7 @@ class Output:
     display_as: str = ""  # label in text output; defaults to the name
     default: Any = None
     type: str = "any"
+    sensitive: bool = False  # secret: the caller gets it, the copy kept in NMC_JOBS holds "***" (docs/jobs.md)
 
     def __post_init__(self) -> None:
         if self.type not in INPUT_TYPES:
@@ -107,8 +109,11 @@ class Output:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"name": self.name, "description": self.description, "display_as": self.display_as or self.name,
-                "default": self.default, "type": self.type}
+        out = {"name": self.name, "description": self.description, "display_as": self.display_as or self.name,
+               "default": self.default, "type": self.type}
+        if self.sensitive:  # only when set, as an input's, so other DDL documents keep their shape
+            out["sensitive"] = True
+        return out
 
 
 @dataclass(frozen=True)
@@ -244,6 +249,18 @@ def fill_output_defaults(spec: ActionSpec, data: Mapping[str, Any]) -> dict[str,
     for o in spec.outputs:
         out.setdefault(o.name, o.default)
     return out
+
+
+def redact_outputs(spec: ActionSpec | None, data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`data` with every output the DDL marks `sensitive` as REDACTED, or None when nothing needs it.
+
+    None lets the node keep the very bytes it sent (one signature) for the usual reply
+    that carries no secret; a reply that does gets a second, separately signed copy.
+    """
+    if spec is None:
+        return None
+    secret = [o.name for o in spec.outputs if o.sensitive and data.get(o.name) not in (None, REDACTED)]
+    return {**data, **dict.fromkeys(secret, REDACTED)} if secret else None
 
 
 def summarize(spec: ActionSpec, ok_data: Iterable[Mapping[str, Any]]) -> list[AggregateResult]:

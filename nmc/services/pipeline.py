@@ -54,7 +54,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Mapping
 
 import structlog
@@ -63,7 +63,7 @@ from nmc.audit.hooks import Auditor, AuditUnavailable, NoAudit
 from nmc.audit.records import redact_inputs
 from nmc.authz.hooks import AllowAll, Authorizer, Decision
 from nmc.protocol.audit import AuditRecord
-from nmc.protocol.ddl import ActionSpec, InputError, fill_output_defaults, validate_inputs
+from nmc.protocol.ddl import ActionSpec, InputError, fill_output_defaults, redact_outputs, validate_inputs
 from nmc.protocol.envelope import EnvelopeError, OutdatedRequestError, Reply, Request, new_request_id
 from nmc.protocol.filter import FilterSyntaxError, matches, parse
 from nmc.protocol.status import Status
@@ -481,6 +481,14 @@ class RequestPipeline:
         if reply_to and self.send is not None:
             await self.send(reply_to, body, headers)
         if keep is not None and job_request is not None:
+            # The kept copy must not hold what the DDL marks sensitive: the caller got it, the stream keeps "***",
+            # signed on its own (a changed body under the first signature would fail verification).
+            agent = self.agents.get(job_request.agent)
+            kept = redact_outputs(agent.spec().actions.get(job_request.action) if agent is not None else None,
+                                  reply.data)
+            if kept is not None:
+                body = replace(reply, data=kept).to_bytes()
+                headers = self.signer.headers(body)
             await keep(job_request, body, headers)
 
     def _failure(self, request_id: str, exc: _Rejected, subject: str) -> Outcome:
