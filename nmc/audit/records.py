@@ -1,24 +1,24 @@
-"""Audit records as nmc.audit reads and writes them, and redaction of sensitive inputs. Pure.
+"""Audit records as nmc.audit reads and writes them. Pure.
 
 The record's schema, strict decoding and id formula are wire contract and
 live in nmc.protocol.audit. This module binds them to nmc.audit's own error:
 `encode_record` and `decode_record` raise AuditRecordError (an AuditError, as
 everything the audit package raises), so the service, the spool and the
-reader catch one family. Redaction is audit policy (which inputs the DDL
-marks sensitive), not wire format, so it stays here.
+reader catch one family. Redaction of sensitive inputs lives with the DDL that declares them
+(nmc.protocol.ddl, shared with the jobs' kept replies); it is re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from nmc.audit.errors import AuditRecordError
 from nmc.protocol.audit import AuditRecord
 from nmc.protocol.audit import decode_record as _decode
-from nmc.protocol.ddl import REDACTED, ActionSpec
+from nmc.protocol.ddl import REDACTED, redact_inputs
 
 __all__ = ["REDACTED", "decode_record", "encode_record", "redact_inputs"]
+
 
 def encode_record(record: AuditRecord) -> bytes:
     """The record's body (`AuditRecord.to_bytes`); AuditRecordError when it cannot be encoded (NaN: a caller's bug)."""
@@ -31,19 +31,3 @@ def encode_record(record: AuditRecord) -> bytes:
 def decode_record(payload: bytes) -> dict[str, Any]:
     """nmc.protocol.audit.decode_record, raising AuditRecordError saying why `payload` is not a record."""
     return _decode(payload, error=AuditRecordError)
-
-
-def redact_inputs(spec: ActionSpec | None, data: Mapping[str, Any]) -> dict[str, Any]:
-    """`data` with every input the action's DDL marks `sensitive` replaced by "***".
-
-    Unknown actions (no spec) and undeclared inputs are kept as sent: only the
-    DDL can say what is secret, and the request is refused anyway when the
-    action does not exist.
-    """
-    out = dict(data)
-    if spec is None:
-        return out
-    for inp in spec.inputs:
-        if getattr(inp, "sensitive", False) and inp.name in out:
-            out[inp.name] = REDACTED
-    return out

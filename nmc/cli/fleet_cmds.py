@@ -295,7 +295,7 @@ def rpc(ctx: click.Context, agent: str, action: str, inputs: tuple[str, ...], as
     machine = as_json or as_jsonl
     job = None
     if background or not (no_job or no_discovery):
-        from nmc.audit.records import redact_inputs  # the start record keeps inputs as the audit trail does
+        from nmc.protocol.ddl import redact_inputs  # the start record keeps inputs as the audit trail does
 
         shown = redact_inputs(action_spec, data)
         job = (JobOptions(background=True, shown_data=shown) if background

@@ -25,7 +25,7 @@ from nmc.protocol.regex import regex_problem, search
 from nmc.protocol.validators import VALIDATORS
 
 __all__ = ["DISPLAY_POLICIES", "INPUT_TYPES", "REDACTED", "ActionSpec", "AgentSpec", "Aggregate", "Input", "InputError", "Output",
-           "coerce_cli_value", "fill_output_defaults", "redact_outputs", "summarize", "validate_inputs"]
+           "coerce_cli_value", "fill_output_defaults", "redact_inputs", "redact_outputs", "summarize", "validate_inputs"]
 
 INPUT_TYPES = ("string", "integer", "float", "number", "boolean", "list", "any")
 DISPLAY_POLICIES = ("ok", "failed", "always")
@@ -248,6 +248,22 @@ def fill_output_defaults(spec: ActionSpec, data: Mapping[str, Any]) -> dict[str,
     out = dict(data)
     for o in spec.outputs:
         out.setdefault(o.name, o.default)
+    return out
+
+
+def redact_inputs(spec: ActionSpec | None, data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data` with every input the DDL marks `sensitive` as REDACTED (audit records, job start records).
+
+    Unknown actions (no spec) and undeclared inputs are kept as sent: only the
+    DDL can say what is secret, and the request is refused anyway when the
+    action does not exist.
+    """
+    out = dict(data)
+    if spec is None:
+        return out
+    for inp in spec.inputs:
+        if inp.sensitive and inp.name in out:
+            out[inp.name] = REDACTED
     return out
 
 

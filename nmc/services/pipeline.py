@@ -60,10 +60,9 @@ from typing import Any, Awaitable, Callable, Mapping
 import structlog
 
 from nmc.audit.hooks import Auditor, AuditUnavailable, NoAudit
-from nmc.audit.records import redact_inputs
 from nmc.authz.hooks import AllowAll, Authorizer, Decision
 from nmc.protocol.audit import AuditRecord
-from nmc.protocol.ddl import ActionSpec, InputError, fill_output_defaults, redact_outputs, validate_inputs
+from nmc.protocol.ddl import ActionSpec, InputError, fill_output_defaults, redact_inputs, redact_outputs, validate_inputs
 from nmc.protocol.envelope import EnvelopeError, OutdatedRequestError, Reply, Request, new_request_id
 from nmc.protocol.filter import FilterSyntaxError, matches, parse
 from nmc.protocol.status import Status
