@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from nmc.authz.policyset import PolicySet
+from nmc.errors import NmcError
 
 __all__ = ["ALL_CALLERS", "JOBS_AGENT", "JOBS_POLICY", "JobPolicyError", "READ_ACTION", "job_read_grants"]
 
@@ -38,7 +39,7 @@ READ_ACTION = "read"
 ALL_CALLERS: None = None  # a grant of every caller's jobs, those of users issued later included
 
 
-class JobPolicyError(ValueError):
+class JobPolicyError(NmcError, ValueError):
     """``jobs.policy`` (or the directory holding it) cannot be used: one line saying where and why."""
 
 
