@@ -30,12 +30,13 @@ from nats.aio.client import Client as NATS
 from nmc.client.fleet import FleetClient, NodeResult
 from nmc.errors import ClientError, reason_of
 from nmc.protocol.envelope import EnvelopeError, Reply
-from nmc.protocol.jobs import (JOBS_STREAM, JobEnd, JobError, JobStart, job_subject, jobs_subjects,
+from nmc.protocol.jobs import (JOBS_STREAM, JobEnd, JobError, JobStart, JobSubject, job_subject, jobs_subjects,
                                parse_job_subject)
+from nmc.protocol.subjects import encode_token
 from nmc.security import CERTIFICATE_HEADER, SIGNATURE_HEADER, SecurityError, Verifier
 
-__all__ = ["Job", "JobsError", "JobSummary", "Unverified", "end_job", "job_start", "list_jobs", "read_job",
-           "start_job", "wait_job"]
+__all__ = ["Job", "JobsError", "JobSummary", "NodeJob", "Unverified", "end_job", "job_start", "list_jobs",
+           "node_jobs", "read_job", "start_job", "wait_job"]
 
 log = structlog.get_logger("nmc.jobs")
 _IN_FLIGHT = 64  # direct gets at once
@@ -276,6 +277,67 @@ async def list_jobs(nc: NATS, verifier: Verifier, collective: str, caller: str, 
 
     await asyncio.gather(*(one(j, s) for j, s in by_job.items()))
     return sorted(jobs, key=lambda j: j.job.start.started, reverse=True)
+
+
+@dataclass(frozen=True)
+class NodeJob:
+    """One job as one node answered it: the caller's request (start record) and this node's verified reply."""
+
+    job_id: str
+    caller: str
+    agent: str
+    action: str
+    started: float
+    status: int
+    ok: bool
+    message: str
+
+
+async def node_jobs(nc: NATS, verifier: Verifier, collective: str, identity: str, *, limit: int = 20,
+                    scan: int = 2000) -> tuple[list[NodeJob], int]:
+    """The newest `limit` jobs `identity` answered (any caller's: the reader needs the auditor's reach).
+
+    Returns them newest first, and how many of its stored replies (or their jobs' start
+    records) failed verification. A node's replies are spread over every caller's jobs
+    and STREAM.INFO lists subjects without their age, so at most `scan` of them are read
+    (each verified: a reply signed by the node named in its subject) before sorting.
+    """
+    reader = _Reader(nc)
+    pattern = f"{jobs_subjects(collective).removesuffix('>')}*.reply.{encode_token(identity)}"
+    subjects = (await reader.subjects(pattern, "every caller"))[:scan]
+    messages = await asyncio.gather(*(reader.get(s, "every caller") for s in subjects))
+    replies: list[tuple[Reply, JobSubject]] = []
+    failed = 0
+    for subject, msg in zip(subjects, messages):
+        if msg is None:
+            continue
+        try:
+            where = parse_job_subject(subject)
+            reply = Reply.from_bytes(msg.data)
+            headers = msg.headers or {}
+            if not verifier.verify(msg.data, headers.get(SIGNATURE_HEADER), headers.get(CERTIFICATE_HEADER)) \
+                    == reply.identity == identity:
+                raise SecurityError(f"reply stored as {identity!r} is not signed by it")
+        except (JobError, EnvelopeError, SecurityError) as exc:
+            failed += 1
+            log.warning("job_reply_unverified", subject=subject, reason=reason_of(exc))
+            continue
+        replies.append((reply, where))
+    replies.sort(key=lambda pair: pair[0].time, reverse=True)
+    out: list[NodeJob] = []
+    for reply, where in replies[:limit]:
+        start_msg = await reader.get(job_subject(collective, where.caller, where.job_id, "start"), where.caller)
+        try:
+            if start_msg is None:
+                raise JobError("no start record")
+            start = _verify_record(start_msg, verifier, where.caller, JobStart)
+        except (JobError, SecurityError) as exc:
+            failed += 1
+            log.warning("job_unverified", job=where.job_id, reason=reason_of(exc))
+            continue
+        out.append(NodeJob(job_id=where.job_id, caller=where.caller, agent=start.agent, action=start.action,
+                           started=start.started, status=int(reply.status), ok=reply.ok, message=reply.message))
+    return out, failed
 
 
 def job_start(fc: FleetClient, job_id: str, agent: str, action: str, filter_expr: str,
