@@ -60,6 +60,7 @@ class SeenEvent:
     event: CloudEvent | None
     refused: str | None = None  # why it is not genuine; None: verified
     stored: datetime | None = None  # when NMC_EVENTS stored it (query only)
+    seq: int | None = None  # its sequence in NMC_EVENTS (query only): where a reader that follows the stream goes on
 
     @property
     def verified(self) -> bool:
@@ -119,9 +120,12 @@ async def query_events(nc: NATS, verifier: EventVerifier, *, collective: str | N
                        kind: str | None = None, identity: str | None = None, since: datetime | None = None,
                        until: datetime | None = None, unverified: bool = False,
                        on_refused: Callable[[SeenEvent], None] | None = None,
-                       stream: str = EVENTS_STREAM, timeout: float = 5.0) -> AsyncIterator[SeenEvent]:
+                       stream: str = EVENTS_STREAM, timeout: float = 5.0,
+                       after: int | None = None) -> AsyncIterator[SeenEvent]:
     """Yield the events stored in NMC_EVENTS (stored at or after `since`, until `until`), oldest first.
 
+    `after`: only those stored after that stream sequence (a reader following the stream, such as
+    the console's live Events page, asks again from the last `seq` it saw).
     Raises EventStreamError when the stream cannot be read. Refused events as in `watch_events`.
     """
     js = nc.jetstream(timeout=timeout)
@@ -136,6 +140,8 @@ async def query_events(nc: NATS, verifier: EventVerifier, *, collective: str | N
     if not info.state.messages:
         return
     seq = first if since is None else await _first_at(js, stream, since, first, last)
+    if after is not None and seq is not None:
+        seq = max(seq, after + 1)
     while seq is not None and seq <= last:
         try:
             msg = await js.get_msg(stream, seq=seq, subject=subject, next=True)
@@ -153,7 +159,7 @@ async def query_events(nc: NATS, verifier: EventVerifier, *, collective: str | N
         stored = msg.time
         seen = _check(verifier, msg.subject or "", msg.data or b"", msg.headers,
                       stored.timestamp() if stored is not None else None)
-        seen = SeenEvent(seen.subject, seen.event, seen.refused, stored)
+        seen = SeenEvent(seen.subject, seen.event, seen.refused, stored, msg.seq)
         if _shown(seen, unverified, on_refused):
             yield seen
 
