@@ -19,10 +19,14 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from nmc.audit.reader import AuditQuery, read_records
-from nmc.client.events import query_events
+from nmc.client.events import EVENTS_STREAM, SeenEvent, query_events
 from nmc.client.jobs import JobsError, list_jobs, read_job
-from nmc.client.registry import read_registry
+from nmc.client.registry import RegistrySnapshot, read_registry
 from nmc.errors import NmcError
+from nmc.ops.console.jobview import action_spec, aggregate_view, duration_histogram, reply_fields, status_chart
+from nmc.ops.console.snapshot import MAX_AGE, MAX_STALE, CachedRead, RegistryCache
+from nmc.protocol.ddl import AgentSpec
+from nmc.protocol.ddls import BUILTIN_DDLS
 from nmc.protocol.filter import FilterSyntaxError, matches, parse
 from nmc.protocol.jobs import JOBS_STREAM, check_job_id, jobs_subjects, parse_job_subject
 from nmc.protocol.registry import DEFAULT_BUCKET, RegistryEntry
@@ -113,8 +117,27 @@ class ConsoleData:
     columns: tuple[str, ...] = DEFAULT_COLUMNS
     timeout: float = 10.0
     _jobs_by_id: dict[str, str] = field(default_factory=dict)  # job id -> caller, learnt from listings
+    registry_max_age: float = MAX_AGE  # seconds a registry read serves the Fleet and Node pages (snapshot.py)
+    _registry: RegistryCache | None = None
+    # The DDLs the Job page labels replies with: the built-in agents' (a plugin's DDL is in its code).
+    specs: Mapping[str, AgentSpec] = field(default_factory=lambda: {d.name: d for d in BUILTIN_DDLS})
 
     # -- Fleet and Node ----------------------------------------------------------------------
+
+    async def registry(self) -> CachedRead:
+        """The console's registry read, shared by pages for `registry_max_age` seconds (nmc.ops.console.snapshot)."""
+        if self._registry is None:
+            self._registry = RegistryCache(self._read_registry, max_age=self.registry_max_age,
+                                           max_stale=max(MAX_STALE, self.registry_max_age))
+        return await self._registry.get()
+
+    async def _read_registry(self) -> RegistrySnapshot:
+        return await read_registry(self.nc, self.collective, bucket=self.bucket, timeout=self.timeout)
+
+    async def close(self) -> None:
+        """Stop a registry read under way (the console is stopping)."""
+        if self._registry is not None:
+            await self._registry.close()
 
     async def fleet(self, filter_text: str = "", *, page: int = 1, columns: Sequence[str] | None = None,
                     page_size: int = PAGE_SIZE) -> dict[str, Any]:
@@ -124,9 +147,9 @@ class ConsoleData:
             tree = parse(filter_text or "")
         except FilterSyntaxError as exc:
             raise ConsoleQueryError(f"bad filter: {exc}", exc.position) from exc
-        snapshot = await read_registry(self.nc, self.collective, bucket=self.bucket, timeout=self.timeout)
-        chosen = sorted((e for e in snapshot.entries
-                         if matches(tree, e.facts, e.classes, e.identity, e.agents)), key=lambda e: e.identity)
+        cached = await self.registry()
+        snapshot = cached.snapshot
+        chosen = [e for e in snapshot.entries if matches(tree, e.facts, e.classes, e.identity, e.agents)]
         pages = max(1, -(-len(chosen) // page_size))
         page = min(max(1, page), pages)
         counts: dict[str, list[dict[str, Any]]] = {}
@@ -137,13 +160,14 @@ class ConsoleData:
         return {"collective": self.collective, "filter": filter_text or "", "columns": list(columns),
                 "total": len(snapshot.entries), "matched": len(chosen), "page": page, "pages": pages,
                 "page_size": page_size, "skipped": snapshot.skipped, "now": time.time(),
+                "read_at": cached.read_at, "read_age": round(cached.age(), 1),
+                "read_seconds": round(snapshot.elapsed, 2),
                 "nodes": [_node(e, columns) for e in chosen[(page - 1) * page_size:page * page_size]],
                 "counts": counts}
 
     async def node(self, identity: str) -> dict[str, Any] | None:
-        """Everything the registry holds about one node, or None."""
-        snapshot = await read_registry(self.nc, self.collective, bucket=self.bucket, timeout=self.timeout)
-        for entry in snapshot.entries:
+        """Everything the registry holds about one node, or None (from the console's cached read, as the Fleet page)."""
+        for entry in (await self.registry()).snapshot.entries:
             if entry.identity == identity:
                 return {"identity": entry.identity, "collective": entry.collective, "last_seen": entry.last_seen,
                         "version": entry.version, "facts_version": entry.facts_version,
@@ -192,14 +216,29 @@ class ConsoleData:
             caller = parse_job_subject(starts[0]).caller
         job = await read_job(self.nc, self.verifier, self.collective, caller, job_id)
         start = job.start
+        spec = action_spec(self.specs, start.agent, start.action)
+        replies = [{"identity": r.identity, "status": r.status, "status_label": r.status.label, "ok": r.ok,
+                    "message": r.message, "data": r.data, "elapsed": round(r.elapsed, 3)}
+                   for r in sorted(job.results, key=lambda r: r.identity)]
+        for reply in replies:
+            reply["fields"] = reply_fields(reply, spec)
         return {"id": start.id, "caller": start.caller, "agent": start.agent, "action": start.action,
                 "filter": start.filter, "started": start.started, "timeout": start.timeout,
                 "ended": job.end.ended if job.end is not None else None, "complete": job.complete(),
                 "expected": list(start.expected) if start.expected is not None else None,
-                "replies": [{"identity": r.identity, "status": r.status, "ok": r.ok, "message": r.message,
-                             "data": r.data, "elapsed": round(r.elapsed, 3)} for r in job.results],
-                "missing": list(job.missing),
-                "unverified": [{"subject": u.subject, "reason": u.reason} for u in job.unverified]}
+                "replies": replies, "missing": list(job.missing),
+                "unverified": [{"subject": u.subject, "reason": u.reason} for u in job.unverified],
+                "ddl": spec is not None, "aggregates": aggregate_view(spec, replies),
+                "charts": {"status": status_chart(replies, job.missing),
+                           "durations": duration_histogram([r["elapsed"] for r in replies])}}
+
+    async def job_marker(self, job_id: str, caller: str) -> int:
+        """How many records the job has stored (start, replies, end): what a live view polls to see a change.
+
+        One STREAM.INFO with a subject filter (each record has its own subject, kept once), rather
+        than reading and verifying every reply again each time.
+        """
+        return len(await self._job_subjects(jobs_subjects(self.collective, caller, job_id)))
 
     # -- Audit and Events --------------------------------------------------------------------
 
@@ -223,10 +262,45 @@ class ConsoleData:
         kept: collections.deque[dict[str, Any]] = collections.deque(maxlen=limit)
         async for seen in query_events(self.nc, self.event_verifier, collective=self.collective, kind=kind or None,
                                        identity=identity or None, since=since, timeout=self.timeout):
-            event = seen.event
-            if event is None:
-                continue
-            kept.append({"kind": event.kind, "identity": event.identity, "collective": event.collective,
-                         "time": event.time, "id": event.id, "data": dict(event.data),
-                         "stored": seen.stored.isoformat() if seen.stored is not None else None})
+            if seen.event is not None:
+                kept.append(_event(seen))
         return list(reversed(kept))
+
+    async def events_position(self) -> int:
+        """NMC_EVENTS' last sequence now: a live Events page follows the stream from there (0: empty or none)."""
+        try:
+            info = await self.nc.jetstream(timeout=self.timeout).stream_info(EVENTS_STREAM)
+        except Exception:  # noqa: BLE001 - no stream yet: follow it from its beginning
+            return 0
+        return int(info.state.last_seq or 0)
+
+    async def events_after(self, after: int, *, kind: str | None = None, identity: str | None = None,
+                           limit: int = EVENTS_LIMIT) -> tuple[list[dict[str, Any]], int]:
+        """The genuine events stored after sequence `after` (oldest first, at most `limit`), and where to go on.
+
+        Refused events are passed over for good: the position moves past them too.
+        """
+        position, found = after, []
+
+        def passed(seen: SeenEvent) -> None:
+            nonlocal position
+            position = max(position, seen.seq or 0)
+
+        async for seen in query_events(self.nc, self.event_verifier, collective=self.collective, kind=kind or None,
+                                       identity=identity or None, after=after, on_refused=passed,
+                                       timeout=self.timeout):
+            passed(seen)
+            if seen.event is not None:
+                found.append(_event(seen))
+            if len(found) >= limit:
+                break
+        return found, position
+
+
+def _event(seen: SeenEvent) -> dict[str, Any]:
+    """One verified lifecycle event as the Events page and /api/events show it."""
+    event = seen.event
+    assert event is not None
+    return {"kind": event.kind, "identity": event.identity, "collective": event.collective,
+            "time": event.time, "id": event.id, "data": dict(event.data), "seq": seen.seq,
+            "stored": seen.stored.isoformat() if seen.stored is not None else None}
