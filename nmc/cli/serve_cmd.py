@@ -178,38 +178,55 @@ def _run_service(config: Config, kind: str, build: Callable[[Config], Any],
 @serve.command("console")
 @_daemon_options("console.cfg", "NMC_CONSOLE_CONFIG")
 @click.option("--bind", default="127.0.0.1", show_default=True,
-              help="Address to listen on (the console needs no TLS on loopback; put a TLS proxy in front otherwise).")
+              help="Address to listen on (the console needs no TLS on loopback; elsewhere use --tls-cert or a TLS "
+                   "proxy).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8470, show_default=True, help="HTTP port (0: any free one).")
 @click.option("--columns", default=None, metavar="FACT,...",
               help="Facts shown as the Fleet page's columns and counted (default: role,country,operatingsystem,"
                    "environment).")
-def serve_console(config_path: str | None, log_format: str | None, bind: str, port: int, columns: str | None) -> None:
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Serve HTTPS with this server certificate (PEM) and admit people's client certificates of the "
+                   "fleet CA (roles user, auditor); config: plugin.console.tls_cert.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The key of --tls-cert (config: plugin.console.tls_key).")
+@click.option("--allow-cert", "allow_certs", multiple=True, metavar="NAME",
+              help="With TLS: admit only this client certificate name (repeatable; config: "
+                   "plugin.console.allow_certs).")
+@click.option("--no-token", is_flag=True, default=False,
+              help="With TLS: no access token, client certificates only.")
+def serve_console(config_path: str | None, log_format: str | None, bind: str, port: int, columns: str | None,
+                  tls_cert: Path | None, tls_key: Path | None, allow_certs: tuple[str, ...], no_token: bool) -> None:
     """Run the read-only web console: Fleet, Node, Jobs, Audit and Events pages and a JSON API.
 
     Reads only from NATS (the registry, NMC_JOBS, NMC_AUDIT, NMC_EVENTS) with a
     certificate of role `console`, which the broker lets read those and nothing
     else: the console can run nothing. Prints its URL with a random access
     token at start (http://127.0.0.1:8470/?token=...); every page and API call
-    without it is refused. See docs/console.md.
+    without it is refused. With --tls-cert and --tls-key it serves HTTPS and a
+    person's client certificate of the fleet CA (role user or auditor, on
+    --allow-cert if given) opens it as well as the token. See docs/console.md.
 
     \b
     Example:
       nmc serve console --config /etc/nmc/console.cfg
       nmc serve console --port 0 --columns role,os.release.major,dc
+      nmc serve console --tls-cert web.pem --tls-key web.key --allow-cert alice --no-token
     """
     config = _daemon_config(console_config_path(config_path), log_format)
     chosen = tuple(c.strip() for c in (columns or "").split(",") if c.strip())
-    asyncio.run(_serve_console(config, bind, port, chosen))
+    access = {"tls_cert": tls_cert, "tls_key": tls_key, "allow_certs": allow_certs, "use_token": not no_token}
+    asyncio.run(_serve_console(config, bind, port, chosen, access))
 
 
-async def _serve_console(config: Config, bind: str, port: int, columns: tuple[str, ...]) -> None:
+async def _serve_console(config: Config, bind: str, port: int, columns: tuple[str, ...],
+                         access: dict[str, Any] | None = None) -> None:
     from nmc.ops.console.data import DEFAULT_COLUMNS
     from nmc.ops.console.service import build_console
     from nmc.ops.daemon.serve import unless_stopped, wait_for_signal
 
     stop = catch_stop_signals()
     try:
-        console = build_console(config, bind=bind, port=port, columns=columns or DEFAULT_COLUMNS)
+        console = build_console(config, bind=bind, port=port, columns=columns or DEFAULT_COLUMNS, **(access or {}))
     except NmcError as exc:
         raise click.ClickException(str(exc)) from exc
     try:

@@ -121,6 +121,14 @@ KNOWN_KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "agent_timeout": KeySpec("60", "default seconds an action may run", _SERVER),
     "registerinterval": KeySpec("60", "seconds between registry updates; 0 disables the registry", _SERVER),
     "plugin.registry.bucket": KeySpec("nmc_registry", "JetStream key-value bucket of the node registry"),
+    # The web console (`nmc serve console`, docs/console.md#access): HTTPS with client certificates.
+    "plugin.console.tls_cert": KeySpec("", "web console: its HTTPS server certificate; with tls_key the console"
+                                       " serves HTTPS and admits people's client certificates of the fleet CA",
+                                       _CLIENT, is_path=True),
+    "plugin.console.tls_key": KeySpec("", "web console: the key of plugin.console.tls_cert", _CLIENT, is_path=True),
+    "plugin.console.allow_certs": KeySpec("", "web console with TLS: the only client certificate names it admits,"
+                                          " comma-separated; empty: any certificate of role user or auditor",
+                                          _CLIENT),
     # Lifecycle events (docs/events.md).
     "events.enabled": KeySpec("true", "publish signed lifecycle events (startup, alive, facts changed, shutdown)"
                               " on nmc.events.<collective>.<kind>.<identity>", _SERVER),

@@ -2,7 +2,8 @@
 
 Access: every request, the stylesheet included, needs the token (``?token=`` once, which
 sets an HttpOnly SameSite=Strict cookie and redirects to the URL without it, or
-``Authorization: Bearer <token>``); anything else is a 401 with no data. Responses carry
+``Authorization: Bearer <token>``) or, served with TLS, a client certificate of a person
+(nmc.ops.console.access); anything else is a 401 (a refused certificate: 403) with no data. Responses carry
 a Content-Security-Policy without inline scripts or styles, ``X-Frame-Options: DENY``,
 ``nosniff``, ``no-referrer`` and ``no-store``. Templates autoescape every value: facts,
 job replies and audit records come from the fleet and may be hostile.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+import ssl
 import sys
 import time
 import urllib.parse
@@ -31,14 +33,18 @@ from aiohttp import web  # noqa: E402 - after lifting nmc.cli.main's mark
 
 from nmc.audit.reader import AuditQuery
 from nmc.errors import NmcError, reason_of
+from nmc.ops.console.access import AccessRefused, ClientCertificates
 from nmc.ops.console.data import ConsoleData, ConsoleQueryError, parse_since
+from nmc.ops.console.live import LiveStreams, events_stream, job_stream
+from nmc.ops.console.nodeview import node_activity
 
 __all__ = ["COOKIE", "SECURITY_HEADERS", "make_app", "new_token", "start_site"]
 
 COOKIE = "nmc_console_token"
 SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-                                "frame-ancestors 'none'; base-uri 'none'"),
+    # script-src 'self': console.js, the one script (live updates), served from the package; nothing inline.
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",  # the token may be in the URL of the first page
@@ -47,6 +53,8 @@ SECURITY_HEADERS = {
 _DATA = web.AppKey("data", ConsoleData)
 _TOKEN = web.AppKey("token", str)
 _TEMPLATES = web.AppKey("templates", jinja2.Environment)
+_LIVE = web.AppKey("live", LiveStreams)
+_CERTS = web.AppKey("certs", ClientCertificates)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -56,7 +64,8 @@ def new_token() -> str:
 
 
 def _same(given: str | None, token: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+    # An empty token is no token (`--no-token`): nothing, not even an empty ?token=, matches it.
+    return bool(token) and given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
 @web.middleware
@@ -73,6 +82,33 @@ async def _security(request: web.Request, handler: Handler) -> web.StreamRespons
 
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An admitted client certificate (HTTPS, nmc.ops.console.access) or the token; anything else gets no data."""
+    refusal = _certificate_refusal(request)
+    if refusal == "":
+        return await handler(request)
+    try:
+        return await _by_token(request, handler)
+    except web.HTTPUnauthorized:
+        if refusal is not None:  # a certificate was shown and refused: say why (the token would also have done)
+            raise web.HTTPForbidden(text=f"403: {refusal}\n") from None
+        raise
+
+
+def _certificate_refusal(request: web.Request) -> str | None:
+    """"" when the client certificate is admitted, why not when it is refused, None without one (or without TLS)."""
+    certs = request.app.get(_CERTS)
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
+    der = ssl_object.getpeercert(binary_form=True) if certs is not None and ssl_object is not None else None
+    if certs is None or not der:
+        return None
+    try:
+        certs.admit(der)
+    except AccessRefused as exc:
+        return str(exc)
+    return ""
+
+
+async def _by_token(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[_TOKEN]
     given = request.query.get("token")
     if given is not None:
@@ -174,9 +210,12 @@ async def _audit(request: web.Request) -> dict[str, Any]:
 
 async def _events(request: web.Request) -> dict[str, Any]:
     q = request.query
-    events = await request.app[_DATA].events(kind=q.get("kind") or None, identity=q.get("node") or None,
-                                             since=parse_since(q.get("since")))
-    return {"query": {k: q.get(k, "") for k in ("kind", "node", "since")}, "events": events}
+    data = request.app[_DATA]
+    position = await data.events_position()  # before the read: the live page goes on from what it shows
+    events = await data.events(kind=q.get("kind") or None, identity=q.get("node") or None,
+                               since=parse_since(q.get("since")))
+    after = max([position, *(e["seq"] or 0 for e in events)])
+    return {"query": {k: q.get(k, "") for k in ("kind", "node", "since")}, "events": events, "after": after}
 
 
 def _routes(name: str, fetch: Callable[[web.Request], Awaitable[Any]], template: str, path: str,
@@ -196,17 +235,14 @@ async def _answer(request: web.Request, fetch: Callable[[web.Request], Awaitable
     try:
         result = await fetch(request)
     except ConsoleQueryError as exc:
-        extra = {"position": exc.position} if exc.position is not None else {}
         if template is not None and exc.position is not None:  # the Fleet page shows the filter and where it broke
-            return _page(request, template, status=400, error=str(exc), **extra, result=None,
+            return _page(request, template, status=400, error=str(exc), position=exc.position, result=None,
                          query=dict(request.query))
-        return _error(request, 400, str(exc), **extra)
+        return _failure(request, exc)
     except web.HTTPException:
         raise
-    except NmcError as exc:
-        return _error(request, 502 if "no job" not in str(exc) else 404, reason_of(exc))
     except Exception as exc:  # noqa: BLE001 - a broker that does not answer must not look like a console bug
-        return _error(request, 502, f"{type(exc).__name__}: {exc}")
+        return _failure(request, exc)
     if result is None:
         return _error(request, 404, "not found")
     if template is None:
@@ -219,7 +255,11 @@ async def _answer(request: web.Request, fetch: Callable[[web.Request], Awaitable
 
 
 async def _node(request: web.Request) -> dict[str, Any] | None:
-    return await request.app[_DATA].node(request.match_info["identity"])
+    data = request.app[_DATA]
+    node = await data.node(request.match_info["identity"])
+    if node is not None:  # its recent jobs and events, its agents' DDLs (nmc.ops.console.nodeview)
+        node.update(await node_activity(data, node["identity"], node["agents"]))
+    return node
 
 
 async def _jobs(request: web.Request) -> dict[str, Any]:
@@ -231,30 +271,67 @@ async def _job(request: web.Request) -> dict[str, Any]:
     return await request.app[_DATA].job(request.match_info["job_id"], request.query.get("caller") or None)
 
 
-async def _stylesheet(request: web.Request) -> web.Response:
-    css = resources.files("nmc.ops.console").joinpath("static", "console.css").read_text(encoding="utf-8")
-    return web.Response(text=css, content_type="text/css", charset="utf-8")
+def _static(name: str, content_type: str) -> Handler:
+    """A file of the package's static/ directory (the stylesheet, the one script): no CDN, no build step."""
+    async def serve(request: web.Request) -> web.Response:
+        text = resources.files("nmc.ops.console").joinpath("static", name).read_text(encoding="utf-8")
+        return web.Response(text=text, content_type=content_type, charset="utf-8")
+
+    return serve
 
 
-def make_app(data: ConsoleData, token: str) -> web.Application:
-    """The console's application: pages, /api/, /static/console.css; every route behind `token`."""
+async def _job_stream(request: web.Request) -> web.StreamResponse:
+    """The Job page's live updates: the results part again whenever the job stores a record, then `end`."""
+    render = request.app[_TEMPLATES].get_template("job_live.html").render
+    return await job_stream(request, request.app[_LIVE], request.app[_DATA], render, _failure, SECURITY_HEADERS)
+
+
+async def _events_stream(request: web.Request) -> web.StreamResponse:
+    """The Events page's live updates: each new event (of the page's kind and node) as a table row."""
+    render = request.app[_TEMPLATES].get_template("events_row.html").render
+    return await events_stream(request, request.app[_LIVE], request.app[_DATA], render, _failure, SECURITY_HEADERS)
+
+
+def _failure(request: web.Request, exc: Exception) -> web.Response:
+    """What the JSON API answers when a read fails: 400 for a bad query, 404 for no job, else 502."""
+    if isinstance(exc, ConsoleQueryError):
+        return _error(request, 400, str(exc), **({"position": exc.position} if exc.position is not None else {}))
+    if isinstance(exc, NmcError):
+        return _error(request, 502 if "no job" not in str(exc) else 404, reason_of(exc))
+    return _error(request, 502, f"{type(exc).__name__}: {exc}")
+
+
+def make_app(data: ConsoleData, token: str, certs: ClientCertificates | None = None) -> web.Application:
+    """The console's application: pages, /api/, /static/; every route behind `token` or (HTTPS) `certs`."""
     app = web.Application(middlewares=[_security, _auth], client_max_size=64 * 1024)
     app[_DATA], app[_TOKEN], app[_TEMPLATES] = data, token, _templates()
+    if certs is not None:
+        app[_CERTS] = certs
+    app[_LIVE] = LiveStreams()
+    app.on_shutdown.append(_end_streams)  # runner.cleanup() must not wait for a browser that keeps a stream open
     app.add_routes([
         *_routes("fleet", _fleet, "fleet.html", "/", "/api/fleet"),
         *_routes("node", _node, "node.html", "/node/{identity}", "/api/node/{identity}"),
         *_routes("jobs", _jobs, "jobs.html", "/jobs", "/api/jobs"),
+        web.get("/api/jobs/{job_id}/stream", _job_stream),
         *_routes("job", _job, "job.html", "/jobs/{job_id}", "/api/jobs/{job_id}"),
         *_routes("audit", _audit, "audit.html", "/audit", "/api/audit"),
+        web.get("/api/events/stream", _events_stream),
         *_routes("events", _events, "events.html", "/events", "/api/events"),
-        web.get("/static/console.css", _stylesheet),
+        web.get("/static/console.css", _static("console.css", "text/css")),
+        web.get("/static/console.js", _static("console.js", "text/javascript")),
     ])
     return app
 
 
-async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve `app` on host:port (0: any free port) on the running loop; returns the runner and the port."""
+async def _end_streams(app: web.Application) -> None:
+    app[_LIVE].stop()
+
+
+async def start_site(app: web.Application, host: str, port: int,
+                     ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
+    """Serve `app` on host:port (0: any free port; HTTPS with `ssl_context`) on the running loop: runner, port."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     return runner, int(runner.addresses[0][1])
