@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -30,13 +32,20 @@ class FakeRegistry:
         return RegistrySnapshot(entries=tuple(entry(n) for n in self.nodes), skipped=0, elapsed=0.5, last_record=0.4)
 
 
+async def wait_for(check: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"no {what} within {within} s"
+        await asyncio.sleep(0.01)
+
+
 def identities(read: object) -> list[str]:
     return [e.identity for e in read.snapshot.entries]  # type: ignore[attr-defined]
 
 
 async def test_concurrent_pages_share_one_read_and_get_it_sorted() -> None:
     fake = FakeRegistry()
-    cache = RegistryCache(fake.read, max_age=60)
+    cache = RegistryCache(fake.read, max_age=60, keep_warm=0)
     pages = [asyncio.ensure_future(cache.get()) for _ in range(5)]
     await asyncio.sleep(0)
     fake.gate.set()
@@ -50,7 +59,7 @@ async def test_concurrent_pages_share_one_read_and_get_it_sorted() -> None:
 async def test_an_old_read_is_shown_at_once_while_a_new_one_runs() -> None:
     fake = FakeRegistry()
     fake.gate.set()
-    cache = RegistryCache(fake.read, max_age=0.0, max_stale=60)
+    cache = RegistryCache(fake.read, max_age=0.0, max_stale=60, keep_warm=0)
     first = await cache.get()
     fake.nodes.append("c.example.net")
     fake.gate.clear()
@@ -76,7 +85,7 @@ async def test_a_failed_read_fails_the_pages_waiting_and_the_next_page_reads_aga
     fake = FakeRegistry()
     fake.fail = RuntimeError("no JetStream")
     fake.gate.set()
-    cache = RegistryCache(fake.read, max_age=60)
+    cache = RegistryCache(fake.read, max_age=60, keep_warm=0)
     with pytest.raises(RuntimeError, match="no JetStream"):
         await cache.get()
     fake.fail = None
@@ -86,7 +95,7 @@ async def test_a_failed_read_fails_the_pages_waiting_and_the_next_page_reads_aga
 
 async def test_a_page_that_goes_away_does_not_cancel_the_shared_read() -> None:
     fake = FakeRegistry()
-    cache = RegistryCache(fake.read, max_age=60)
+    cache = RegistryCache(fake.read, max_age=60, keep_warm=0)
     gone = asyncio.ensure_future(cache.get())
     staying = asyncio.ensure_future(cache.get())
     await asyncio.sleep(0)
@@ -94,3 +103,29 @@ async def test_a_page_that_goes_away_does_not_cancel_the_shared_read() -> None:
     fake.gate.set()
     assert identities(await staying) == ["a.example.net", "b.example.net"]
     assert cache.reads == 1
+
+
+async def test_the_console_start_reads_before_any_page() -> None:
+    fake = FakeRegistry()
+    fake.gate.set()
+    cache = RegistryCache(fake.read, max_age=60)
+    cache.warm()
+    assert cache.reads == 1
+    assert identities(await cache.get()) == ["a.example.net", "b.example.net"]
+    assert cache.reads == 1  # the page used the start's read
+    await cache.close()
+
+
+async def test_after_a_page_the_read_is_kept_warm_in_the_background_then_left_alone() -> None:
+    fake = FakeRegistry()
+    fake.gate.set()
+    cache = RegistryCache(fake.read, max_age=0.0, max_stale=0.2, keep_warm=0.6)
+    await cache.get()
+    fake.nodes.append("c.example.net")
+    await wait_for(lambda: cache.reads >= 3, 5, "background reads without pages")
+    last = cache._last
+    assert last is not None and [e.identity for e in last.snapshot.entries][-1] == "c.example.net"
+    warmer = cache._warmer
+    assert warmer is not None
+    await wait_for(warmer.done, 5, "end of the background reads once no page came for keep_warm")
+    await cache.close()

@@ -126,16 +126,23 @@ class ConsoleData:
 
     async def registry(self) -> CachedRead:
         """The console's registry read, shared by pages for `registry_max_age` seconds (nmc.ops.console.snapshot)."""
+        return await self._registry_cache().get()
+
+    def warm(self) -> None:
+        """Start reading the registry now (the console starting): the first Fleet page need not wait for it."""
+        self._registry_cache().warm()
+
+    def _registry_cache(self) -> RegistryCache:
         if self._registry is None:
             self._registry = RegistryCache(self._read_registry, max_age=self.registry_max_age,
                                            max_stale=max(MAX_STALE, self.registry_max_age))
-        return await self._registry.get()
+        return self._registry
 
     async def _read_registry(self) -> RegistrySnapshot:
         return await read_registry(self.nc, self.collective, bucket=self.bucket, timeout=self.timeout)
 
     async def close(self) -> None:
-        """Stop a registry read under way (the console is stopping)."""
+        """Stop the registry reads (the console is stopping)."""
         if self._registry is not None:
             await self._registry.close()
 

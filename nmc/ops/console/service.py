@@ -86,6 +86,7 @@ class ConsoleService:
         except BaseException:
             await self.nc.close()
             raise
+        data.warm()
         log.info("console_listening", url=self.url, bind=self.bind, port=self.bound_port,
                  client_certificates=self.tls is not None, allow=sorted(self.tls.allow) if self.tls else None)
         if not _loopback(self.bind) and self.tls is None:

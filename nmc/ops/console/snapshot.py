@@ -10,9 +10,12 @@ a page only filters and renders it:
   background (the next page shows it);
 - with none, or an older one, the page waits for a new read.
 
-Concurrent pages share one read, and reads happen only while someone looks (no polling of
-5,000 records while nobody does). Every page says how old its read is. This cache is the
-console's alone: `nmc ping`, `--dm registry` and the other clients read the registry afresh.
+Concurrent pages share one read. So that a page almost never waits, the console reads once
+when it starts, and for `keep_warm` (10 minutes) after each page it reads again in the
+background whenever its read is half `max_stale` old: about one read every 15 s while
+someone uses it, none when nobody has for 10 minutes (5,000 records are not polled for
+nobody). Every page says how old its read is. This cache is the console's alone:
+`nmc ping`, `--dm registry` and the other clients read the registry afresh.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ import structlog
 from nmc.client.registry import RegistrySnapshot
 from nmc.errors import reason_of
 
-__all__ = ["MAX_AGE", "MAX_STALE", "CachedRead", "RegistryCache"]
+__all__ = ["KEEP_WARM", "MAX_AGE", "MAX_STALE", "CachedRead", "RegistryCache"]
 
 MAX_AGE = 2.0  # seconds a read is shown without reading again
 MAX_STALE = 30.0  # seconds an older read is still shown at once while a new one runs
+KEEP_WARM = 600.0  # seconds after the last page during which reads are kept younger than MAX_STALE / 2
 log = structlog.get_logger("nmc.console")
 
 
@@ -55,12 +59,21 @@ class RegistryCache:
     read: Callable[[], Awaitable[RegistrySnapshot]]
     max_age: float = MAX_AGE
     max_stale: float = MAX_STALE
+    keep_warm: float = KEEP_WARM  # 0: no background reads but the one a stale page starts
     reads: int = 0  # reads started (tests and the bench see sharing in it)
     _last: CachedRead | None = None
     _pending: asyncio.Future[CachedRead] | None = field(default=None, repr=False)
+    _last_view: float = 0.0
+    _warmer: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def warm(self) -> None:
+        """Start a read now (the console starting), so that the first page need not wait for one."""
+        self._start()
+        self._viewed()
 
     async def get(self) -> CachedRead:
         """A read young enough to show (see the module doc); raises what the read raises when it must wait."""
+        self._viewed()
         last = self._last
         age = last.age() if last is not None else None
         if last is not None and age is not None and age <= self.max_age:
@@ -79,6 +92,21 @@ class RegistryCache:
             self._pending.add_done_callback(_retrieve)
         return self._pending
 
+    def _viewed(self) -> None:
+        """A page was asked for: keep the read warm for `keep_warm` seconds from now."""
+        self._last_view = time.monotonic()
+        if self.keep_warm > 0 and self.max_stale > 0 and (self._warmer is None or self._warmer.done()):
+            self._warmer = asyncio.ensure_future(self._keep_warm())
+
+    async def _keep_warm(self) -> None:
+        """Read again whenever the read is half max_stale old, until no page came for keep_warm seconds."""
+        renew = self.max_stale / 2
+        while time.monotonic() - self._last_view < self.keep_warm:
+            await asyncio.sleep(max(0.05, renew / 2))
+            last = self._last
+            if last is None or last.age() >= renew:
+                self._start()  # a failure is logged (_retrieve) and tried again on the next turn
+
     async def _read(self) -> CachedRead:
         snapshot = await self.read()
         ordered = RegistrySnapshot(entries=tuple(sorted(snapshot.entries, key=lambda e: e.identity)),
@@ -88,11 +116,12 @@ class RegistryCache:
         return self._last
 
     async def close(self) -> None:
-        """Stop a read under way (the console is stopping)."""
-        if self._pending is not None and not self._pending.done():
-            self._pending.cancel()
-            with contextlib.suppress(BaseException):
-                await self._pending
+        """Stop the background reads and a read under way (the console is stopping)."""
+        for task in (self._warmer, self._pending):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
 
 
 def _retrieve(future: asyncio.Future[CachedRead]) -> None:
