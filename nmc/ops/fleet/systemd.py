@@ -277,7 +277,11 @@ def etc_tree(options: SystemdOptions) -> dict[str, str]:
     tree["console.cfg"] = _cfg(
         f"The read-only web console: nmc serve console --config {etc / 'console.cfg'} (unit nmc-console.service).\n"
         f"Its certificate (role console: reads, runs nothing): nmc ops ca issue {EXAMPLE_CONSOLE_NAME} --role console.\n"
-        "It listens on 127.0.0.1:8470 (--bind, --port in ExecStart) and prints its URL with the token: docs/console.md.",
+        "It listens on 127.0.0.1:8470 (--bind, --port in ExecStart) and prints its URL with the token: docs/console.md.\n"
+        "HTTPS where people's client certificates (role user or auditor) open it (docs/console.md#access):\n"
+        f"plugin.console.tls_cert = {ssl / 'console-web.pem'}\n"
+        f"plugin.console.tls_key = {ssl / 'console-web.key'}\n"
+        "plugin.console.allow_certs = alice,bob",
         security(EXAMPLE_CONSOLE_NAME))
     tree["plugin.d/nats.cfg"] = _cfg(
         "Read by every config in this directory as plugin.nats.<key>: one place for the broker URLs.\n"
