@@ -14,8 +14,11 @@ from tests.adversarial.kit import HostileFleet
 
 @contextlib.asynccontextmanager
 async def hostile_fact_fleet(root: Path, nodes: int, motd: str) -> AsyncIterator[HostileFleet]:
-    """A running HostileFleet of `nodes` nodes; the first one's `motd` fact is `motd` (facts are attacker-controlled)."""
-    fleet = HostileFleet(root, node_count=nodes)
+    """A running HostileFleet of `nodes` nodes; the first one's `motd` fact is `motd` (facts are attacker-controlled).
+
+    The nodes enable the shell agent: `sleep` makes a job that is still running while a page watches it.
+    """
+    fleet = HostileFleet(root, node_cfg={"plugin.shell.enabled": "true"}, node_count=nodes)
     victim = fleet.layout.node_dir(fleet.identities[0]) / "facts.yaml"
     facts = yaml.safe_load(victim.read_text())
     victim.write_text(yaml.safe_dump({**facts, "motd": motd}))

@@ -76,7 +76,8 @@ async def test_without_the_token_nothing_is_shown(fleet: HostileFleet, console: 
                                                   http: aiohttp.ClientSession) -> None:
     await registered(http, console, NODES)
     for path in ("/", "/node/node1.example.net", "/jobs", "/audit", "/events", "/api/fleet",
-                 "/api/node/node1.example.net", "/api/jobs", "/api/audit", "/api/events", "/static/console.css"):
+                 "/api/node/node1.example.net", "/api/jobs", "/api/audit", "/api/events", "/static/console.css",
+                 "/static/console.js", "/api/events/stream", f"/api/jobs/{'0' * 32}/stream"):
         for headers, params in (({}, {}), ({"Authorization": "Bearer wrong"}, {}), ({}, {"token": "wrong"}),
                                 ({"Cookie": "nmc_console_token=wrong"}, {})):
             async with http.get(base(console) + path, headers=headers, params=params, allow_redirects=False) as r:
@@ -100,10 +101,16 @@ async def test_the_token_in_the_url_sets_a_cookie_and_pages_carry_security_heade
     async with http.get(base(console) + "/") as r:  # the session's cookie jar now holds it
         assert r.status == 200
         csp = r.headers["Content-Security-Policy"]
-        assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp and "script-src" not in csp
-        assert "default-src 'none'" in csp
+        assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        assert "default-src 'none'" in csp and "script-src 'self';" in csp  # console.js, nothing inline
         assert r.headers["X-Frame-Options"] == "DENY" and r.headers["X-Content-Type-Options"] == "nosniff"
         assert "<script" not in await r.text()
+    async with http.get(base(console) + "/events") as r:  # a live page loads the package's one script, no inline one
+        scripts = re.findall(r"<script[^>]*>", await r.text())
+    assert scripts == ['<script src="/static/console.js" defer>']
+    async with http.get(base(console) + "/static/console.js") as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/javascript")
+        assert "EventSource" in await r.text() and r.headers["X-Content-Type-Options"] == "nosniff"
 
 
 async def test_the_fleet_page_lists_filters_counts_and_escapes(fleet: HostileFleet, console: ConsoleService,
@@ -241,3 +248,136 @@ async def test_the_command_prints_its_url_serves_and_stops_on_sigterm(fleet: Hos
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
     assert '"event": "console_listening"' in err.decode()
+
+
+# -- live updates (server-sent events) -------------------------------------------------------------
+
+SLEEP = 2  # seconds the live job's command sleeps: long enough to open its stream while it runs
+INJECTION = "<script>window.__pwned=1</script>\\r\\nevent: end\\r\\ndata: forged\\n"  # printf's escapes
+
+
+async def sse_events(response: aiohttp.ClientResponse, within: float,
+                     stop: str | None = "end") -> list[tuple[str, str]]:
+    """(event, data) pairs as the browser's EventSource parses them, until a `stop` event or `within` seconds."""
+    found: list[tuple[str, str]] = []
+    event, data = "message", []
+    deadline = time.monotonic() + within
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {stop!r} event within {within} s: {found}"
+        raw = await asyncio.wait_for(response.content.readline(), left)
+        assert raw, f"the stream closed before {stop!r}: {found}"
+        line = raw.decode().rstrip("\n")
+        if line == "":
+            if data:
+                found.append((event, "\n".join(data)))
+                if event == stop:
+                    return found
+            event, data = "message", []
+        elif line.startswith("event: "):
+            event = line[len("event: "):]
+        elif line.startswith("data: "):
+            data.append(line[len("data: "):])
+
+
+async def background_shell_job(fleet: HostileFleet, command: str) -> str:
+    """A job of `command` on every node, started with --background's options: its id as soon as it is recorded."""
+    async with fleet.client("admin") as fc:
+        result = await run_action(fc, "shell", "run", {"command": command}, job=JobOptions(background=True))
+    assert result is not None and result.job_id
+    return result.job_id
+
+
+async def test_a_running_job_streams_its_replies_as_they_arrive_then_ends(
+        fleet: HostileFleet, console: ConsoleService, http: aiohttp.ClientSession) -> None:
+    await registered(http, console, NODES)
+    job_id = await background_shell_job(fleet, f"sleep {SLEEP}; printf '{INJECTION}'")
+    async with http.get(base(console) + f"/jobs/{job_id}", headers=bearer(console)) as r:
+        page = await r.text()
+    assert f'data-stream="/api/jobs/{job_id}/stream?caller=admin"' in page and "still running" in page
+    async with http.get(base(console) + f"/api/jobs/{job_id}/stream", headers=bearer(console)) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+        assert "unsafe-inline" not in r.headers["Content-Security-Policy"] and r.headers["X-Frame-Options"] == "DENY"
+        events = await sse_events(r, SLEEP + 20)
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "end" and kinds.count("end") == 1 and set(kinds[:-1]) == {"results"}, kinds
+    assert events[-1][1] == "complete"  # the forged "event: end" in the replies' output ended nothing
+    rows = [data.count('<tr class="ok">') for kind, data in events if kind == "results"]
+    assert rows[0] < NODES and rows[-1] == NODES and rows == sorted(rows), rows  # filled in as they came
+    last = events[-2][1]
+    assert all(identity in last for identity in fleet.identities) and "complete" in last
+    assert "<script>" not in last and "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in last
+    assert "Exit Code" in last and "Summary of Exit Code" in last  # labelled by the DDL, with its aggregate
+    assert 'class="bar ok w100"' in last  # the status chart: every target ok
+
+    job = await api(http, console, f"/api/jobs/{job_id}")
+    assert job["complete"] and job["ddl"] and [a["text"] for a in job["aggregates"]] == [
+        f"Summary of Exit Code:\n\n   0 = {NODES}"]
+    assert {"label": "Exit Code", "value": "0"} in job["replies"][0]["fields"]
+    assert sum(b["count"] for b in job["charts"]["durations"]) == NODES
+    assert [(s["status"], s["count"]) for s in job["charts"]["status"]] == [("ok", NODES), ("failed", 0),
+                                                                           ("no reply", 0)]
+    # A complete job's stream says so at once: its page has no stream to follow.
+    async with http.get(base(console) + f"/api/jobs/{job_id}/stream", headers=bearer(console)) as r:
+        assert [kind for kind, _ in await sse_events(r, 10)] == ["results", "end"]
+    async with http.get(base(console) + f"/jobs/{job_id}", headers=bearer(console)) as r:
+        assert "data-stream" not in await r.text()
+    async with http.get(base(console) + f"/api/jobs/{'0' * 32}/stream", headers=bearer(console)) as r:
+        assert r.status == 404 and "no job" in (await r.json())["error"]
+
+
+async def test_a_failed_reply_shows_its_message_and_only_what_it_says(
+        fleet: HostileFleet, console: ConsoleService, http: aiohttp.ClientSession) -> None:
+    async with fleet.client("admin") as fc:
+        result = await run_action(fc, "shell", "run", {"command": "exit 3"}, job=JobOptions())
+    assert result is not None and result.job_id
+    job = await api(http, console, f"/api/jobs/{result.job_id}")
+    reply = job["replies"][0]
+    assert not reply["ok"] and reply["message"]
+    labels = [f["label"] for f in reply["fields"]]
+    assert "Exit Code" in labels and "Output" not in labels  # the empty stdout says nothing
+    async with http.get(base(console) + f"/jobs/{result.job_id}", headers=bearer(console)) as r:
+        page = await r.text()
+    assert 'class="message"' in page and 'class="bar failed w100"' in page
+
+
+async def test_the_events_stream_sends_new_events_live_and_the_console_stops_it(
+        fleet: HostileFleet, console: ConsoleService, http: aiohttp.ClientSession) -> None:
+    await registered(http, console, NODES)
+    page = await api(http, console, "/api/events", kind="startup")
+    identity = fleet.identities[-1]
+    async with http.get(base(console) + "/api/events/stream", params={"kind": "startup", "after": str(page["after"])},
+                        headers=bearer(console)) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+        await fleet.restart_node(identity)  # a new startup event
+        events = await sse_events(r, 20, stop="event")
+        assert events[-1][0] == "event" and f"<td>startup</td><td>{identity}</td>" in events[-1][1]
+        # Stopping the console ends the stream (its last word is `end`) and does not wait for the browser.
+        stopping = asyncio.ensure_future(console.stop())
+        assert (await sse_events(r, 10))[-1] == ("end", "stopped")
+        await asyncio.wait_for(stopping, 10)
+
+
+async def test_streams_need_the_token_and_are_limited_per_client(
+        fleet: HostileFleet, console: ConsoleService, http: aiohttp.ClientSession) -> None:
+    from nmc.ops.console.live import PER_CLIENT
+
+    opened = []
+    try:
+        for _ in range(PER_CLIENT):
+            r = await http.get(base(console) + "/api/events/stream", headers=bearer(console))
+            opened.append(r)
+            assert r.status == 200
+        async with http.get(base(console) + "/api/events/stream", headers=bearer(console)) as r:
+            assert r.status == 429
+    finally:
+        for r in opened:
+            r.close()  # the console notices the closed connections and frees their places
+
+    async def free() -> bool:
+        async with http.get(base(console) + "/api/events/stream", headers=bearer(console)) as r:
+            return r.status == 200
+
+    await until(free, 10, "a stream place after the clients closed theirs")
+    async with http.get(base(console) + "/api/events/stream", params={"after": "x"}, headers=bearer(console)) as r:
+        assert r.status == 400

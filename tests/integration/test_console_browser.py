@@ -19,7 +19,10 @@ in a thread (asyncio.to_thread) while the loop keeps serving.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +47,7 @@ NODES = 4
 HOSTILE = "<script>window.__pwned=1</script><b>bold</b>"
 COLUMNS = ("role", "country", "motd")
 WAIT = 20
+SLEEP = 6  # seconds the live job's command sleeps: the Job page opens before any reply is in
 T = TypeVar("T")
 
 
@@ -113,6 +117,11 @@ def shot(browser: WebDriver, artifacts: Path, name: str) -> None:
     print(f"screenshot: {path}")
 
 
+def reply_rows(browser: WebDriver) -> list[Any]:
+    """The Job page's reply rows (not the rows of each reply's labelled outputs)."""
+    return browser.find_elements(By.CSS_SELECTOR, "table.replies > tbody > tr:not(.empty)")
+
+
 def node_rows(browser: WebDriver) -> list[str]:
     return [a.text for a in browser.find_elements(By.CSS_SELECTOR, "table.nodes tbody td:first-child a")]
 
@@ -157,7 +166,8 @@ async def test_the_console_in_a_headless_browser(fleet: HostileFleet, console: C
         submit_filter(driver, "")
         driver.find_element(By.LINK_TEXT, fleet.identities[0]).click()
         wait(driver).until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), fleet.identities[0]))
-        motd = driver.find_element(By.XPATH, "//table[@class='facts']//tr[td[1]='motd']/td[2]")
+        motd = driver.find_element(By.XPATH, "//ul[@class='facttree']/li[span[@class='factname']='motd']"
+                                             "/span[@class='factvalue']")
         assert motd.text == HOSTILE  # shown as the text it is: nothing parsed as markup
         assert motd.find_elements(By.TAG_NAME, "b") == [] and motd.find_elements(By.TAG_NAME, "script") == []
         assert driver.execute_script("return window.__pwned === undefined") is True
@@ -177,9 +187,11 @@ async def test_the_console_in_a_headless_browser(fleet: HostileFleet, console: C
         shot(driver, artifacts, "05-jobs")
         link.click()
         wait(driver).until(ec.title_contains(f"Job {result.job_id}"))
-        replies = driver.find_elements(By.CSS_SELECTOR, "table.replies tbody tr")
+        replies = reply_rows(driver)
         assert sorted(r.find_element(By.TAG_NAME, "td").text for r in replies) == sorted(fleet.identities)
-        assert all(r.get_attribute("class") == "ok" and '"fact": "role"' in r.text for r in replies)
+        assert all(r.get_attribute("class") == "ok" for r in replies)
+        assert all([th.text for th in r.find_elements(By.CSS_SELECTOR, "table.fields th")] == ["fact", "value"]
+                   for r in replies)
         assert driver.find_elements(By.XPATH, "//h2[text()='No reply']") == []
         shot(driver, artifacts, "06-job")
 
@@ -208,6 +220,72 @@ async def test_the_console_in_a_headless_browser(fleet: HostileFleet, console: C
         shot(driver, artifacts, "07-audit-denied")
 
     await in_browser(audit_page)
+
+    # Live: a job started with the real command fills its page in as the replies arrive, with no reload.
+    job_id = await rpc_in_background(fleet, f"sleep {SLEEP}; printf '{HOSTILE}'")
+
+    def job_live() -> None:
+        driver.find_element(By.LINK_TEXT, "Jobs").click()
+        wait(driver).until(ec.element_to_be_clickable((By.LINK_TEXT, job_id))).click()
+        wait(driver).until(ec.title_contains(f"Job {job_id}"))
+        assert driver.find_element(By.CSS_SELECTOR, ".state").text == "still running"
+        assert len(reply_rows(driver)) < NODES
+        wait(driver).until(lambda d: d.find_element(By.ID, "job-live").get_attribute("data-live") == "open")
+        driver.execute_script("window.__sameDocument = 'yes'")  # gone if anything reloads the page
+        shot(driver, artifacts, "08-job-running")
+        wait(driver).until(lambda d: len(reply_rows(d)) == NODES)
+        wait(driver).until(lambda d: d.find_element(By.ID, "job-live").get_attribute("data-live") == "complete")
+        assert driver.execute_script("return window.__sameDocument") == "yes"
+        assert driver.find_element(By.CSS_SELECTOR, ".state").text == "complete"
+        outputs = driver.find_elements(By.XPATH, "//table[@class='fields']//tr[th='Output']/td")
+        assert [o.text for o in outputs] == [HOSTILE] * NODES  # the reply's <script> is text here too
+        assert driver.find_elements(By.CSS_SELECTOR, "#job-live script, #job-live b") == []
+        assert driver.execute_script("return window.__pwned === undefined") is True
+        assert "Summary of Exit Code" in driver.find_element(By.CSS_SELECTOR, "pre.aggregates").text
+        assert driver.find_elements(By.CSS_SELECTOR, ".chart-status .bar.ok.w100")
+        shot(driver, artifacts, "09-job-live-complete")
+
+    await in_browser(job_live)
+
+    # Live: the Events page shows a node's new startup event as it is stored.
+    restarted = fleet.identities[-1]
+
+    def events_open() -> None:
+        driver.find_element(By.LINK_TEXT, "Events").click()
+        kind = wait(driver).until(ec.visibility_of_element_located((By.ID, "kind")))
+        kind.send_keys("startup")
+        driver.find_element(By.CSS_SELECTOR, "form.filter button[type=submit]").click()
+        wait(driver).until(ec.staleness_of(kind))
+        wait(driver).until(lambda d: d.find_element(By.ID, "events-live").get_attribute("data-live") == "open")
+        assert driver.find_elements(By.CSS_SELECTOR, "#events-live tr.live-new") == []
+        driver.execute_script("window.__sameDocument = 'events'")
+
+    await in_browser(events_open)
+    await fleet.restart_node(restarted)
+
+    def event_live() -> None:
+        row = wait(driver).until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#events-live tr.live-new")))
+        assert [td.text for td in row.find_elements(By.TAG_NAME, "td")][1:3] == ["startup", restarted]
+        assert driver.execute_script("return window.__sameDocument") == "events"
+        shot(driver, artifacts, "10-events-live")
+
+    await in_browser(event_live)
     assert sorted(p.name for p in artifacts.glob("*.png")) == [
         "01-fleet.png", "02-fleet-filtered.png", "03-fleet-bad-filter.png", "04-node-hostile-fact.png",
-        "05-jobs.png", "06-job.png", "07-audit-denied.png"]
+        "05-jobs.png", "06-job.png", "07-audit-denied.png", "08-job-running.png", "09-job-live-complete.png",
+        "10-events-live.png"]
+
+
+async def rpc_in_background(fleet: HostileFleet, command: str) -> str:
+    """`nmc rpc shell run command=... --background --json` as a user types it: the job id it prints."""
+    config = fleet.root / "client-admin.cfg"
+    fleet.client_config("admin")  # writes it
+    env = {"HOME": str(fleet.root), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nmc", "--config", str(config), "rpc", "shell", "run", f"command={command}",
+        "--background", "--json", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    started = json.loads(out)
+    assert len(started["targets"]) == NODES, started
+    return str(started["job_id"])
