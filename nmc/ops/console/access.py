@@ -26,10 +26,10 @@ from cryptography import x509
 
 from nmc.errors import NmcError, reason_of
 from nmc.security import SecurityError, Verifier
-from nmc.security.ca import certificate_name, certificate_roles
+from nmc.security.ca import certificate_roles
 from nmc.security.permissions import AUDITOR_ROLE, USER_ROLE
 
-__all__ = ["DAEMON_ROLES", "PERSON_ROLES", "AccessRefused", "ClientCertificates", "server_context"]
+__all__ = ["DAEMON_ROLES", "PERSON_ROLES", "AccessRefused", "ClientCertificates", "allow_list", "server_context"]
 
 PERSON_ROLES = frozenset({USER_ROLE, AUDITOR_ROLE})
 # Roles of daemons and servers: a certificate holding any of them is a machine's, whatever else it holds.
@@ -85,8 +85,3 @@ def server_context(cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext:
 def allow_list(names: Iterable[str]) -> frozenset[str]:
     """Certificate names from options and config (comma-separated entries allowed), blanks dropped."""
     return frozenset(n.strip() for entry in names for n in entry.split(",") if n.strip())
-
-
-def peer_name(der: bytes) -> str:
-    """A certificate's name for logs (no checks)."""
-    return certificate_name(x509.load_der_x509_certificate(der))
