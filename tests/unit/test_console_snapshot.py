@@ -119,7 +119,7 @@ async def test_the_console_start_reads_before_any_page() -> None:
 async def test_after_a_page_the_read_is_kept_warm_in_the_background_then_left_alone() -> None:
     fake = FakeRegistry()
     fake.gate.set()
-    cache = RegistryCache(fake.read, max_age=0.0, max_stale=0.2, keep_warm=0.6)
+    cache = RegistryCache(fake.read, max_age=0.0, max_stale=0.2, keep_warm=0.6, renew=0.1, idle_renew=0)
     await cache.get()
     fake.nodes.append("c.example.net")
     await wait_for(lambda: cache.reads >= 3, 5, "background reads without pages")
@@ -128,4 +128,23 @@ async def test_after_a_page_the_read_is_kept_warm_in_the_background_then_left_al
     warmer = cache._warmer
     assert warmer is not None
     await wait_for(warmer.done, 5, "end of the background reads once no page came for keep_warm")
+    await cache.close()
+
+
+async def test_when_nobody_looks_the_read_is_renewed_at_the_idle_pace_and_served_at_once() -> None:
+    fake = FakeRegistry()
+    fake.gate.set()
+    cache = RegistryCache(fake.read, max_age=0.0, max_stale=5.0, keep_warm=0.2, renew=0.1, idle_renew=0.6)
+    await cache.get()
+    await wait_for(lambda: time.monotonic() - cache._last_view > 0.3, 5, "the console going idle")
+    idle_from = cache.reads
+    fake.nodes.append("c.example.net")
+    await wait_for(lambda: cache.reads > idle_from and cache._last is not None
+                   and cache._last.snapshot.entries[-1].identity == "c.example.net", 5, "a read at the idle pace")
+    warmer = cache._warmer
+    assert warmer is not None and not warmer.done()  # idle reads go on
+    fake.gate.clear()  # the next read would hang: the page must not wait for it
+    page = await asyncio.wait_for(cache.get(), 2)
+    assert [e.identity for e in page.snapshot.entries][-1] == "c.example.net"
+    fake.gate.set()
     await cache.close()
