@@ -183,6 +183,21 @@ async def test_an_audit_search_finds_the_denied_caller_and_exports_json_lines(
     assert {r["caller"] for r in records} == {"cert=mallory"} and not any(r["allowed"] for r in records)
     assert {r["identity"] for r in records} <= set(fleet.identities)
     assert (await api(http, console, "/api/audit", caller="cert=mallory", decision="allowed"))["records"] == []
+    # One row per request on a node: the decision and result records joined.
+    requests = (await api(http, console, "/api/audit", caller="cert=mallory", decision="denied"))["requests"]
+    assert requests and all(r["decision"] and not r["allowed"] and r["rule"] for r in requests)
+    assert len({(r["request_id"], r["identity"]) for r in requests}) == len(requests)
+    async with fleet.client("admin") as fc:
+        allowed = await run_action(fc, "rpcutil", "ping")
+    assert allowed is not None and allowed.results
+
+    async def joined() -> list[dict[str, Any]]:
+        rows = (await api(http, console, "/api/audit", caller="cert=admin", action="ping"))["requests"]
+        return [r for r in rows if r["decision"] and r["result"]]
+
+    await until(lambda: _nonempty(joined()), 20, "admin's ping with both records in the audit stream")
+    row = (await joined())[0]
+    assert row["allowed"] and row["status"] == 0 and row["duration_ms"] is not None
 
     async with http.get(base(console) + "/api/audit", params={"caller": "cert=mallory", "format": "jsonl"},
                         headers=bearer(console)) as r:

@@ -34,6 +34,7 @@ from aiohttp import web  # noqa: E402 - after lifting nmc.cli.main's mark
 from nmc.audit.reader import AuditQuery
 from nmc.errors import NmcError, reason_of
 from nmc.ops.console.access import AccessRefused, ClientCertificates
+from nmc.ops.console.auditview import join_requests
 from nmc.ops.console.data import ConsoleData, ConsoleQueryError, parse_since
 from nmc.ops.console.live import LiveStreams, events_stream, job_stream
 from nmc.ops.console.nodeview import node_activity
@@ -205,7 +206,7 @@ async def _audit(request: web.Request) -> dict[str, Any]:
     records = await request.app[_DATA].audit(query, decision=q.get("decision") or None,
                                              limit=max(1, min(_int(request, "limit", 1000), 10_000)))
     return {"query": {k: q.get(k, "") for k in ("caller", "agent", "action", "node", "decision", "since", "until")},
-            "records": records}
+            "records": records, "requests": join_requests(records)}
 
 
 async def _events(request: web.Request) -> dict[str, Any]:
