@@ -210,6 +210,16 @@ async def test_an_audit_search_finds_the_denied_caller_and_exports_json_lines(
 
     events = (await api(http, console, "/api/events", kind="startup"))["events"]
     assert {e["identity"] for e in events} >= set(fleet.identities)
+    # A filter on the publishers' registry records, as `nmc events watch -F`: only node1's events.
+    await registered(http, console, NODES)
+    first = fleet.identities[0]
+    narrowed = (await api(http, console, "/api/events", kind="startup", filter=f"identity({first})"))["events"]
+    assert narrowed and {e["identity"] for e in narrowed} == {first}
+    async with http.get(base(console) + "/api/events", params={"filter": "role=(web"},
+                        headers=bearer(console)) as r:
+        assert r.status == 400 and (await r.json())["position"] is not None
+    async with http.get(base(console) + "/events", params={"filter": "role=(web"}, headers=bearer(console)) as r:
+        assert r.status == 400 and "bad filter" in await r.text() and 'class="caret"' in await r.text()
     async with http.get(base(console) + "/events", params={"kind": "startup"}, headers=bearer(console)) as r:
         page = await r.text()
     assert r.status == 200 and all(identity in page for identity in fleet.identities)

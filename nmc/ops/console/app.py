@@ -214,9 +214,9 @@ async def _events(request: web.Request) -> dict[str, Any]:
     data = request.app[_DATA]
     position = await data.events_position()  # before the read: the live page goes on from what it shows
     events = await data.events(kind=q.get("kind") or None, identity=q.get("node") or None,
-                               since=parse_since(q.get("since")))
+                               since=parse_since(q.get("since")), filter_text=q.get("filter", ""))
     after = max([position, *(e["seq"] or 0 for e in events)])
-    return {"query": {k: q.get(k, "") for k in ("kind", "node", "since")}, "events": events, "after": after}
+    return {"query": {k: q.get(k, "") for k in ("kind", "node", "filter", "since")}, "events": events, "after": after}
 
 
 def _routes(name: str, fetch: Callable[[web.Request], Awaitable[Any]], template: str, path: str,

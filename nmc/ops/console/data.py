@@ -27,7 +27,7 @@ from nmc.ops.console.jobview import action_spec, aggregate_view, duration_histog
 from nmc.ops.console.snapshot import MAX_AGE, MAX_STALE, CachedRead, RegistryCache
 from nmc.protocol.ddl import AgentSpec
 from nmc.protocol.ddls import BUILTIN_DDLS
-from nmc.protocol.filter import FilterSyntaxError, matches, parse
+from nmc.protocol.filter import FilterSyntaxError, MatchAll, matches, parse
 from nmc.protocol.jobs import JOBS_STREAM, check_job_id, jobs_subjects, parse_job_subject
 from nmc.protocol.registry import DEFAULT_BUCKET, RegistryEntry
 from nmc.security import Verifier
@@ -150,10 +150,7 @@ class ConsoleData:
                     page_size: int = PAGE_SIZE) -> dict[str, Any]:
         """One page of the registry's nodes the filter selects, with the columns' value counts."""
         columns = tuple(columns or self.columns)
-        try:
-            tree = parse(filter_text or "")
-        except FilterSyntaxError as exc:
-            raise ConsoleQueryError(f"bad filter: {exc}", exc.position) from exc
+        tree = _parse_filter(filter_text)
         cached = await self.registry()
         snapshot = cached.snapshot
         chosen = [e for e in snapshot.entries if matches(tree, e.facts, e.classes, e.identity, e.agents)]
@@ -263,15 +260,30 @@ class ConsoleData:
         return list(reversed(kept))
 
     async def events(self, *, kind: str | None = None, identity: str | None = None,
-                     since: datetime | None = None, limit: int = EVENTS_LIMIT) -> list[dict[str, Any]]:
-        """The newest `limit` genuine lifecycle events from NMC_EVENTS (the last day unless `since`), newest first."""
+                     since: datetime | None = None, limit: int = EVENTS_LIMIT,
+                     filter_text: str = "") -> list[dict[str, Any]]:
+        """The newest `limit` genuine lifecycle events from NMC_EVENTS (the last day unless `since`), newest first.
+
+        `filter_text` (the -F/-C/-I/-A/-S language) keeps the events of the nodes whose registry
+        record it selects, as `nmc events watch -F` does; a publisher with no record (the policy
+        and audit services) is then left out.
+        """
+        chosen = await self.filtered_identities(filter_text)
         since = since or datetime.now(timezone.utc) - timedelta(days=1)
         kept: collections.deque[dict[str, Any]] = collections.deque(maxlen=limit)
         async for seen in query_events(self.nc, self.event_verifier, collective=self.collective, kind=kind or None,
                                        identity=identity or None, since=since, timeout=self.timeout):
-            if seen.event is not None:
+            if seen.event is not None and (chosen is None or seen.event.identity in chosen):
                 kept.append(_event(seen))
         return list(reversed(kept))
+
+    async def filtered_identities(self, filter_text: str) -> frozenset[str] | None:
+        """The identities a filter selects in the console's registry read; None for no filter (everyone)."""
+        tree = _parse_filter(filter_text)
+        if isinstance(tree, MatchAll):
+            return None
+        entries = (await self.registry()).snapshot.entries
+        return frozenset(e.identity for e in entries if matches(tree, e.facts, e.classes, e.identity, e.agents))
 
     async def events_position(self) -> int:
         """NMC_EVENTS' last sequence now: a live Events page follows the stream from there (0: empty or none)."""
@@ -282,11 +294,12 @@ class ConsoleData:
         return int(info.state.last_seq or 0)
 
     async def events_after(self, after: int, *, kind: str | None = None, identity: str | None = None,
-                           limit: int = EVENTS_LIMIT) -> tuple[list[dict[str, Any]], int]:
+                           limit: int = EVENTS_LIMIT, filter_text: str = "") -> tuple[list[dict[str, Any]], int]:
         """The genuine events stored after sequence `after` (oldest first, at most `limit`), and where to go on.
 
         Refused events are passed over for good: the position moves past them too.
         """
+        chosen = await self.filtered_identities(filter_text)
         position, found = after, []
 
         def passed(seen: SeenEvent) -> None:
@@ -297,11 +310,19 @@ class ConsoleData:
                                        identity=identity or None, after=after, on_refused=passed,
                                        timeout=self.timeout):
             passed(seen)
-            if seen.event is not None:
+            if seen.event is not None and (chosen is None or seen.event.identity in chosen):
                 found.append(_event(seen))
             if len(found) >= limit:
                 break
         return found, position
+
+
+def _parse_filter(text: str | None) -> Any:
+    """A filter of the -F/-C/-I/-A/-S language; ConsoleQueryError with the column where it broke."""
+    try:
+        return parse(text or "")
+    except FilterSyntaxError as exc:
+        raise ConsoleQueryError(f"bad filter: {exc}", exc.position) from exc
 
 
 def _event(seen: SeenEvent) -> dict[str, Any]:

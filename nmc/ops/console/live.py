@@ -129,10 +129,10 @@ async def events_stream(request: web.Request, live: LiveStreams, data: ConsoleDa
 
     Starts after ``?after=`` (the page says where its table ends) or the ``Last-Event-ID`` an
     EventSource sends when it reconnects, else after the newest stored event; filtered by
-    ``?kind=`` and ``?node=`` as the page is. Runs until the client goes or the console stops.
+    ``?kind=``, ``?node=`` and ``?filter=`` as the page is. Runs until the client goes or the console stops.
     """
     q = request.query
-    kind, node = q.get("kind") or None, q.get("node") or None
+    kind, node, chosen = q.get("kind") or None, q.get("node") or None, q.get("filter", "")
     with live.slot(request):
         try:
             after = _position(request.headers.get("Last-Event-ID") or q.get("after"))
@@ -145,7 +145,7 @@ async def events_stream(request: web.Request, live: LiveStreams, data: ConsoleDa
         with contextlib.suppress(ConnectionError):
             while not _closed(request) and await live.pause():
                 try:
-                    found, after = await data.events_after(after, kind=kind, identity=node)
+                    found, after = await data.events_after(after, kind=kind, identity=node, filter_text=chosen)
                 except Exception:  # noqa: BLE001 - NATS hiccup: try again at the next poll
                     found = []
                 for event in found:
