@@ -14,6 +14,7 @@ from nmc.cli.render import call_json, default_display, print_call, print_table, 
 from nmc.client.fleet import CallResult
 from nmc.client.jobs import Job, list_jobs, read_job, wait_job
 from nmc.ops.config.settings import parse_duration
+from nmc.protocol.ddl import summarize
 from nmc.protocol.jobs import JobError, check_job_id
 
 __all__ = ["jobs"]
@@ -119,8 +120,10 @@ def _show(ctx: click.Context, job_id: str, caller: str | None, wait: bool, as_js
     spec = known.spec.actions.get(job.start.action) if known is not None else None
     result = _as_call(job)
     mode = display or ("all" if as_json else default_display(spec))
+    # The DDL's summaries over the OK replies, as `nmc rpc` prints them under the results.
+    aggregates = summarize(spec, (r.data for r in result.results if r.ok)) if spec is not None else []
     if as_json:
-        out = call_json(result, None, shown_replies(result, mode))
+        out = call_json(result, aggregates, shown_replies(result, mode))
         out["job"] = {"caller": job.start.caller, "filter": job.start.filter, "started": job.start.started,
                       "timeout": job.start.timeout, "inputs": dict(job.start.data), "ended": job.end is not None,
                       "complete": job.complete()}
@@ -130,9 +133,9 @@ def _show(ctx: click.Context, job_id: str, caller: str | None, wait: bool, as_js
         click.echo(f"Job {job.start.id}: {job.start.agent}.{job.start.action} by {job.start.caller} at "
                    f"{_when(job.start.started)} UTC" + (f", filter {job.start.filter}" if job.start.filter else ""))
         if as_table:
-            print_table(result, spec=spec, display=mode)
+            print_table(result, spec=spec, display=mode, aggregates=aggregates)
         else:
-            print_call(result, spec=spec, display=mode)
+            print_call(result, spec=spec, display=mode, aggregates=aggregates)
         for bad in job.unverified:
             click.echo(click.style(f"  FAILED VERIFICATION {bad.subject}: {bad.reason}", fg="red"), err=True)
         if job.end is None and not job.complete():

@@ -75,6 +75,17 @@ async def test_the_cli_prints_the_job_id_and_jobs_show_renders_it_as_rpc_does(fl
     assert [j["id"] for j in listed] == [job_id] and listed[0]["ok"] == NODES
 
 
+async def test_jobs_show_prints_the_ddls_summaries_as_rpc_does(fleet: HostileFleet) -> None:
+    ran = await nmc(fleet, "admin", "rpc", "package", "status", "package=bash", "--json")
+    assert ran.returncode == 0, ran.stderr
+    live = json.loads(ran.stdout)
+    assert [a["label"] for a in live["aggregates"]] == ["Status", "Version"]
+    shown = await nmc(fleet, "admin", "jobs", "show", live["job_id"], "--json")
+    assert json.loads(shown.stdout)["aggregates"] == live["aggregates"]
+    text = await nmc(fleet, "admin", "jobs", "show", live["job_id"])
+    assert "Summary of Version:" in text.stdout and f"= {NODES}" in text.stdout
+
+
 async def test_an_ordinary_rpc_is_a_job_with_an_end_record(fleet: HostileFleet) -> None:
     async with fleet.client("admin") as fc:
         result = await run_action(fc, "rpcutil", "ping", job=JobOptions())
