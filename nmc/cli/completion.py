@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from nmc.cli.agents import agent_ddls
+from nmc.ops.agents import agent_ddls
 from nmc.ops.config.files import find_client_config, load_config
 from nmc.protocol.ddl import AgentSpec
 

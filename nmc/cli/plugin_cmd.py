@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from nmc.cli.agents import AgentLoadError, KnownAgent, agent_ddls
+from nmc.ops.agents import AgentLoadError, KnownAgent, agent_ddls
 from nmc.cli.common import load_client_config
 from nmc.cli.completion import complete_agent
 from nmc.ops.config.files import Config

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from nmc.cli.agents import ENTRY_POINT_GROUP, agent_ddls
+from nmc.ops.agents import ENTRY_POINT_GROUP, agent_ddls
 from nmc.protocol.ddls import BUILTIN_DDLS, BUILTIN_ORIGINS
 
 # The structlog set-up the commands share with the daemons lives in nmc.transport.logs: no part of

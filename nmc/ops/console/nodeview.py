@@ -7,26 +7,25 @@ there still renders when the jobs stream is missing, and says why the list is em
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nmc.client.jobs import node_jobs
 from nmc.errors import NmcError, reason_of
 from nmc.protocol.ddl import AgentSpec
-from nmc.protocol.ddls import BUILTIN_DDLS
 
 __all__ = ["agent_ddls", "node_activity"]
 
 RECENT = 20  # jobs and events the Node page lists
 
 
-def agent_ddls(agents: Sequence[str]) -> list[dict[str, Any]]:
-    """Each agent the node runs with the actions of its DDL, when the console knows it (the built-ins).
+def agent_ddls(agents: Sequence[str], known: Mapping[str, AgentSpec]) -> list[dict[str, Any]]:
+    """Each agent the node runs with the actions of its DDL, when the console knows it.
 
-    A plugin agent's DDL lives on the node; the console may not send requests (its role),
-    so it cannot ask `rpcutil agent_inventory`: such agents are listed with no actions.
+    The console knows the built-ins and its own `plugindir`'s agents (as `nmc jobs show`);
+    it may not send requests (its role), so it cannot ask a node's `rpcutil agent_inventory`:
+    other agents are listed with no actions.
     """
-    known: dict[str, AgentSpec] = {spec.name: spec for spec in BUILTIN_DDLS}
     out = []
     for name in agents:
         spec = known.get(name)
@@ -41,7 +40,7 @@ def agent_ddls(agents: Sequence[str]) -> list[dict[str, Any]]:
 
 async def node_activity(data: Any, identity: str, agents: Sequence[str]) -> dict[str, Any]:
     """The Node page's extras: recent jobs (verified), recent events, agent DDLs; a failed read says why."""
-    out: dict[str, Any] = {"ddls": agent_ddls(agents), "jobs": [], "jobs_error": None, "jobs_unverified": 0,
+    out: dict[str, Any] = {"ddls": agent_ddls(agents, data.specs), "jobs": [], "jobs_error": None, "jobs_unverified": 0,
                            "events": [], "events_error": None}
     try:
         jobs, failed = await node_jobs(data.nc, data.verifier, data.collective, identity, limit=RECENT)

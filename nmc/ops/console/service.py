@@ -13,7 +13,9 @@ from typing import Any
 
 import structlog
 
+from nmc.ops.agents import AgentLoadError, agent_ddls
 from nmc.ops.config.files import Config
+from nmc.protocol.ddl import AgentSpec
 from nmc.ops.config.settings import (
     SettingsError,
     client_servers,
@@ -78,7 +80,7 @@ class ConsoleService:
         self.nc = await connect(opts, give_up_after=give_up_after)
         data = ConsoleData(self.nc, settings.collective, load_verifier(self.config), record_verifier(self.config),
                            event_verifier(self.config), bucket=settings.registry_bucket, columns=self.columns,
-                           registry_max_age=self.registry_max_age)
+                           registry_max_age=self.registry_max_age, specs=_known_specs(self.config))
         self.data = data
         try:
             self.runner, self.bound_port = await start_site(make_app(data, self.token, certs), self.bind, self.port,
@@ -120,6 +122,19 @@ class ConsoleService:
             with contextlib.suppress(Exception):
                 await self.nc.close()
             self.nc = None
+
+
+def _known_specs(config: Config) -> dict[str, AgentSpec]:
+    """The DDLs `nmc jobs show` would use with this config: the built-ins and the `plugindir` agents.
+
+    A plugin that cannot be loaded is logged and left out, as the node leaves it out: its
+    replies are then shown with their data keys as they came, not the console stopped.
+    """
+    try:
+        return {name: known.spec for name, known in agent_ddls(config.get_paths("plugindir")).items()}
+    except AgentLoadError as exc:
+        log.warning("console_plugin_not_loaded", reason=exc.reason)
+        return {name: known.spec for name, known in agent_ddls(()).items()}
 
 
 def _loopback(host: str) -> bool:

@@ -1,11 +1,13 @@
-"""The agents the `nmc` command knows, and their DDLs: what `nmc rpc` validates inputs against.
+"""The agents a client knows, and their DDLs: what `nmc rpc` validates inputs against, what the console labels with.
 
 The built-ins' DDLs come from nmc.protocol.ddls, which is data: a command
 that only talks to built-in agents imports no agent code and no node
 runtime. Agents from the `nmc.agents` entry points or a `plugindir` carry
 their DDL in their own code, so only then are they loaded, exactly as the
 node daemon loads them (nmc.services.loader: same order, same conflict
-rules), and `nmc plugin list` shows what the node would run.
+rules), and `nmc plugin list` shows what the node would run. It lives in nmc.ops,
+not nmc.cli, because the web console (nmc.ops.console) labels job replies with the
+same DDLs as `nmc jobs show`.
 """
 
 from __future__ import annotations
