@@ -89,17 +89,24 @@ class JobSummary:
     """A line of `nmc jobs list`."""
 
     job: Job
+    # True: ok/failed/missing come from the caller's signed end record and the replies were not read
+    # (a list of jobs over 5,000 nodes would otherwise read and verify 5,000 replies per job).
+    from_end: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of `nmc jobs list --json`."""
-        start, results = self.job.start, self.job.results
-        ended = self.job.end.ended if self.job.end is not None else None
+        start, results, end = self.job.start, self.job.results, self.job.end
+        ended = end.ended if end is not None else None
+        if self.from_end and end is not None and end.ok is not None and end.failed is not None:
+            ok, failed, missing = end.ok, end.failed, len(end.missing)
+        else:
+            ok, failed, missing = sum(1 for r in results if r.ok), sum(1 for r in results if not r.ok), \
+                len(self.job.missing)
         return {"id": start.id, "caller": start.caller, "agent": start.agent, "action": start.action,
                 "filter": start.filter, "targets": len(start.expected) if start.expected is not None else None,
-                "ok": sum(1 for r in results if r.ok), "failed": sum(1 for r in results if not r.ok),
-                "missing": len(self.job.missing), "unverified": len(self.job.unverified), "started": start.started,
-                "duration_s": round(ended - start.started, 3) if ended is not None else None,
-                "background": self.job.end is None}
+                "ok": ok, "failed": failed, "missing": missing, "unverified": len(self.job.unverified),
+                "started": start.started, "duration_s": round(ended - start.started, 3) if ended is not None else None,
+                "background": end is None, "replies_read": not self.from_end}
 
 
 async def _store(fc: FleetClient, subject: str, body: bytes, what: str) -> None:
@@ -196,7 +203,8 @@ def _verify_reply(msg: Any, verifier: Verifier, identity: str, start: JobStart, 
 
 
 async def _read(reader: _Reader, verifier: Verifier, collective: str, caller: str, job_id: str,
-                subjects: Sequence[str]) -> Job | None:
+                subjects: Sequence[str], *, replies_unless_counted: bool = False) -> Job | None:
+    """The job's verified records and replies; with `replies_unless_counted`, no replies when the end has counts."""
     start_msg = await reader.get(job_subject(collective, caller, job_id, "start"), caller)
     if start_msg is None:
         return None
@@ -211,6 +219,8 @@ async def _read(reader: _Reader, verifier: Verifier, collective: str, caller: st
             end = _verify_record(end_msg, verifier, caller, JobEnd)
         except (JobError, SecurityError) as exc:
             unverified.append(Unverified(end_msg.subject, reason_of(exc)))
+    if replies_unless_counted and end is not None and end.ok is not None:
+        return Job(start=start, end=end, results=(), unverified=tuple(unverified))
     replies = [s for s in subjects if ".reply." in s]
     messages = await asyncio.gather(*(reader.get(s, caller) for s in replies))
     results: list[NodeResult] = []
@@ -253,7 +263,12 @@ async def wait_job(nc: NATS, verifier: Verifier, collective: str, caller: str, j
 
 async def list_jobs(nc: NATS, verifier: Verifier, collective: str, caller: str, *, agent: str | None = None,
                     since: float | None = None) -> list[JobSummary]:
-    """The jobs of `caller`, newest first, optionally of one agent or started after `since` (unix time)."""
+    """The jobs of `caller`, newest first, optionally of one agent or started after `since` (unix time).
+
+    A job with an end record that counts its OK and failed replies (every rpc since 2026-12-04) is
+    summarised from that signed record, its replies not read: `jobs show` reads and verifies them.
+    A background job (no end record) or an older one has its replies read and verified.
+    """
     reader = _Reader(nc)
     by_job: dict[str, list[str]] = {}
     for subject in await reader.subjects(jobs_subjects(collective, caller), caller):
@@ -265,7 +280,7 @@ async def list_jobs(nc: NATS, verifier: Verifier, collective: str, caller: str, 
 
     async def one(job_id: str, subjects: list[str]) -> None:
         try:
-            job = await _read(reader, verifier, collective, caller, job_id, subjects)
+            job = await _read(reader, verifier, collective, caller, job_id, subjects, replies_unless_counted=True)
         except (JobError, SecurityError) as exc:
             log.warning("job_unverified", job=job_id, reason=reason_of(exc))
             return
@@ -273,7 +288,7 @@ async def list_jobs(nc: NATS, verifier: Verifier, collective: str, caller: str, 
             return
         if since is not None and job.start.started < since:
             return
-        jobs.append(JobSummary(job))
+        jobs.append(JobSummary(job, from_end=job.end is not None and job.end.ok is not None))
 
     await asyncio.gather(*(one(j, s) for j, s in by_job.items()))
     return sorted(jobs, key=lambda j: j.job.start.started, reverse=True)

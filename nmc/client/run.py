@@ -111,15 +111,17 @@ async def run_action(fc: FleetClient, agent: str, action: str, data: Mapping[str
     if job_id is None:
         return result
     await end_recorded(fc, job_id, (r.identity for r in result.results), result.no_response,
-                       tuple(result.request_id.split(",")))
+                       tuple(result.request_id.split(",")),
+                       counts=(len(result.results) - len(result.failed), len(result.failed)))
     return dataclasses.replace(result, job_id=job_id)
 
 
 async def end_recorded(fc: FleetClient, job_id: str, answered: Iterable[str], missing: Iterable[str],
-                       request_ids: tuple[str, ...] = ()) -> None:
-    """Store a job's end record; a failure is logged (the replies are kept anyway)."""
+                       request_ids: tuple[str, ...] = (), *, counts: tuple[int, int] | None = None) -> None:
+    """Store a job's end record (with the OK and failed `counts` when known); a failure is logged."""
+    ok, failed = counts if counts is not None else (None, None)
     end = JobEnd(id=job_id, caller=fc.signer.name, ended=time.time(), answered=tuple(sorted(set(answered))),
-                 missing=tuple(sorted(set(missing))), request_ids=request_ids)
+                 missing=tuple(sorted(set(missing))), request_ids=request_ids, ok=ok, failed=failed)
     try:
         await end_job(fc, fc.settings.collective, end)
     except JobsError as exc:

@@ -166,12 +166,19 @@ class JobEnd:
     answered: tuple[str, ...]
     missing: tuple[str, ...]
     request_ids: tuple[str, ...] = ()  # one per batch
+    # How many of the replies the caller gathered were OK and failed, as it saw them (signed with the rest):
+    # `nmc jobs list` shows them without reading every node's reply. None: not recorded (the list reads the replies).
+    ok: int | None = None
+    failed: int | None = None
 
     def to_bytes(self) -> bytes:
         """The exact bytes the caller signs."""
-        return codec.dumps({"protocol": JOB_END_PROTOCOL, "id": self.id, "caller": self.caller, "ended": self.ended,
-                            "answered": list(self.answered), "missing": list(self.missing),
-                            "request_ids": list(self.request_ids)})
+        body: dict[str, Any] = {"protocol": JOB_END_PROTOCOL, "id": self.id, "caller": self.caller,
+                                "ended": self.ended, "answered": list(self.answered), "missing": list(self.missing),
+                                "request_ids": list(self.request_ids)}
+        if self.ok is not None and self.failed is not None:
+            body.update(ok=self.ok, failed=self.failed)
+        return codec.dumps(body)
 
     @classmethod
     def from_bytes(cls, body: bytes) -> JobEnd:
@@ -184,10 +191,24 @@ class JobEnd:
         ids = obj.get("request_ids")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise JobError(f"{w} field 'request_ids' must be a list of request ids")
+        counts = [_count(obj, name, w) for name in ("ok", "failed")]
+        if (counts[0] is None) != (counts[1] is None):
+            raise JobError(f"{w} has 'ok' and 'failed' together or neither")
         return cls(id=check_job_id(codec.field(obj, "id", str, w, error=JobError)),
                    caller=codec.field(obj, "caller", str, w, error=JobError),
                    ended=codec.number(obj, "ended", w, error=JobError),
-                   answered=answered or (), missing=missing or (), request_ids=tuple(ids))
+                   answered=answered or (), missing=missing or (), request_ids=tuple(ids),
+                   ok=counts[0], failed=counts[1])
+
+
+def _count(obj: Mapping[str, Any], name: str, what: str) -> int | None:
+    """An optional count: a non-negative integer (never true/false), or None when absent."""
+    if name not in obj:
+        return None
+    value = obj[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise JobError(f"{what} field '{name}' must be a count (an integer >= 0)")
+    return value
 
 
 def expected_names(names: Sequence[str] | None) -> tuple[str, ...] | None:

@@ -73,6 +73,7 @@ async def test_the_cli_prints_the_job_id_and_jobs_show_renders_it_as_rpc_does(fl
     assert out["job_id"] == job_id and out["unverified"] == [] and out["no_response"] == []
     listed = json.loads((await nmc(fleet, "admin", "jobs", "list", "--json")).stdout)
     assert [j["id"] for j in listed] == [job_id] and listed[0]["ok"] == NODES
+    assert listed[0]["replies_read"]  # a background job has no end record: its replies are read and verified
 
 
 async def test_jobs_show_prints_the_ddls_summaries_as_rpc_does(fleet: HostileFleet) -> None:
@@ -94,6 +95,11 @@ async def test_an_ordinary_rpc_is_a_job_with_an_end_record(fleet: HostileFleet) 
     assert job.end is not None and sorted(job.end.answered) == sorted(fleet.identities)
     assert job.end.request_ids == (result.request_id,)
     assert sorted(r.identity for r in job.results) == sorted(fleet.identities)
+    assert (job.end.ok, job.end.failed) == (NODES, 0)
+    # `jobs list` summarises it from the signed end record, without reading the 10 replies.
+    listed = json.loads((await nmc(fleet, "admin", "jobs", "list", "--json")).stdout)
+    assert [(j["id"], j["ok"], j["failed"], j["missing"], j["replies_read"]) for j in listed] == [
+        (result.job_id, NODES, 0, 0, False)]
 
 
 async def test_a_reply_tampered_in_the_stream_is_reported_not_shown(fleet: HostileFleet) -> None:
