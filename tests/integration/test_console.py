@@ -170,6 +170,35 @@ async def test_a_job_and_its_replies(fleet: HostileFleet, console: ConsoleServic
         assert result.job_id in await r.text()
 
 
+async def test_a_big_jobs_replies_come_a_page_at_a_time_and_a_settled_job_is_read_once(
+        fleet: HostileFleet, console: ConsoleService, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nmc.ops.console.data as console_data
+
+    async with fleet.client("admin") as fc:
+        result = await run_action(fc, "rpcutil", "ping", job=JobOptions())
+    assert result is not None and result.job_id and len(result.results) == NODES
+    data = console.data
+    assert data is not None
+    first = await data.job(result.job_id, "admin", page=1, page_size=3)
+    last = await data.job(result.job_id, "admin", page=2, page_size=3)
+    assert (first["reply_count"], first["pages"], len(first["replies"]), len(last["replies"])) == (NODES, 2, 3, 1)
+    assert [r["identity"] for r in first["replies"] + last["replies"]] == sorted(fleet.identities)
+    assert sum(row["count"] for row in last["charts"]["status"]) == NODES  # the charts count every reply
+    assert (await data.job(result.job_id, "admin", page=99, page_size=3))["page"] == 2
+    # A job that can change no more (end record, time over) is kept: its next page reads nothing.
+    assert (("admin", result.job_id)) not in data._settled
+    monkeypatch.setattr(console_data, "SETTLE_SECONDS", -3600.0)
+    await data.job(result.job_id, "admin")
+    assert ("admin", result.job_id) in data._settled
+
+    async def unreadable(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("read again")
+
+    monkeypatch.setattr(console_data, "read_job", unreadable)
+    again = await data.job(result.job_id, "admin", page=2, page_size=3)
+    assert [r["identity"] for r in again["replies"]] == [r["identity"] for r in last["replies"]]
+
+
 async def test_an_audit_search_finds_the_denied_caller_and_exports_json_lines(
         fleet: HostileFleet, console: ConsoleService, http: aiohttp.ClientSession) -> None:
     async with fleet.client("mallory") as fc:
@@ -319,7 +348,7 @@ async def test_a_running_job_streams_its_replies_as_they_arrive_then_ends(
     job_id = await background_shell_job(fleet, f"sleep {SLEEP}; printf '{INJECTION}'")
     async with http.get(base(console) + f"/jobs/{job_id}", headers=bearer(console)) as r:
         page = await r.text()
-    assert f'data-stream="/api/jobs/{job_id}/stream?caller=admin"' in page and "still running" in page
+    assert f'data-stream="/api/jobs/{job_id}/stream?caller=admin&amp;page=1"' in page and "still running" in page
     async with http.get(base(console) + f"/api/jobs/{job_id}/stream", headers=bearer(console)) as r:
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
         assert "unsafe-inline" not in r.headers["Content-Security-Policy"] and r.headers["X-Frame-Options"] == "DENY"

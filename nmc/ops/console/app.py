@@ -269,7 +269,8 @@ async def _jobs(request: web.Request) -> dict[str, Any]:
 
 
 async def _job(request: web.Request) -> dict[str, Any]:
-    return await request.app[_DATA].job(request.match_info["job_id"], request.query.get("caller") or None)
+    return await request.app[_DATA].job(request.match_info["job_id"], request.query.get("caller") or None,
+                                        page=_int(request, "page", 1))
 
 
 def _static(name: str, content_type: str) -> Handler:

@@ -20,7 +20,7 @@ from nats.aio.client import Client as NATS
 
 from nmc.audit.reader import AuditQuery, read_records
 from nmc.client.events import EVENTS_STREAM, SeenEvent, query_events
-from nmc.client.jobs import JobsError, list_jobs, read_job
+from nmc.client.jobs import Job, JobsError, list_jobs, read_job
 from nmc.client.registry import RegistrySnapshot, read_registry
 from nmc.errors import NmcError
 from nmc.ops.console.jobview import action_spec, aggregate_view, duration_histogram, reply_fields, status_chart
@@ -37,6 +37,9 @@ __all__ = ["ConsoleData", "ConsoleQueryError", "DEFAULT_COLUMNS", "PAGE_SIZE", "
 
 DEFAULT_COLUMNS = ("role", "country", "operatingsystem", "environment")
 PAGE_SIZE = 200  # nodes per Fleet page
+JOB_PAGE_SIZE = 200  # replies per Job page
+SETTLED_JOBS = 16  # jobs that can change no more, kept verified for their next pages
+SETTLE_SECONDS = 60.0  # after a job's timeout, before it counts as settled
 TOP_VALUES = 10  # values per fact in the Fleet page's counts
 AUDIT_LIMIT = 1000  # newest matching records an audit search returns
 EVENTS_LIMIT = 200  # newest events the Events page shows
@@ -117,6 +120,8 @@ class ConsoleData:
     columns: tuple[str, ...] = DEFAULT_COLUMNS
     timeout: float = 10.0
     _jobs_by_id: dict[str, str] = field(default_factory=dict)  # job id -> caller, learnt from listings
+    # (caller, job id) -> a verified job that can change no more (_read_job), the most recent SETTLED_JOBS
+    _settled: collections.OrderedDict[tuple[str, str], Job] = field(default_factory=collections.OrderedDict)
     registry_max_age: float = MAX_AGE  # seconds a registry read serves the Fleet and Node pages (snapshot.py)
     _registry: RegistryCache | None = None
     # The DDLs the Job page labels replies with: the built-in agents' (a plugin's DDL is in its code).
@@ -206,8 +211,13 @@ class ConsoleData:
                 self._jobs_by_id[summary.job.start.id] = who
         return sorted(out, key=lambda d: d["started"], reverse=True)
 
-    async def job(self, job_id: str, caller: str | None = None) -> dict[str, Any]:
-        """One job with every verified reply (JobsError when there is none), as `nmc jobs show --json`."""
+    async def job(self, job_id: str, caller: str | None = None, *, page: int = 1,
+                  page_size: int = JOB_PAGE_SIZE) -> dict[str, Any]:
+        """One job with every verified reply (JobsError when there is none), as `nmc jobs show --json`.
+
+        The charts, counts and aggregates cover every reply; `replies` is one page of them
+        (by identity, `page_size` a page), so a job over 5,000 nodes is not one 5,000-row page.
+        """
         try:
             check_job_id(job_id)
         except Exception as exc:  # noqa: BLE001 - JobError; any malformed id is the caller's mistake
@@ -218,7 +228,7 @@ class ConsoleData:
             if not starts:
                 raise JobsError(f"no job {job_id} (jobs are kept for a limited time: see nmc ops setup)")
             caller = parse_job_subject(starts[0]).caller
-        job = await read_job(self.nc, self.verifier, self.collective, caller, job_id)
+        job = await self._read_job(caller, job_id)
         start = job.start
         spec = action_spec(self.specs, start.agent, start.action)
         replies = [{"identity": r.identity, "status": r.status, "status_label": r.status.label, "ok": r.ok,
@@ -226,15 +236,36 @@ class ConsoleData:
                    for r in sorted(job.results, key=lambda r: r.identity)]
         for reply in replies:
             reply["fields"] = reply_fields(reply, spec)
+        pages = max(1, -(-len(replies) // page_size))
+        page = min(max(1, page), pages)
         return {"id": start.id, "caller": start.caller, "agent": start.agent, "action": start.action,
                 "filter": start.filter, "started": start.started, "timeout": start.timeout,
                 "ended": job.end.ended if job.end is not None else None, "complete": job.complete(),
                 "expected": list(start.expected) if start.expected is not None else None,
-                "replies": replies, "missing": list(job.missing),
+                "reply_count": len(replies), "page": page, "pages": pages, "page_size": page_size,
+                "replies": replies[(page - 1) * page_size:page * page_size], "missing": list(job.missing),
                 "unverified": [{"subject": u.subject, "reason": u.reason} for u in job.unverified],
                 "ddl": spec is not None, "aggregates": aggregate_view(spec, replies),
                 "charts": {"status": status_chart(replies, job.missing),
                            "durations": duration_histogram([r["elapsed"] for r in replies])}}
+
+    async def _read_job(self, caller: str, job_id: str) -> Job:
+        """The job, verified; a job that can change no more is kept (a few), so its pages need not read it again.
+
+        Settled: its end record is stored and its requests' time is over (a node that had not
+        answered by then never will: the request's ttl), plus a minute for the broker.
+        """
+        key = (caller, job_id)
+        job = self._settled.get(key)
+        if job is not None:
+            self._settled.move_to_end(key)
+            return job
+        job = await read_job(self.nc, self.verifier, self.collective, caller, job_id)
+        if job.end is not None and time.time() > job.start.started + job.start.timeout + SETTLE_SECONDS:
+            self._settled[key] = job
+            while len(self._settled) > SETTLED_JOBS:
+                self._settled.popitem(last=False)
+        return job
 
     async def job_marker(self, job_id: str, caller: str) -> int:
         """How many records the job has stored (start, replies, end): what a live view polls to see a change.

@@ -95,9 +95,10 @@ async def job_stream(request: web.Request, live: LiveStreams, data: ConsoleData,
     headers (the middleware would set them too late: a stream's headers go out when it opens).
     """
     job_id = request.match_info["job_id"]
+    page = int(request.query["page"]) if request.query.get("page", "").isdigit() else 1  # the page it shows
     with live.slot(request):
         try:
-            job = await data.job(job_id, request.query.get("caller") or None)
+            job = await data.job(job_id, request.query.get("caller") or None, page=page)
             marker = await data.job_marker(job_id, job["caller"])
         except Exception as exc:  # noqa: BLE001 - the same answers as /api/jobs/{id}
             return failure(request, exc)
@@ -108,7 +109,7 @@ async def job_stream(request: web.Request, live: LiveStreams, data: ConsoleData,
             while not job["complete"] and not _closed(request) and await live.pause():
                 seen = await data.job_marker(job_id, job["caller"])
                 if seen != marker or time.time() >= job["started"] + job["timeout"]:
-                    marker, job = seen, await data.job(job_id, job["caller"])
+                    marker, job = seen, await data.job(job_id, job["caller"], page=page)
                     await response.write(sse("results", render(result=job)))
                     quiet = time.monotonic()
                 elif time.monotonic() - quiet >= HEARTBEAT:
