@@ -40,7 +40,15 @@ ALL_CALLERS: None = None  # a grant of every caller's jobs, those of users issue
 
 
 class JobPolicyError(NmcError, ValueError):
-    """``jobs.policy`` (or the directory holding it) cannot be used: one line saying where and why."""
+    """``jobs.policy`` (or the directory holding it) cannot be used: one line saying where and why.
+
+    `in_file`: the message starts with ``jobs.policy:<line>`` (relative to the directory);
+    otherwise it is about the directory itself and names it.
+    """
+
+    def __init__(self, message: str, *, in_file: bool = True) -> None:
+        super().__init__(message)
+        self.in_file = in_file
 
 
 def _allows(policies: PolicySet, reader: str, owner: str) -> bool:
@@ -59,9 +67,11 @@ def job_read_grants(policies: PolicySet, readers: Iterable[str],
     """
     if JOBS_POLICY not in policies.files:
         if policies.fatal:
-            raise JobPolicyError(f"{policies.fatal[0].where}: {policies.fatal[0].message}")
+            raise JobPolicyError(policies.fatal[0].message, in_file=False)
         return {}
-    errors = [i for i in (*policies.fatal, *policies.files[JOBS_POLICY].errors) if i.severity == "error"]
+    if policies.fatal:
+        raise JobPolicyError(policies.fatal[0].message, in_file=False)
+    errors = [i for i in policies.files[JOBS_POLICY].errors if i.severity == "error"]
     if errors:
         raise JobPolicyError(f"{errors[0]} (fix it; no job read is granted from a policy with errors)")
     owners = sorted(set(owners))

@@ -379,7 +379,7 @@ def secure_broker_settings(
         auth = plan_users(certificates, scope, ca_certificates=cas, revocations=revocations,
                           role_patterns=sources.role_patterns, job_policy=job_policy, now=now)
     except JobPolicyError as exc:
-        raise BrokerError(f"{sources.policy_dir}/{exc}") from None
+        raise BrokerError(f"{sources.policy_dir}/{exc}" if exc.in_file else str(exc)) from None
     except ValueError as exc:
         raise BrokerError(str(exc)) from None
     # The broker's own key is a route peer of itself (servers of one machine may share a certificate).
