@@ -79,7 +79,7 @@ def test_broker_config_refuses_a_broken_jobs_policy_in_one_line_and_writes_nothi
     refused = CliRunner().invoke(cli, args)
     assert refused.exit_code == 1 and "jobs.policy:2: error" in refused.output and "Traceback" not in refused.output
     assert len(refused.output.strip().splitlines()) == 1 and not out.exists()
-    missing = CliRunner().invoke(cli, [*args[:5], str(tmp_path / "nosuch"), *args[6:]])
+    missing = CliRunner().invoke(cli, [*args[:6], str(tmp_path / "nosuch"), *args[7:]])
     assert missing.exit_code == 1 and missing.output.strip() == f"Error: policy directory {tmp_path / 'nosuch'} does not exist"
     (policies / "jobs.policy").write_text("policy default deny\nallow   cert=bob   read   caller=alice\n")
     written = CliRunner().invoke(cli, args)
