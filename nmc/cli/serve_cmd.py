@@ -194,8 +194,12 @@ def _run_service(config: Config, kind: str, build: Callable[[Config], Any],
                    "plugin.console.allow_certs).")
 @click.option("--no-token", is_flag=True, default=False,
               help="With TLS: no access token, client certificates only.")
+@click.option("--quiet-after", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+              metavar="SECONDS", help="Mark nodes whose registry record is older as quiet (2 x the nodes' "
+                                      "registerinterval), as nmc find --quiet-after.")
 def serve_console(config_path: str | None, log_format: str | None, bind: str, port: int, columns: str | None,
-                  tls_cert: Path | None, tls_key: Path | None, allow_certs: tuple[str, ...], no_token: bool) -> None:
+                  tls_cert: Path | None, tls_key: Path | None, allow_certs: tuple[str, ...], no_token: bool,
+                  quiet_after: float) -> None:
     """Run the read-only web console: Fleet, Node, Jobs, Audit and Events pages and a JSON API.
 
     Reads only from NATS (the registry, NMC_JOBS, NMC_AUDIT, NMC_EVENTS) with a
@@ -214,7 +218,8 @@ def serve_console(config_path: str | None, log_format: str | None, bind: str, po
     """
     config = _daemon_config(console_config_path(config_path), log_format)
     chosen = tuple(c.strip() for c in (columns or "").split(",") if c.strip())
-    access = {"tls_cert": tls_cert, "tls_key": tls_key, "allow_certs": allow_certs, "use_token": not no_token}
+    access = {"tls_cert": tls_cert, "tls_key": tls_key, "allow_certs": allow_certs, "use_token": not no_token,
+              "quiet_after": quiet_after}
     asyncio.run(_serve_console(config, bind, port, chosen, access))
 
 

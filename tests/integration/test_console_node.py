@@ -101,3 +101,24 @@ async def test_a_node_with_no_jobs_says_so_and_a_hostile_fact_stays_text(fleet: 
         status, page = await _get(console, f"/node/{me}")
     assert status == 200 and "No stored job has a reply from this node." in page
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+async def test_nodes_whose_record_went_stale_are_marked_quiet_and_can_be_listed_alone(fleet: HostileFleet) -> None:
+    async with running_console(fleet, ("role",)) as console:
+        async def listed() -> bool:
+            return (await _api(console, "/api/fleet"))["matched"] == 3
+
+        await until(listed, 20, "3 nodes in the registry")
+        fresh = await _api(console, "/api/fleet")
+        assert fresh["quiet"] == 0 and not any(n["quiet"] for n in fresh["nodes"])
+        assert console.data is not None
+        console.data.quiet_after = 0.2  # as `--quiet-after 0.2`: every record is older than that soon
+
+        async def all_quiet() -> bool:
+            return (await _api(console, "/api/fleet"))["quiet"] == 3
+
+        await until(all_quiet, 20, "every record older than 0.2 s")
+        only = await _api(console, "/api/fleet?quiet=1")
+        assert only["quiet_only"] and len(only["nodes"]) == 3 and all(n["quiet"] for n in only["nodes"])
+        status, page = await _get(console, "/")
+        assert status == 200 and "3 quiet</a>" in page and page.count('class="quiet-mark"') == 3

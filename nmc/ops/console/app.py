@@ -195,7 +195,7 @@ def _int(request: web.Request, name: str, default: int) -> int:
 async def _fleet(request: web.Request) -> dict[str, Any]:
     columns = [c.strip() for c in request.query.get("columns", "").split(",") if c.strip()] or None
     return await request.app[_DATA].fleet(request.query.get("filter", ""), page=_int(request, "page", 1),
-                                          columns=columns)
+                                          columns=columns, quiet_only=request.query.get("quiet") == "1")
 
 
 async def _audit(request: web.Request) -> dict[str, Any]:

@@ -37,6 +37,7 @@ __all__ = ["ConsoleData", "ConsoleQueryError", "DEFAULT_COLUMNS", "PAGE_SIZE", "
 
 DEFAULT_COLUMNS = ("role", "country", "operatingsystem", "environment")
 PAGE_SIZE = 200  # nodes per Fleet page
+QUIET_AFTER = 120.0  # seconds without a registry update after which a node is marked quiet (2 x registerinterval)
 JOB_PAGE_SIZE = 200  # replies per Job page
 SETTLED_JOBS = 16  # jobs that can change no more, kept verified for their next pages
 SETTLE_SECONDS = 60.0  # after a job's timeout, before it counts as settled
@@ -122,6 +123,7 @@ class ConsoleData:
     _jobs_by_id: dict[str, str] = field(default_factory=dict)  # job id -> caller, learnt from listings
     # (caller, job id) -> a verified job that can change no more (_read_job), the most recent SETTLED_JOBS
     _settled: collections.OrderedDict[tuple[str, str], Job] = field(default_factory=collections.OrderedDict)
+    quiet_after: float = QUIET_AFTER  # the Fleet page marks nodes whose record is older (nmc find --quiet-after)
     registry_max_age: float = MAX_AGE  # seconds a registry read serves the Fleet and Node pages (snapshot.py)
     _registry: RegistryCache | None = None
     # The DDLs the Job page labels replies with: the built-in agents' (a plugin's DDL is in its code).
@@ -152,13 +154,21 @@ class ConsoleData:
             await self._registry.close()
 
     async def fleet(self, filter_text: str = "", *, page: int = 1, columns: Sequence[str] | None = None,
-                    page_size: int = PAGE_SIZE) -> dict[str, Any]:
-        """One page of the registry's nodes the filter selects, with the columns' value counts."""
+                    page_size: int = PAGE_SIZE, quiet_only: bool = False) -> dict[str, Any]:
+        """One page of the registry's nodes the filter selects, with the columns' value counts.
+
+        A node whose record was not refreshed for `quiet_after` seconds is marked quiet (as
+        `nmc find --dm registry --quiet-after`); `quiet_only` keeps only those.
+        """
         columns = tuple(columns or self.columns)
         tree = _parse_filter(filter_text)
         cached = await self.registry()
         snapshot = cached.snapshot
+        now = time.time()
         chosen = [e for e in snapshot.entries if matches(tree, e.facts, e.classes, e.identity, e.agents)]
+        quiet = {e.identity for e in chosen if now - e.last_seen > self.quiet_after}
+        if quiet_only:
+            chosen = [e for e in chosen if e.identity in quiet]
         pages = max(1, -(-len(chosen) // page_size))
         page = min(max(1, page), pages)
         counts: dict[str, list[dict[str, Any]]] = {}
@@ -168,10 +178,12 @@ class ConsoleData:
                               for value, n in tally.most_common(TOP_VALUES)]
         return {"collective": self.collective, "filter": filter_text or "", "columns": list(columns),
                 "total": len(snapshot.entries), "matched": len(chosen), "page": page, "pages": pages,
-                "page_size": page_size, "skipped": snapshot.skipped, "now": time.time(),
+                "page_size": page_size, "skipped": snapshot.skipped, "now": now,
+                "quiet": len(quiet), "quiet_after": self.quiet_after, "quiet_only": quiet_only,
                 "read_at": cached.read_at, "read_age": round(cached.age(), 1),
                 "read_seconds": round(snapshot.elapsed, 2),
-                "nodes": [_node(e, columns) for e in chosen[(page - 1) * page_size:page * page_size]],
+                "nodes": [{**_node(e, columns), "quiet": e.identity in quiet}
+                          for e in chosen[(page - 1) * page_size:page * page_size]],
                 "counts": counts}
 
     async def node(self, identity: str) -> dict[str, Any] | None:

@@ -28,7 +28,7 @@ from nmc.ops.config.settings import (
 )
 from nmc.ops.console.access import ClientCertificates, allow_list, server_context
 from nmc.ops.console.app import make_app, new_token, start_site
-from nmc.ops.console.data import DEFAULT_COLUMNS, ConsoleData
+from nmc.ops.console.data import DEFAULT_COLUMNS, QUIET_AFTER, ConsoleData
 from nmc.ops.console.snapshot import MAX_AGE
 from nmc.transport.connect import connect, daemon_options
 
@@ -57,6 +57,7 @@ class ConsoleService:
     columns: tuple[str, ...] = DEFAULT_COLUMNS
     token: str = field(default_factory=new_token)
     registry_max_age: float = MAX_AGE  # seconds one registry read serves the Fleet and Node pages
+    quiet_after: float = QUIET_AFTER  # a node whose record is older than this is marked quiet
     tls: ConsoleTLS | None = None  # HTTPS and client certificates (nmc.ops.console.access)
     nc: Any = None
     data: ConsoleData | None = None
@@ -80,7 +81,8 @@ class ConsoleService:
         self.nc = await connect(opts, give_up_after=give_up_after)
         data = ConsoleData(self.nc, settings.collective, load_verifier(self.config), record_verifier(self.config),
                            event_verifier(self.config), bucket=settings.registry_bucket, columns=self.columns,
-                           registry_max_age=self.registry_max_age, specs=_known_specs(self.config))
+                           registry_max_age=self.registry_max_age, specs=_known_specs(self.config),
+                           quiet_after=self.quiet_after)
         self.data = data
         try:
             self.runner, self.bound_port = await start_site(make_app(data, self.token, certs), self.bind, self.port,
@@ -147,12 +149,12 @@ def _loopback(host: str) -> bool:
 def build_console(config: Config, *, bind: str = "127.0.0.1", port: int = DEFAULT_PORT,
                   columns: Sequence[str] = DEFAULT_COLUMNS, token: str | None = None,
                   tls_cert: Path | None = None, tls_key: Path | None = None, allow_certs: Sequence[str] = (),
-                  use_token: bool = True) -> ConsoleService:
+                  use_token: bool = True, quiet_after: float = QUIET_AFTER) -> ConsoleService:
     """An unstarted console from its config (a client-style config: servers, CA, certificate of role console).
 
     The options win over the config's plugin.console.tls_cert, tls_key and allow_certs.
     """
-    return ConsoleService(config, bind=bind, port=port, columns=tuple(columns),
+    return ConsoleService(config, bind=bind, port=port, columns=tuple(columns), quiet_after=quiet_after,
                           token=(token or new_token()) if use_token else "",
                           tls=console_tls(config, tls_cert, tls_key, allow_certs))
 
