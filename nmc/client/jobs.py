@@ -262,12 +262,14 @@ async def wait_job(nc: NATS, verifier: Verifier, collective: str, caller: str, j
 
 
 async def list_jobs(nc: NATS, verifier: Verifier, collective: str, caller: str, *, agent: str | None = None,
-                    since: float | None = None) -> list[JobSummary]:
+                    since: float | None = None, known: Mapping[str, JobSummary] | None = None) -> list[JobSummary]:
     """The jobs of `caller`, newest first, optionally of one agent or started after `since` (unix time).
 
     A job with an end record that counts its OK and failed replies (every rpc since 2026-12-04) is
     summarised from that signed record, its replies not read: `jobs show` reads and verifies them.
     A background job (no end record) or an older one has its replies read and verified.
+    `known`: summaries (by job id) the caller already read of jobs that can change no more;
+    they are reused, not read again.
     """
     reader = _Reader(nc)
     by_job: dict[str, list[str]] = {}
@@ -279,16 +281,22 @@ async def list_jobs(nc: NATS, verifier: Verifier, collective: str, caller: str, 
     jobs: list[JobSummary] = []
 
     async def one(job_id: str, subjects: list[str]) -> None:
-        try:
-            job = await _read(reader, verifier, collective, caller, job_id, subjects, replies_unless_counted=True)
-        except (JobError, SecurityError) as exc:
-            log.warning("job_unverified", job=job_id, reason=reason_of(exc))
+        summary = (known or {}).get(job_id)
+        if summary is None:
+            try:
+                job = await _read(reader, verifier, collective, caller, job_id, subjects,
+                                  replies_unless_counted=True)
+            except (JobError, SecurityError) as exc:
+                log.warning("job_unverified", job=job_id, reason=reason_of(exc))
+                return
+            if job is None:
+                return
+            summary = JobSummary(job, from_end=job.end is not None and job.end.ok is not None)
+        if agent is not None and summary.job.start.agent != agent:
             return
-        if job is None or (agent is not None and job.start.agent != agent):
+        if since is not None and summary.job.start.started < since:
             return
-        if since is not None and job.start.started < since:
-            return
-        jobs.append(JobSummary(job, from_end=job.end is not None and job.end.ok is not None))
+        jobs.append(summary)
 
     await asyncio.gather(*(one(j, s) for j, s in by_job.items()))
     return sorted(jobs, key=lambda j: j.job.start.started, reverse=True)

@@ -170,6 +170,37 @@ async def test_a_job_and_its_replies(fleet: HostileFleet, console: ConsoleServic
         assert result.job_id in await r.text()
 
 
+async def test_the_jobs_list_pages_and_reads_a_settled_job_once(
+        fleet: HostileFleet, console: ConsoleService, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nmc.client.jobs as client_jobs
+    import nmc.ops.console.data as console_data
+
+    ids = []
+    async with fleet.client("admin") as fc:
+        for _ in range(3):
+            ran = await run_action(fc, "rpcutil", "ping", job=JobOptions())
+            assert ran is not None and ran.job_id
+            ids.append(ran.job_id)
+    data = console.data
+    assert data is not None
+    first = await data.jobs(page=1, page_size=2)
+    second = await data.jobs(page=2, page_size=2)
+    assert (first["total"], first["pages"], len(first["jobs"]), len(second["jobs"])) == (3, 2, 2, 1)
+    assert [j["id"] for j in first["jobs"] + second["jobs"]] == list(reversed(ids))  # newest first
+    monkeypatch.setattr(console_data, "SETTLE_SECONDS", -3600.0)  # as if their time were long over
+    await data.jobs()
+    reads: list[str] = []
+    real_read = client_jobs._read
+
+    async def counting(*args: Any, **kw: Any) -> Any:
+        reads.append(args[4])
+        return await real_read(*args, **kw)
+
+    monkeypatch.setattr(client_jobs, "_read", counting)
+    again = await data.jobs()
+    assert sorted(j["id"] for j in again["jobs"]) == sorted(ids) and reads == []
+
+
 async def test_a_big_jobs_replies_come_a_page_at_a_time_and_a_settled_job_is_read_once(
         fleet: HostileFleet, console: ConsoleService, monkeypatch: pytest.MonkeyPatch) -> None:
     import nmc.ops.console.data as console_data

@@ -265,7 +265,8 @@ async def _node(request: web.Request) -> dict[str, Any] | None:
 
 async def _jobs(request: web.Request) -> dict[str, Any]:
     q = request.query
-    return {"jobs": await request.app[_DATA].jobs(caller=q.get("caller") or None, agent=q.get("agent") or None)}
+    return await request.app[_DATA].jobs(caller=q.get("caller") or None, agent=q.get("agent") or None,
+                                         page=_int(request, "page", 1))
 
 
 async def _job(request: web.Request) -> dict[str, Any]:

@@ -8,6 +8,7 @@ dicts: the JSON API returns them as they are, the templates render them (escaped
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import time
@@ -20,7 +21,7 @@ from nats.aio.client import Client as NATS
 
 from nmc.audit.reader import AuditQuery, read_records
 from nmc.client.events import EVENTS_STREAM, SeenEvent, query_events
-from nmc.client.jobs import Job, JobsError, list_jobs, read_job
+from nmc.client.jobs import Job, JobsError, JobSummary, list_jobs, read_job
 from nmc.client.registry import RegistrySnapshot, read_registry
 from nmc.errors import NmcError
 from nmc.ops.console.jobview import action_spec, aggregate_view, duration_histogram, reply_fields, status_chart
@@ -39,6 +40,7 @@ DEFAULT_COLUMNS = ("role", "country", "operatingsystem", "environment")
 PAGE_SIZE = 200  # nodes per Fleet page
 QUIET_AFTER = 120.0  # seconds without a registry update after which a node is marked quiet (2 x registerinterval)
 JOB_PAGE_SIZE = 200  # replies per Job page
+JOBS_PAGE_SIZE = 200  # jobs per Jobs page
 SETTLED_JOBS = 16  # jobs that can change no more, kept verified for their next pages
 SETTLE_SECONDS = 60.0  # after a job's timeout, before it counts as settled
 TOP_VALUES = 10  # values per fact in the Fleet page's counts
@@ -123,6 +125,8 @@ class ConsoleData:
     _jobs_by_id: dict[str, str] = field(default_factory=dict)  # job id -> caller, learnt from listings
     # (caller, job id) -> a verified job that can change no more (_read_job), the most recent SETTLED_JOBS
     _settled: collections.OrderedDict[tuple[str, str], Job] = field(default_factory=collections.OrderedDict)
+    # caller -> job id -> the list's summary of a job that can change no more (jobs()); gone with the stream's limits
+    _summaries: dict[str, dict[str, JobSummary]] = field(default_factory=dict)
     quiet_after: float = QUIET_AFTER  # the Fleet page marks nodes whose record is older (nmc find --quiet-after)
     registry_max_age: float = MAX_AGE  # seconds a registry read serves the Fleet and Node pages (snapshot.py)
     _registry: RegistryCache | None = None
@@ -212,16 +216,36 @@ class ConsoleData:
             if not page or len(found) >= int(answer.get("total") or 0):
                 return found
 
-    async def jobs(self, *, caller: str | None = None, agent: str | None = None) -> list[dict[str, Any]]:
-        """Every caller's jobs (or one caller's), newest first, as `nmc jobs list --json` shows them."""
+    async def jobs(self, *, caller: str | None = None, agent: str | None = None, page: int = 1,
+                   page_size: int = JOBS_PAGE_SIZE) -> dict[str, Any]:
+        """Every caller's jobs (or one caller's), newest first, as `nmc jobs list --json` shows them, a page of them.
+
+        Summaries of jobs that can change no more are kept (`_summaries`), so a visit reads
+        only the records of the jobs that are new or still running.
+        """
         starts = await self._job_subjects(jobs_subjects(self.collective, caller).removesuffix(">") + "*.start")
         callers = sorted({parse_job_subject(s).caller for s in starts})
+        listed = await asyncio.gather(*(list_jobs(self.nc, self.verifier, self.collective, who, agent=agent,
+                                                  known=self._summaries.get(who)) for who in callers))
         out: list[dict[str, Any]] = []
-        for who in callers:
-            for summary in await list_jobs(self.nc, self.verifier, self.collective, who, agent=agent):
+        now = time.time()
+        for who, summaries in zip(callers, listed):
+            kept = self._summaries.setdefault(who, {})
+            if agent is None:  # a full listing: forget the jobs the stream no longer holds
+                present = {summary.job.start.id for summary in summaries}
+                for gone in set(kept) - present:
+                    del kept[gone]
+            for summary in summaries:
+                start, end = summary.job.start, summary.job.end
                 out.append(summary.to_dict())
-                self._jobs_by_id[summary.job.start.id] = who
-        return sorted(out, key=lambda d: d["started"], reverse=True)
+                self._jobs_by_id[start.id] = who
+                if end is not None and now > start.started + start.timeout + SETTLE_SECONDS:
+                    kept[start.id] = summary
+        out.sort(key=lambda d: d["started"], reverse=True)
+        pages = max(1, -(-len(out) // page_size))
+        page = min(max(1, page), pages)
+        return {"jobs": out[(page - 1) * page_size:page * page_size], "total": len(out), "page": page,
+                "pages": pages, "page_size": page_size}
 
     async def job(self, job_id: str, caller: str | None = None, *, page: int = 1,
                   page_size: int = JOB_PAGE_SIZE) -> dict[str, Any]:
