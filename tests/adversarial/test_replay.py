@@ -13,7 +13,6 @@ to capture, mallory's (a user the policy denies everything) to re-publish.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator

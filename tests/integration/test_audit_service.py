@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from structlog.testing import capture_logs
 
-from nmc.audit.errors import PositionError
 from nmc.audit.position import Position, PositionFile
 from nmc.audit.publisher import AuditSettings, JetStreamAuditor
 from nmc.audit.records import encode_record
@@ -27,7 +24,6 @@ from nmc.audit.sinks import SyslogTarget
 from nmc.audit.stream import STREAM, ensure_stream
 from nmc.protocol.audit import AuditRecord
 from tests.integration.auditkit import (
-    NMC,
     Rsyslog,
     caught_up,
     connect,
