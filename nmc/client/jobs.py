@@ -190,12 +190,18 @@ def _verify_record(msg: Any, verifier: Verifier, caller: str, kind: type[JobStar
     return record
 
 
-def _verify_reply(msg: Any, verifier: Verifier, identity: str, start: JobStart, end: JobEnd | None) -> NodeResult:
+def _verified_reply(msg: Any, verifier: Verifier, identity: str) -> Reply:
+    """A stored reply whose signature is its node's, the node its subject names."""
     headers = msg.headers or {}
     reply = Reply.from_bytes(msg.data)
     name = verifier.verify(msg.data, headers.get(SIGNATURE_HEADER), headers.get(CERTIFICATE_HEADER))
     if not name == reply.identity == identity:
         raise SecurityError(f"reply stored as {identity!r} claims {reply.identity!r} and is signed by {name!r}")
+    return reply
+
+
+def _job_result(reply: Reply, start: JobStart, end: JobEnd | None) -> NodeResult:
+    """A verified reply as this job's result: it must answer one of the job's requests when the end names them."""
     if end is not None and end.request_ids and reply.request_id not in end.request_ids:
         raise SecurityError(f"reply to request {reply.request_id!r}, not one of this job's")
     return NodeResult(identity=reply.identity, status=reply.status, message=reply.message, data=reply.data,
@@ -203,8 +209,14 @@ def _verify_reply(msg: Any, verifier: Verifier, identity: str, start: JobStart, 
 
 
 async def _read(reader: _Reader, verifier: Verifier, collective: str, caller: str, job_id: str,
-                subjects: Sequence[str], *, replies_unless_counted: bool = False) -> Job | None:
-    """The job's verified records and replies; with `replies_unless_counted`, no replies when the end has counts."""
+                subjects: Sequence[str], *, replies_unless_counted: bool = False,
+                seen: dict[str, Reply] | None = None) -> Job | None:
+    """The job's verified records and replies; with `replies_unless_counted`, no replies when the end has counts.
+
+    `seen` (reply subject -> verified reply) carries the replies an earlier read of the same
+    job verified: only the others are read (a job being watched grows; it is not read whole
+    again on every change). Each is checked against the end record on every read.
+    """
     start_msg = await reader.get(job_subject(collective, caller, job_id, "start"), caller)
     if start_msg is None:
         return None
@@ -221,15 +233,21 @@ async def _read(reader: _Reader, verifier: Verifier, collective: str, caller: st
             unverified.append(Unverified(end_msg.subject, reason_of(exc)))
     if replies_unless_counted and end is not None and end.ok is not None:
         return Job(start=start, end=end, results=(), unverified=tuple(unverified))
+    known = seen if seen is not None else {}
     replies = [s for s in subjects if ".reply." in s]
-    messages = await asyncio.gather(*(reader.get(s, caller) for s in replies))
+    fresh = [s for s in replies if s not in known]
+    messages = dict(zip(fresh, await asyncio.gather(*(reader.get(s, caller) for s in fresh))))
     results: list[NodeResult] = []
-    for subject, msg in zip(replies, messages):
-        if msg is None:
-            continue
+    for subject in replies:
         try:
-            identity = parse_job_subject(subject).identity or ""
-            results.append(_verify_reply(msg, verifier, identity, start, end))
+            reply = known.get(subject)
+            if reply is None:
+                msg = messages.get(subject)
+                if msg is None:
+                    continue
+                reply = _verified_reply(msg, verifier, parse_job_subject(subject).identity or "")
+                known[subject] = reply
+            results.append(_job_result(reply, start, end))
         except (JobError, EnvelopeError, SecurityError) as exc:
             unverified.append(Unverified(subject, reason_of(exc)))
             log.warning("job_reply_unverified", job=job_id, subject=subject, reason=reason_of(exc))
@@ -237,12 +255,16 @@ async def _read(reader: _Reader, verifier: Verifier, collective: str, caller: st
     return Job(start=start, end=end, results=tuple(results), unverified=tuple(unverified))
 
 
-async def read_job(nc: NATS, verifier: Verifier, collective: str, caller: str, job_id: str) -> Job:
-    """One job of `caller`, every stored message verified (JobsError when there is no such job)."""
+async def read_job(nc: NATS, verifier: Verifier, collective: str, caller: str, job_id: str,
+                   *, seen: dict[str, Reply] | None = None) -> Job:
+    """One job of `caller`, every stored message verified (JobsError when there is no such job).
+
+    `seen`: replies an earlier read of this job verified, reused (see `_read`); None reads all.
+    """
     reader = _Reader(nc)
     subjects = await reader.subjects(jobs_subjects(collective, caller, job_id), caller)
     try:
-        job = await _read(reader, verifier, collective, caller, job_id, subjects)
+        job = await _read(reader, verifier, collective, caller, job_id, subjects, seen=seen)
     except (JobError, SecurityError) as exc:
         raise JobsError(f"job {job_id}: its start record fails verification: {reason_of(exc)}") from exc
     if job is None:
@@ -252,13 +274,27 @@ async def read_job(nc: NATS, verifier: Verifier, collective: str, caller: str, j
 
 async def wait_job(nc: NATS, verifier: Verifier, collective: str, caller: str, job_id: str,
                    *, limit: float | None = None) -> Job:
-    """Read the job again until every expected node answered or its timeout passed (or `limit` seconds)."""
+    """Read the job as it grows until every expected node answered or its timeout passed (or `limit` seconds).
+
+    Nobody may subscribe to job subjects, so it polls: one STREAM.INFO for the job's subject
+    count every `_POLL` seconds, and a read of only the replies not verified yet when the count
+    changed. The job returned is read whole and verified afresh, as `read_job` reads it.
+    """
     deadline = None if limit is None else time.monotonic() + limit
+    reader, seen = _Reader(nc), dict[str, Reply]()
+    count, times_out = -1, float("inf")  # subjects at the last read; when the job's time is up
     while True:
-        job = await read_job(nc, verifier, collective, caller, job_id)
-        if job.complete() or (deadline is not None and time.monotonic() >= deadline):
-            return job
-        await asyncio.sleep(_POLL)  # nobody may subscribe to job subjects: reading again is the only way
+        now_count = len(await reader.subjects(jobs_subjects(collective, caller, job_id), caller))
+        if now_count != count or time.time() >= times_out:
+            count = now_count
+            job = await read_job(nc, verifier, collective, caller, job_id, seen=seen)
+            times_out = job.start.started + job.start.timeout
+            if job.complete():
+                break
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(_POLL)
+    return await read_job(nc, verifier, collective, caller, job_id)
 
 
 async def list_jobs(nc: NATS, verifier: Verifier, collective: str, caller: str, *, agent: str | None = None,

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,3 +218,34 @@ async def test_jobs_policy_lets_a_named_user_read_another_callers_jobs_and_nothi
     (policies / "jobs.policy").write_text("policy default deny\nallow   cert=mallory   read   caller=(admin\n")
     with pytest.raises(BrokerError, match=r"jobs.policy:2: error"):
         secure_broker_settings(fleet.broker.settings, TrustSources(ca_dir=fleet.layout.ca_dir, policy_dir=policies))
+
+
+async def test_waiting_for_a_job_reads_each_stored_reply_once_more_not_on_every_poll(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nmc.client.jobs as client_jobs
+
+    small = HostileFleet(tmp_path / "small", node_count=3)
+    await small.start()
+    try:
+        async with small.client("admin") as fc:
+            first = await fc.call("rpcutil", "ping", {}, expect=small.identities)  # all three registered
+            assert len(first.results) == 3
+            silent = small.nodes[2]
+            await silent.nc.close()  # gone without a goodbye: still in the registry, the job expects it
+            sent = await run_action(fc, "rpcutil", "ping", job=JobOptions(background=True))
+            assert sent is not None and sent.job_id and len(sent.discovered or ()) == 3
+            gets: list[str] = []
+            real_get = client_jobs._Reader.get
+
+            async def counting(self: Any, subject: str, who: str) -> Any:
+                gets.append(subject)
+                return await real_get(self, subject, who)
+
+            monkeypatch.setattr(client_jobs._Reader, "get", counting)
+            job = await wait_job(fc.nc, fc.verifier, "nmc", "admin", sent.job_id, limit=2.0)
+        assert sorted(r.identity for r in job.results) == small.identities[:2] and len(job.missing) == 1
+        replies = [g for g in gets if ".reply." in g]
+        # Two seconds of polling every 0.25 s: each reply is read while waiting and once for the answer.
+        assert {replies.count(s) for s in set(replies)} <= {1, 2} and len(set(replies)) == 2
+    finally:
+        await small.stop()

@@ -28,6 +28,7 @@ from nmc.ops.console.jobview import action_spec, aggregate_view, duration_histog
 from nmc.ops.console.snapshot import MAX_AGE, MAX_STALE, CachedRead, RegistryCache
 from nmc.protocol.ddl import AgentSpec
 from nmc.protocol.ddls import BUILTIN_DDLS
+from nmc.protocol.envelope import Reply
 from nmc.protocol.filter import FilterSyntaxError, MatchAll, matches, parse
 from nmc.protocol.jobs import JOBS_STREAM, check_job_id, jobs_subjects, parse_job_subject
 from nmc.protocol.registry import DEFAULT_BUCKET, RegistryEntry
@@ -248,11 +249,12 @@ class ConsoleData:
                 "pages": pages, "page_size": page_size}
 
     async def job(self, job_id: str, caller: str | None = None, *, page: int = 1,
-                  page_size: int = JOB_PAGE_SIZE) -> dict[str, Any]:
+                  page_size: int = JOB_PAGE_SIZE, seen: dict[str, Reply] | None = None) -> dict[str, Any]:
         """One job with every verified reply (JobsError when there is none), as `nmc jobs show --json`.
 
         The charts, counts and aggregates cover every reply; `replies` is one page of them
         (by identity, `page_size` a page), so a job over 5,000 nodes is not one 5,000-row page.
+        `seen`: replies an earlier read of this running job verified (a live view), not read again.
         """
         try:
             check_job_id(job_id)
@@ -264,7 +266,7 @@ class ConsoleData:
             if not starts:
                 raise JobsError(f"no job {job_id} (jobs are kept for a limited time: see nmc ops setup)")
             caller = parse_job_subject(starts[0]).caller
-        job = await self._read_job(caller, job_id)
+        job = await self._read_job(caller, job_id, seen)
         start = job.start
         spec = action_spec(self.specs, start.agent, start.action)
         replies = [{"identity": r.identity, "status": r.status, "status_label": r.status.label, "ok": r.ok,
@@ -285,7 +287,7 @@ class ConsoleData:
                 "charts": {"status": status_chart(replies, job.missing),
                            "durations": duration_histogram([r["elapsed"] for r in replies])}}
 
-    async def _read_job(self, caller: str, job_id: str) -> Job:
+    async def _read_job(self, caller: str, job_id: str, seen: dict[str, Reply] | None = None) -> Job:
         """The job, verified; a job that can change no more is kept (a few), so its pages need not read it again.
 
         Settled: its end record is stored and its requests' time is over (a node that had not
@@ -296,8 +298,8 @@ class ConsoleData:
         if job is not None:
             self._settled.move_to_end(key)
             return job
-        job = await read_job(self.nc, self.verifier, self.collective, caller, job_id)
-        if job.end is not None and time.time() > job.start.started + job.start.timeout + SETTLE_SECONDS:
+        job = await read_job(self.nc, self.verifier, self.collective, caller, job_id, seen=seen)
+        if seen is None and job.end is not None and time.time() > job.start.started + job.start.timeout + SETTLE_SECONDS:
             self._settled[key] = job
             while len(self._settled) > SETTLED_JOBS:
                 self._settled.popitem(last=False)

@@ -15,6 +15,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -103,13 +104,16 @@ async def job_stream(request: web.Request, live: LiveStreams, data: ConsoleData,
         except Exception as exc:  # noqa: BLE001 - the same answers as /api/jobs/{id}
             return failure(request, exc)
         response = await _open(request, headers)
+        verified: dict[str, Any] = {}  # replies this stream verified: each new record reads only what is new
         try:
             await response.write(sse("results", render(result=job)))
             quiet = time.monotonic()
             while not job["complete"] and not _closed(request) and await live.pause():
                 seen = await data.job_marker(job_id, job["caller"])
                 if seen != marker or time.time() >= job["started"] + job["timeout"]:
-                    marker, job = seen, await data.job(job_id, job["caller"], page=page)
+                    marker, job = seen, await data.job(job_id, job["caller"], page=page, seen=verified)
+                    if job["complete"]:  # the last rendering is of the job read whole and verified afresh
+                        job = await data.job(job_id, job["caller"], page=page)
                     await response.write(sse("results", render(result=job)))
                     quiet = time.monotonic()
                 elif time.monotonic() - quiet >= HEARTBEAT:
