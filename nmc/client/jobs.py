@@ -35,8 +35,8 @@ from nmc.protocol.jobs import (JOBS_STREAM, JobEnd, JobError, JobStart, JobSubje
 from nmc.protocol.subjects import encode_token
 from nmc.security import CERTIFICATE_HEADER, SIGNATURE_HEADER, SecurityError, Verifier
 
-__all__ = ["Job", "JobsError", "JobSummary", "NodeJob", "Unverified", "end_job", "job_start", "list_jobs",
-           "node_jobs", "read_job", "start_job", "wait_job"]
+__all__ = ["Job", "JobsError", "JobSummary", "NodeJob", "Unverified", "end_job", "job_start", "job_subjects",
+           "list_jobs", "node_jobs", "read_job", "start_job", "wait_job"]
 
 log = structlog.get_logger("nmc.jobs")
 _IN_FLIGHT = 64  # direct gets at once
@@ -372,11 +372,7 @@ async def node_jobs(nc: NATS, verifier: Verifier, collective: str, identity: str
             continue
         try:
             where = parse_job_subject(subject)
-            reply = Reply.from_bytes(msg.data)
-            headers = msg.headers or {}
-            if not verifier.verify(msg.data, headers.get(SIGNATURE_HEADER), headers.get(CERTIFICATE_HEADER)) \
-                    == reply.identity == identity:
-                raise SecurityError(f"reply stored as {identity!r} is not signed by it")
+            reply = _verified_reply(msg, verifier, identity)
         except (JobError, EnvelopeError, SecurityError) as exc:
             failed += 1
             log.warning("job_reply_unverified", subject=subject, reason=reason_of(exc))
@@ -397,6 +393,12 @@ async def node_jobs(nc: NATS, verifier: Verifier, collective: str, identity: str
         out.append(NodeJob(job_id=where.job_id, caller=where.caller, agent=start.agent, action=start.action,
                            started=start.started, status=int(reply.status), ok=reply.ok, message=reply.message))
     return out, failed
+
+
+async def job_subjects(nc: NATS, pattern: str, who: str = "every caller") -> list[str]:
+    """Every stored NMC_JOBS subject matching `pattern` (one STREAM.INFO a page); `who` names the reader's reach
+    in the error when the broker refuses."""
+    return await _Reader(nc).subjects(pattern, who)
 
 
 def job_start(fc: FleetClient, job_id: str, agent: str, action: str, filter_expr: str,

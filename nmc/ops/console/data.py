@@ -21,7 +21,7 @@ from nats.aio.client import Client as NATS
 
 from nmc.audit.reader import AuditQuery, read_records
 from nmc.client.events import EVENTS_STREAM, SeenEvent, query_events
-from nmc.client.jobs import Job, JobsError, JobSummary, list_jobs, read_job
+from nmc.client.jobs import Job, JobsError, JobSummary, job_subjects, list_jobs, read_job
 from nmc.client.registry import RegistrySnapshot, read_registry
 from nmc.errors import NmcError
 from nmc.ops.console.jobview import action_spec, aggregate_view, duration_histogram, reply_fields, status_chart
@@ -30,7 +30,7 @@ from nmc.protocol.ddl import AgentSpec
 from nmc.protocol.ddls import BUILTIN_DDLS
 from nmc.protocol.envelope import Reply
 from nmc.protocol.filter import FilterSyntaxError, MatchAll, matches, parse
-from nmc.protocol.jobs import JOBS_STREAM, check_job_id, jobs_subjects, parse_job_subject
+from nmc.protocol.jobs import check_job_id, jobs_subjects, parse_job_subject
 from nmc.protocol.registry import DEFAULT_BUCKET, RegistryEntry
 from nmc.security import Verifier
 
@@ -204,18 +204,7 @@ class ConsoleData:
     # -- Jobs --------------------------------------------------------------------------------
 
     async def _job_subjects(self, pattern: str) -> list[str]:
-        found: list[str] = []
-        while True:
-            msg = await self.nc.request(f"$JS.API.STREAM.INFO.{JOBS_STREAM}",
-                                        json.dumps({"subjects_filter": pattern, "offset": len(found)}).encode(),
-                                        timeout=self.timeout)
-            answer = json.loads(msg.data)
-            if answer.get("error"):
-                raise JobsError(f"cannot list jobs: {answer['error'].get('description') or answer['error']}")
-            page = list((answer.get("state") or {}).get("subjects") or {})
-            found += page
-            if not page or len(found) >= int(answer.get("total") or 0):
-                return found
+        return await job_subjects(self.nc, pattern)
 
     async def jobs(self, *, caller: str | None = None, agent: str | None = None, page: int = 1,
                    page_size: int = JOBS_PAGE_SIZE) -> dict[str, Any]:
