@@ -19,11 +19,13 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
+from nmc.audit.formats import parse_time
 from nmc.audit.reader import AuditQuery, read_records
 from nmc.client.events import EVENTS_STREAM, SeenEvent, query_events
 from nmc.client.jobs import Job, JobsError, JobSummary, job_subjects, list_jobs, read_job
 from nmc.client.registry import RegistrySnapshot, read_registry
 from nmc.errors import NmcError
+from nmc.ops.config.settings import parse_duration
 from nmc.ops.console.jobview import action_spec, aggregate_view, duration_histogram, reply_fields, status_chart
 from nmc.ops.console.snapshot import MAX_AGE, MAX_STALE, CachedRead, RegistryCache
 from nmc.protocol.ddl import AgentSpec
@@ -91,18 +93,17 @@ def flatten_facts(facts: Mapping[str, Any], prefix: str = "") -> list[tuple[str,
 
 
 def parse_since(text: str | None, now: datetime | None = None) -> datetime | None:
-    """``2h``/``30m``/``7d``/``45s`` ago, or an ISO 8601 time (UTC unless it says); None for empty."""
+    """``2h``/``30m``/``7d``/``45s`` ago (the config's durations), or an ISO 8601 time (UTC unless it says); None for empty."""
     if not text or not text.strip():
         return None
     text, now = text.strip(), now or datetime.now(timezone.utc)
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1] in units and text[:-1].isdigit():
-        return now - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    age = parse_duration(text) if text[-1:].isalpha() else None
+    if age is not None:
+        return now - timedelta(seconds=age)
     try:
-        when = datetime.fromisoformat(text)
+        return parse_time(text)
     except ValueError:
         raise ConsoleQueryError(f"bad time {text!r}: give 30m, 2h, 7d or an ISO 8601 time") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def _node(entry: RegistryEntry, columns: Sequence[str]) -> dict[str, Any]:
